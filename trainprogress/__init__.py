@@ -1,0 +1,32 @@
+"""trainprogress: detailed, low-overhead progress reports for training loops.
+
+    from trainprogress import ProgressTracker
+    tracker = ProgressTracker(total_iters)
+    for it in range(total_iters):
+        ...
+        tracker.step(loss=loss, lr=lr)
+    tracker.close()
+
+torch is never imported here; it is used only where the caller already imported it.
+"""
+
+from .flops import gpt_flops_per_token
+from .report import Anomaly, MemoryStats, Report, Section
+from .sinks.base import Event, RunInfo, Sink, Tick
+from .sinks.console import ConsoleSink
+from .tracker import ProgressTracker
+
+__all__ = [
+    "Anomaly",
+    "ConsoleSink",
+    "Event",
+    "MemoryStats",
+    "ProgressTracker",
+    "Report",
+    "RunInfo",
+    "Section",
+    "Sink",
+    "Tick",
+    "gpt_flops_per_token",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""Time-remaining estimation (pure: fed step durations, pauses and iteration numbers).
+
+The estimate is
+
+    ETA = remaining_iters x (typical_step + stall_rate + sum of pause_rates)
+
+- ``typical_step`` is the *median* of the last ``window`` step times (pauses taken out).
+  The median ignores one-off slow steps (a GC pause, a data-loader hiccup) and, once half
+  the window has passed at a new speed, switches to it: with the default window of 2% of
+  the run, a lasting change of speed is followed within about 1% of the run.
+- The first step of each process is never counted: it carries compilation, cuDNN
+  autotuning, allocator warm-up or a resume's reload.
+- ``stall_rate``: a step slower than ``stall_factor`` x typical is a stall, and what it took
+  beyond a typical step is its cost. One to ``max_stall_run`` stalls in a row are one stall
+  event; a longer run of slow steps is a change of speed, which the median absorbs instead.
+  Stall events that recur (an eval inside the training step every N iterations) are charged
+  at the rate they occur; see ``RecurringCost``.
+- ``pause_rates``: each kind of marked pause ("eval", "checkpoint", ...) is a recurring
+  cost of its own, charged the same way.
+
+A recurring cost's rate counts every event after its first, divided by the iterations since
+the first. So an event seen once (a one-off stall, the eval before step 1, a warm-up)
+costs nothing, while one that recurs every N iterations converges to its true cost per
+iteration; a cluster of early events decays as the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from statistics import median
+from typing import Iterable
+
+
+class RecurringCost:
+    """The cost per iteration of an event that may recur (a kind of pause, or stalls)."""
+
+    def __init__(self) -> None:
+        self._first_iter: int | None = None
+        self._seconds_after_first = 0.0
+        self.count = 0
+
+    def record(self, iteration: int, seconds: float) -> None:
+        """An event costing ``seconds`` happened when ``iteration`` steps were complete."""
+        self.count += 1
+        if self._first_iter is None:
+            self._first_iter = iteration
+        else:
+            self._seconds_after_first += seconds
+
+    def seconds_per_iter(self, iteration: int) -> float:
+        """Expected seconds of this cost per future iteration, as seen at ``iteration``."""
+        if self._first_iter is None or iteration <= self._first_iter:
+            return 0.0
+        return self._seconds_after_first / (iteration - self._first_iter)
+
+
+class EtaEstimator:
+    """Estimates wall seconds until ``total_iters`` steps are complete. See the module doc."""
+
+    def __init__(
+        self,
+        total_iters: int,
+        window: int,
+        *,
+        stall_factor: float = 2.0,
+        max_stall_run: int = 2,
+        min_samples: int = 2,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"ETA window must be >= 1 step, got {window}")
+        self.total_iters = total_iters
+        self._recent: deque[float] = deque(maxlen=window)
+        self._stall_factor = stall_factor
+        self._max_stall_run = max_stall_run
+        self._min_samples = min_samples
+        self._seen_first_step = False
+        self._slow_run: list[float] = []  # excess seconds of the current run of slow steps
+        self._stalls = RecurringCost()
+        self._pauses: dict[str, RecurringCost] = {}
+
+    def add_steps(self, step_times_s: Iterable[float], first_iteration: int) -> None:
+        """Feed durations (seconds, pauses excluded) of consecutive steps; the first of them
+        completed iteration ``first_iteration``."""
+        times = list(step_times_s)
+        if not self._seen_first_step and times:
+            self._seen_first_step = True
+            times = times[1:]
+            first_iteration += 1
+        # Classify against the typical step before this batch; a batch is what passed
+        # between two estimates, and a speed change inside it shows as a long slow run.
+        typical = self.typical_step_s
+        if typical is None and len(times) >= self._min_samples:
+            typical = median(times)
+        for offset, t in enumerate(times):
+            if typical is not None and t > self._stall_factor * typical:
+                self._slow_run.append(t - typical)
+            else:
+                self._end_slow_run(first_iteration + offset)
+            self._recent.append(t)
+
+    def _end_slow_run(self, iteration: int) -> None:
+        if 0 < len(self._slow_run) <= self._max_stall_run:
+            self._stalls.record(iteration, sum(self._slow_run))
+        self._slow_run.clear()
+
+    def add_pause(self, name: str, seconds: float, iteration: int) -> None:
+        """A marked pause of ``seconds`` ended when ``iteration`` steps were complete."""
+        self._pauses.setdefault(name, RecurringCost()).record(iteration, seconds)
+
+    @property
+    def typical_step_s(self) -> float | None:
+        """Median step time in seconds over the recent window; None with too few steps."""
+        if len(self._recent) < self._min_samples:
+            return None
+        return median(self._recent)
+
+    def seconds_per_iter(self, iteration: int) -> float | None:
+        """Expected wall seconds per remaining iteration: typical step plus recurring costs."""
+        typical = self.typical_step_s
+        if typical is None:
+            return None
+        overhead = self._stalls.seconds_per_iter(iteration)
+        overhead += sum(p.seconds_per_iter(iteration) for p in self._pauses.values())
+        return typical + overhead
+
+    def remaining_s(self, iteration: int) -> float | None:
+        """Estimated wall seconds from the completion of ``iteration`` to the end of the run;
+        0.0 once the run is complete, None while it cannot be estimated yet."""
+        remaining = self.total_iters - iteration
+        if remaining <= 0:
+            return 0.0
+        per_iter = self.seconds_per_iter(iteration)
+        return None if per_iter is None else remaining * per_iter

@@ -1,0 +1,148 @@
+"""The Report: an immutable snapshot of where a training run stands.
+
+The tracker computes every number in a Report; sinks only render it. Units are in the
+field names (``_s`` seconds, ``_bytes`` bytes, ``_per_s`` per wall second), and ``mfu`` is
+a fraction in [0, 1] (sinks show it as a percentage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+# What kind of moment a Report describes.
+SCHEDULED = "scheduled"  # a regular interval boundary (every 1% by default)
+ANOMALY = "anomaly"  # an extra report triggered by an anomaly detector
+FINAL = "final"  # the end-of-run summary from tracker.close()
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Memory of one backend at the moment of a report, in bytes.
+
+    ``device`` is "cuda", "mps" or "cpu". For CUDA, ``used_bytes`` is memory allocated by
+    tensors, ``reserved_bytes`` what the caching allocator holds, ``peak_bytes`` the peak
+    allocation, and ``total_bytes`` the device's capacity. For MPS, ``used_bytes`` is the
+    current allocation and ``total_bytes`` the recommended working-set limit. For the CPU,
+    ``used_bytes`` is this process's resident set size and ``total_bytes`` the system's
+    memory. A value that a backend cannot tell is None.
+    """
+
+    device: str
+    used_bytes: int
+    total_bytes: int | None = None
+    reserved_bytes: int | None = None
+    peak_bytes: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """Something a detector found unhealthy: what, since which iteration, and how bad."""
+
+    kind: str  # "nonfinite_loss", "loss_spike", "throughput_drop", "memory_growth", "grad_explosion"
+    message: str  # one human sentence, e.g. "loss 9.81 is 7.2σ above its recent mean 2.10"
+    since_iter: int  # the first iteration at which it was seen in this episode
+
+
+@dataclass(frozen=True)
+class Section:
+    """A caller-supplied block of ``label: value`` lines, e.g. the NanEcho "🧠 Model State".
+
+    ``title`` may start with an emoji; the ASCII console mode strips it. Values are already
+    materialised (numbers or strings); the console renders numbers with thousands separators.
+    """
+
+    title: str
+    lines: tuple[tuple[str, object], ...]
+
+
+def _frozen_mapping(values: Mapping[str, float] | None) -> Mapping[str, float]:
+    return MappingProxyType(dict(values or {}))
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything known about a run at one moment. Build one with the tracker, never by hand
+    in a sink.
+
+    Progress: ``iteration`` optimizer steps completed out of ``total_iters`` (resumed steps
+    included), ``percent`` = 100 * iteration / total_iters.
+
+    Time: ``elapsed_s`` is wall time since the tracker started in this process, pauses
+    included; ``paused_s`` the part of it spent in marked pauses; ``eta_s`` the estimated wall
+    seconds until the run ends (None until it can be estimated).
+
+    Speed: ``iters_per_s`` and ``ms_per_iter`` over the recent speed window, pauses excluded.
+
+    Training values: ``loss`` is the latest loss, ``smoothed_loss`` its recent mean, ``lr``
+    the latest learning rate, ``metrics`` any further named values passed to ``step`` (their
+    latest value each), ``best_val_loss`` the lowest ``val_loss`` seen.
+
+    Throughput: ``tokens_processed`` counts resumed steps too; ``tokens_per_s`` uses the
+    speed window. ``mfu`` is a fraction of ``peak_flops`` (FLOP/s), whose origin
+    ``peak_flops_source`` names ("given", "table: NVIDIA H100 SXM bf16", "measured: CPU fp32").
+    """
+
+    kind: str
+    iteration: int
+    total_iters: int
+    percent: float
+    elapsed_s: float
+    paused_s: float
+    eta_s: float | None
+    iters_per_s: float | None
+    ms_per_iter: float | None
+    loss: float | None = None
+    smoothed_loss: float | None = None
+    lr: float | None = None
+    best_val_loss: float | None = None
+    mfu: float | None = None
+    peak_flops: float | None = None
+    peak_flops_source: str | None = None
+    tokens_processed: int | None = None
+    tokens_per_s: float | None = None
+    memory: tuple[MemoryStats, ...] = ()
+    metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    sections: tuple[Section, ...] = ()
+    anomalies: tuple[Anomaly, ...] = ()
+    start_iter: int = 0
+    wall_time: float = 0.0  # Unix time at which the report was made
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind == FINAL
+
+    def scalars(self) -> dict[str, float]:
+        """The report's numbers under one flat, slash-namespaced key scheme with units in the
+        names, shared by every backend (JSONL, TensorBoard, W&B). Missing values are left out."""
+        out: dict[str, float | None] = {
+            "train/loss": self.loss,
+            "train/loss_smoothed": self.smoothed_loss,
+            "train/lr": self.lr,
+            "train/best_val_loss": self.best_val_loss,
+            "progress/percent": self.percent,
+            "progress/iteration": float(self.iteration),
+            "time/elapsed_s": self.elapsed_s,
+            "time/eta_s": self.eta_s,
+            "perf/iters_per_s": self.iters_per_s,
+            "perf/ms_per_iter": self.ms_per_iter,
+            "perf/mfu_pct": None if self.mfu is None else 100.0 * self.mfu,
+            "perf/tokens_per_s": self.tokens_per_s,
+            "perf/tokens_processed": None if self.tokens_processed is None else float(self.tokens_processed),
+        }
+        for mem in self.memory:
+            gib = 1024.0**3
+            out[f"mem/{mem.device}_used_gib"] = mem.used_bytes / gib
+            if mem.reserved_bytes is not None:
+                out[f"mem/{mem.device}_reserved_gib"] = mem.reserved_bytes / gib
+            if mem.peak_bytes is not None:
+                out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / gib
+        for name, value in self.metrics.items():
+            key = name if "/" in name else f"metrics/{name}"
+            out[key] = value
+        return {k: float(v) for k, v in out.items() if v is not None}

@@ -1,0 +1,141 @@
+"""The console block: the project's reference report format, on any text stream."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from .. import format as fmt
+from ..report import FINAL, MemoryStats, Report
+from .base import Sink
+
+RULE = "=" * 80
+BULLET = "   • "
+
+# What ASCII mode writes instead of the non-ASCII characters the blocks use.
+_ASCII = str.maketrans({"•": "-", "×": "x", "σ": "sigma", "—": "-", "–": "-", "…": "...", "█": "#", "░": "."})
+
+_MEMORY_LABELS = {"cuda": "GPU Memory", "mps": "MPS Memory", "cpu": "Process Memory (RSS)"}
+
+
+def _memory_line(mem: MemoryStats) -> str:
+    text = fmt.format_memory(mem.used_bytes, mem.total_bytes)
+    details = []
+    if mem.peak_bytes is not None:
+        details.append(f"peak {fmt.format_gib(mem.peak_bytes)}")
+    if mem.reserved_bytes is not None and mem.device == "cuda":
+        details.append(f"reserved {fmt.format_gib(mem.reserved_bytes)}")
+    if details:
+        text += f" ({', '.join(details)})"
+    return f"{_MEMORY_LABELS.get(mem.device, mem.device)}: {text}"
+
+
+def _block(title: str, lines: list[str]) -> list[str]:
+    return [title, *(BULLET + line for line in lines)] if lines else []
+
+
+def render_progress(report: Report) -> list[str]:
+    """The lines of a progress block (rules included) for a scheduled or anomaly report."""
+    header = (
+        f"🔄 TRAINING PROGRESS: {fmt.format_percent(report.percent)} "
+        f"({fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)} iterations)"
+    )
+    out = [RULE, header, RULE]
+    if report.anomalies:
+        out += _block("⚠️ Anomalies:", [f"{a.message} (since iteration {fmt.format_count(a.since_iter)})" for a in report.anomalies])
+
+    metrics = []
+    if report.loss is not None:
+        metrics.append(f"Loss: {fmt.format_loss(report.loss)}")
+    if report.smoothed_loss is not None:
+        metrics.append(f"Loss (smoothed): {fmt.format_loss(report.smoothed_loss)}")
+    if "val_loss" in report.metrics:
+        metrics.append(f"Validation Loss: {fmt.format_loss(report.metrics['val_loss'])}")
+    if report.best_val_loss is not None:
+        metrics.append(f"Best Validation Loss: {fmt.format_loss(report.best_val_loss)}")
+    if report.lr is not None:
+        metrics.append(f"Learning Rate: {fmt.format_lr(report.lr)}")
+    if report.mfu is not None:
+        metrics.append(f"MFU: {fmt.format_mfu(report.mfu)}")
+    metrics += [f"{name}: {fmt.format_value(value)}" for name, value in report.metrics.items() if name != "val_loss"]
+    out += _block("📊 Metrics:", metrics)
+
+    time_lines = [f"Elapsed: {fmt.format_duration(report.elapsed_s)}", f"ETA: {fmt.format_eta(report.eta_s)}"]
+    if report.iters_per_s is not None:
+        time_lines.append(f"Speed: {fmt.format_rate(report.iters_per_s)}")
+    if report.ms_per_iter is not None:
+        time_lines.append(f"Time per iter: {fmt.format_ms(report.ms_per_iter)}")
+    out += _block("⏱️ Time:", time_lines)
+
+    memory = [_memory_line(m) for m in report.memory]
+    if report.tokens_processed is not None:
+        memory.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
+    if report.tokens_per_s is not None:
+        memory.append(f"Throughput: {fmt.format_count(round(report.tokens_per_s))} tokens/s")
+    out += _block("💾 Memory:", memory)
+
+    for section in report.sections:
+        out += _block(f"{section.title}:", [f"{label}: {fmt.format_value(value)}" for label, value in section.lines])
+    out.append(RULE)
+    return out
+
+
+def render_final(report: Report) -> list[str]:
+    """The lines of the end-of-run summary."""
+    lines = [f"Iterations: {fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)}"]
+    if report.loss is not None:
+        lines.append(f"Final loss: {fmt.format_loss(report.loss)}")
+    if report.smoothed_loss is not None:
+        lines.append(f"Final loss (smoothed): {fmt.format_loss(report.smoothed_loss)}")
+    if report.best_val_loss is not None:
+        lines.append(f"Best validation loss: {fmt.format_loss(report.best_val_loss)}")
+    lines.append(f"Total time: {fmt.format_duration(report.elapsed_s)}")
+    if report.paused_s > 0:
+        lines.append(f"Paused (eval, checkpoints, ...): {fmt.format_duration(report.paused_s)}")
+    if report.iters_per_s is not None:
+        lines.append(f"Average speed: {fmt.format_rate(report.iters_per_s)}")
+    if report.tokens_processed is not None:
+        lines.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
+    if report.mfu is not None:
+        lines.append(f"Average MFU: {fmt.format_mfu(report.mfu)}")
+    title = "✅ TRAINING COMPLETE!" if report.iteration >= report.total_iters else "⏹️ TRAINING STOPPED"
+    return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
+
+
+def to_ascii(text: str) -> str:
+    """The block without emoji or other non-ASCII characters, for log files and plain terminals."""
+    return fmt.strip_emoji(text).translate(_ASCII).encode("ascii", "replace").decode("ascii")
+
+
+def _stream_takes_emoji(stream: TextIO) -> bool:
+    encoding = getattr(stream, "encoding", None) or "ascii"
+    try:
+        "🔄•".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+class ConsoleSink(Sink):
+    """Prints each report as the reference block on ``stream`` (stdout by default, looked up
+    when writing so that redirection and pytest's capture work). ``ascii=None`` chooses
+    ASCII when the stream's encoding cannot write emoji."""
+
+    def __init__(self, stream: TextIO | None = None, *, ascii: bool | None = None) -> None:
+        self._stream = stream
+        self._ascii = ascii
+
+    def _write(self, lines: list[str]) -> None:
+        stream = self._stream or sys.stdout
+        text = "\n".join(lines)
+        use_ascii = self._ascii if self._ascii is not None else not _stream_takes_emoji(stream)
+        if use_ascii:
+            text = to_ascii(text)
+        stream.write(text + "\n")
+        stream.flush()
+
+    def report(self, report: Report) -> None:
+        if report.kind == FINAL:
+            self._write(render_final(report))
+        else:
+            self._write(render_progress(report))

@@ -1,0 +1,458 @@
+"""ProgressTracker: counts steps, owns the clock, and emits Reports to sinks."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections import deque
+from contextlib import contextmanager
+from statistics import fmean
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from .eta import EtaEstimator
+from .flops import PeakFlops, detect_peak
+from .memory import probe_memory
+from .report import ANOMALY, FINAL, SCHEDULED, Report, Section
+from .schedule import ReportSchedule
+from .sinks.base import Event, RunInfo, Sink, SinkGroup, Tick
+from .speed import SpeedWindow
+from .values import is_tensor, materialise
+
+logger = logging.getLogger(__name__)
+
+SectionSource = Mapping[str, object] | Callable[[], Mapping[str, object]]
+
+# Seconds between live ticks for sinks that want them (the bar): often enough to look live,
+# rarely enough that the bar costs nothing measurable.
+TICK_INTERVAL_S = 0.5
+
+
+def detect_is_master() -> bool:
+    """True on rank 0 of a torch.distributed job (or when RANK says so), and outside one."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_int(name: str, value: Any, minimum: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}; {fix}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}; {fix}")
+    return value
+
+
+class ProgressTracker:
+    """Tracks a training run of ``total_iters`` optimizer steps and reports every
+    ``interval_percent`` of it.
+
+    Call ``step(loss=..., lr=..., **named_values)`` after each completed optimizer step; it
+    returns the Report at a boundary, else None. Between boundaries a step only reads the
+    clock and keeps references: a loss tensor is never synchronised per step. At a
+    boundary the recent losses and any tensor values are copied to the host together, in
+    one device sync.
+
+    Wrap time that is not training (eval, checkpoint, sampling) in ``with
+    tracker.pause("eval"):`` so it stays out of the speed and enters the ETA only at the
+    rate it recurs (see ``trainprogress.eta``).
+
+    Speed (iter/s, ms/iter) is the mean over the last ``window`` steps; the ETA uses their
+    median. ``window`` defaults to 2% of the run, at least 10 and at most 2,000 steps.
+    The smoothed loss is the mean of the last ``loss_window`` losses (default 100).
+
+    Extra report lines: ``set_section(title, source)`` where source is a mapping of label to
+    value or a zero-argument callable returning one, called only when a report is built.
+
+    Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
+    ``step`` returns None there.
+    """
+
+    def __init__(
+        self,
+        total_iters: int,
+        *,
+        start_iter: int = 0,
+        interval_percent: float = 1.0,
+        tokens_per_iter: int | None = None,
+        flops_per_iter: float | None = None,
+        peak_flops: float | None = None,
+        is_master: bool | None = None,
+        sinks: Iterable[Sink] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        precision: str | None = None,
+        window: int | None = None,
+        loss_window: int = 100,
+        anomaly: Any = None,
+        run_config: Mapping[str, object] | None = None,
+    ) -> None:
+        self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
+        self.start_iter = _check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
+        if start_iter > total_iters:
+            raise ValueError(f"start_iter ({start_iter}) is past total_iters ({total_iters}); a resumed run needs total_iters >= start_iter")
+        if tokens_per_iter is not None:
+            _check_int("tokens_per_iter", tokens_per_iter, 1, "pass batch_size x block_size x accumulation steps x world size, or None")
+        if flops_per_iter is not None and not flops_per_iter > 0:
+            raise ValueError(f"flops_per_iter must be > 0, got {flops_per_iter!r}; pass None to leave out MFU")
+        if peak_flops is not None and not peak_flops > 0:
+            raise ValueError(f"peak_flops must be > 0 FLOP/s, got {peak_flops!r}; pass None to detect it")
+        _check_int("loss_window", loss_window, 1, "use e.g. 100")
+
+        self.schedule = ReportSchedule(total_iters, interval_percent)
+        self.interval_percent = interval_percent
+        self.tokens_per_iter = tokens_per_iter
+        self.flops_per_iter = flops_per_iter
+        self.is_master = detect_is_master() if is_master is None else bool(is_master)
+        self._clock = clock
+
+        if window is None:
+            window = min(2000, max(10, round(0.02 * total_iters)))
+        _check_int("window", window, 1, "use e.g. 100 steps")
+        self._eta = EtaEstimator(total_iters, window)
+        self._speed = SpeedWindow(window)
+        self._peak: PeakFlops | None = None
+        if self.is_master and flops_per_iter is not None:
+            self._peak = PeakFlops(float(peak_flops), "given") if peak_flops is not None else detect_peak(precision)
+
+        self._sinks = SinkGroup(self._build_sinks(sinks) if self.is_master else [])
+        self._monitor = None
+        self._check_schedule: ReportSchedule | None = None
+        self._dense_schedule: ReportSchedule | None = None
+        if anomaly is not None and self.is_master:
+            self._init_anomaly(anomaly)
+
+        # Per-step state, kept minimal: the hot path touches only these.
+        self._iter = start_iter
+        self._step_times: list[float] = []  # durations since the last drain, pauses excluded
+        self._ring_size = loss_window
+        self._loss_ring: list[Any] = [None] * loss_window
+        self._n_losses = 0
+        self._lr: Any = None
+        self._latest: dict[str, Any] = {}
+
+        # Values materialised at reports and checks.
+        self._n_losses_seen = 0
+        self._losses: deque[float] = deque(maxlen=loss_window)
+        self._new_losses: list[float] = []
+        self._values: dict[str, Any] = {}
+        self._best_val_loss: float | None = None
+        self._sections: dict[str, SectionSource] = {}
+        self._anomalies: tuple = ()
+
+        self._pause_depth = 0
+        self._paused_s = 0.0
+        self._closed = False
+        self._start_wall = time.time()
+        self._t_start = self._t_last = clock()
+        self._next_tick = self._t_start + TICK_INTERVAL_S if self._sinks.wants_ticks else math.inf
+        self._next_report = self._next_check = math.inf
+        if self.is_master:
+            self._next_report = self.schedule.next_due(start_iter) or math.inf
+            if self._check_schedule is not None:
+                self._next_check = self._check_schedule.next_due(start_iter) or math.inf
+        self._next_due = self._next_due_from(self._next_report, self._next_check)
+        self._sinks.start(RunInfo(
+            total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
+            tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
+            peak_flops=self._peak.flops_per_s if self._peak else None,
+            peak_flops_source=self._peak.source if self._peak else None,
+            config=dict(run_config or {}), wall_time=self._start_wall,
+        ))
+
+    @staticmethod
+    def _build_sinks(sinks: Iterable[Sink] | None) -> list[Sink]:
+        if sinks is None:
+            from .sinks.console import ConsoleSink
+
+            return [ConsoleSink()]
+        return list(sinks)
+
+    def _init_anomaly(self, anomaly: Any) -> None:
+        from .anomaly import AnomalyConfig, AnomalyMonitor
+
+        config = AnomalyConfig() if anomaly is True else anomaly
+        self._monitor = AnomalyMonitor(config)
+        self._check_schedule = ReportSchedule(self.total_iters, config.check_percent)
+        self._dense_schedule = ReportSchedule(self.total_iters, config.dense_percent)
+
+    # ------------------------------------------------------------------ hot path
+    def step(self, loss: Any = None, lr: Any = None, **values: Any) -> Report | None:
+        """Record one completed optimizer step. ``loss`` and any named ``values`` may be
+        floats or one-element tensors (kept by reference, read at the next report). Returns
+        the Report when one is due at this step, else None."""
+        now = self._clock()
+        self._step_times.append(now - self._t_last)
+        self._t_last = now
+        self._iter += 1
+        if loss is not None:
+            self._loss_ring[self._n_losses % self._ring_size] = loss
+            self._n_losses += 1
+        if lr is not None:
+            self._lr = lr
+        if values:
+            self._record_values(values)
+        if self._iter < self._next_due and now < self._next_tick:
+            return None
+        return self._on_due(now)
+
+    def _record_values(self, values: dict[str, Any]) -> None:
+        val_loss = values.get("val_loss")
+        if val_loss is not None and not is_tensor(val_loss):
+            self._update_best(float(val_loss))
+        best = values.pop("best_val_loss", None)
+        if best is not None:
+            self._update_best(float(best))
+        self._latest.update(values)
+
+    def _update_best(self, val_loss: float) -> None:
+        if math.isfinite(val_loss) and (self._best_val_loss is None or val_loss < self._best_val_loss):
+            self._best_val_loss = val_loss
+
+    # ------------------------------------------------------------------ boundaries
+    def _next_due_from(self, *candidates: float) -> float:
+        # Once every boundary is passed, wake once more just past the end to warn about
+        # steps beyond total_iters.
+        nxt = min(candidates)
+        return self.total_iters + 1 if nxt == math.inf and self._iter <= self.total_iters else nxt
+
+    def _on_due(self, now: float) -> Report | None:
+        if self._iter > self.total_iters:
+            logger.warning(
+                "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
+                "Call step() once per optimizer step and pass the real total.", self.total_iters,
+            )
+            self._next_due = math.inf
+            return None
+        if not self.is_master:
+            self._next_due = math.inf
+            return None
+        report = None
+        if self._iter >= self._next_check:
+            report = self._check_anomalies()
+        if self._iter >= self._next_report and report is None:
+            report = self._emit(SCHEDULED)
+        if report is None and now >= self._next_tick:
+            self._send_tick()
+        self._advance()
+        # The time spent reporting is the tracker's, not the next step's: keep it out of the
+        # step times, and let the ETA count it as the recurring cost it is.
+        cost = self._clock() - now
+        self._t_last += cost
+        self._eta.add_pause("report", cost, self._iter)
+        return report
+
+    def _advance(self) -> None:
+        it = self._iter
+        if self._next_report <= it:
+            self._next_report = self._next_report_after(it)
+        if self._check_schedule is not None and self._next_check <= it:
+            self._next_check = self._check_schedule.next_due(it) or math.inf
+        self._next_due = self._next_due_from(self._next_report, self._next_check)
+        if self._sinks.wants_ticks:
+            self._next_tick = self._clock() + TICK_INTERVAL_S
+
+    def _next_report_after(self, iteration: int) -> float:
+        nxt = self.schedule.next_due(iteration)
+        if self._anomalies and self._dense_schedule is not None:
+            dense = self._dense_schedule.next_due(iteration)
+            nxt = dense if nxt is None else min(nxt, dense or nxt)
+        return math.inf if nxt is None else nxt
+
+    def _check_anomalies(self) -> Report | None:
+        step_times = list(self._step_times)
+        self._materialise()
+        memory = probe_memory()
+        was = {a.kind for a in self._anomalies}
+        self._anomalies = self._monitor.observe(
+            iteration=self._iter,
+            losses=self._new_losses,
+            step_times_s=step_times,
+            grad_norm=self._values.get("grad_norm"),
+            memory_bytes=memory[0].used_bytes if memory else None,
+        )
+        now_kinds = {a.kind for a in self._anomalies}
+        for anomaly in self._anomalies:
+            if anomaly.kind not in was:
+                self._sinks.event(self._event("anomaly", anomaly=anomaly.kind, message=anomaly.message, since_iter=anomaly.since_iter))
+        for kind in was - now_kinds:
+            self._sinks.event(self._event("anomaly_cleared", anomaly=kind))
+        if now_kinds != was:
+            # Switch between the regular and the dense schedule from here on.
+            self._next_report = self._next_report_after(self._iter)
+        if now_kinds - was:
+            return self._emit(ANOMALY, memory=memory)
+        return None
+
+    def _drain_steps(self) -> None:
+        times = self._step_times
+        if times:
+            first = self._iter - len(times) + 1
+            self._eta.add_steps(times, first)
+            self._speed.extend(times)
+            self._step_times = []
+
+    def _materialise(self) -> None:
+        """Copy new losses and tensor values to the host: one sync per device."""
+        n_new = min(self._n_losses - self._n_losses_seen, self._ring_size)
+        ring, size, end = self._loss_ring, self._ring_size, self._n_losses
+        pending = [ring[(end - n_new + i) % size] for i in range(n_new)]
+        names = list(self._latest)
+        extra = [self._latest[n] for n in names]
+        if self._lr is not None:
+            extra.append(self._lr)
+        numeric = [i for i, v in enumerate(extra) if is_tensor(v) or isinstance(v, (int, float))]
+        floats = materialise(pending + [extra[i] for i in numeric])
+        self._new_losses = floats[:n_new]
+        self._losses.extend(self._new_losses)
+        self._n_losses_seen = self._n_losses
+        resolved = dict(zip(names, extra))
+        for i, number in zip(numeric, floats[n_new:]):
+            if i < len(names):
+                resolved[names[i]] = number
+            else:
+                self._lr = number
+        # Keep the floats, so that a second look at this step costs no second sync.
+        self._latest = dict(resolved)
+        self._values = resolved
+        if isinstance(resolved.get("val_loss"), float):
+            self._update_best(resolved["val_loss"])
+
+    def _emit(self, kind: str, memory: tuple | None = None) -> Report:
+        report = self._build(kind, memory)
+        self._sinks.report(report)
+        return report
+
+    def _build(self, kind: str, memory: tuple | None = None) -> Report:
+        self._drain_steps()
+        self._materialise()
+        now = self._clock()
+        elapsed = now - self._t_start
+        if kind == FINAL:
+            done = self._iter - self.start_iter
+            training_s = elapsed - self._paused_s
+            iters_per_s = done / training_s if done and training_s > 0 else None
+        else:
+            iters_per_s = self._speed.iters_per_s
+        tokens = self.tokens_per_iter
+        mfu = None
+        if self._peak is not None and iters_per_s is not None:
+            mfu = self.flops_per_iter * iters_per_s / self._peak.flops_per_s
+        return Report(
+            kind=kind,
+            iteration=self._iter,
+            total_iters=self.total_iters,
+            percent=100.0 * self._iter / self.total_iters,
+            elapsed_s=elapsed,
+            paused_s=self._paused_s,
+            eta_s=self._eta.remaining_s(self._iter),
+            iters_per_s=iters_per_s,
+            ms_per_iter=None if iters_per_s is None else 1000.0 / iters_per_s,
+            loss=self._losses[-1] if self._losses else None,
+            smoothed_loss=fmean(self._losses) if self._losses else None,
+            lr=self._lr if isinstance(self._lr, float) else None,
+            best_val_loss=self._best_val_loss,
+            mfu=mfu,
+            peak_flops=self._peak.flops_per_s if self._peak else None,
+            peak_flops_source=self._peak.source if self._peak else None,
+            tokens_processed=None if tokens is None else tokens * self._iter,
+            tokens_per_s=None if tokens is None or iters_per_s is None else tokens * iters_per_s,
+            memory=probe_memory() if memory is None else memory,
+            metrics=self._values,
+            sections=self._build_sections(),
+            anomalies=self._anomalies,
+            start_iter=self.start_iter,
+            wall_time=time.time(),
+        )
+
+    def _build_sections(self) -> tuple[Section, ...]:
+        sections = []
+        for title, source in self._sections.items():
+            lines = source() if callable(source) else source
+            sections.append(Section(title, tuple((str(k), v) for k, v in lines.items())))
+        return tuple(sections)
+
+    def _send_tick(self) -> None:
+        self._drain_steps()
+        self._sinks.tick(Tick(
+            iteration=self._iter,
+            total_iters=self.total_iters,
+            percent=100.0 * self._iter / self.total_iters,
+            eta_s=self._eta.remaining_s(self._iter),
+            iters_per_s=self._speed.iters_per_s,
+            loss=fmean(self._losses) if self._losses else None,
+        ))
+
+    def _event(self, kind: str, **data: object) -> Event:
+        return Event(kind=kind, iteration=self._iter, wall_time=time.time(), data=data)
+
+    # ------------------------------------------------------------------ public, off the hot path
+    def set_section(self, title: str, source: SectionSource | None) -> None:
+        """Add (or replace, or with None remove) a block of extra report lines. ``source`` is
+        a mapping of label to value, or a callable returning one, called only when a report
+        is built. Sections render in the order they were first set."""
+        if source is None:
+            self._sections.pop(title, None)
+        else:
+            self._sections[title] = source
+
+    def event(self, kind: str, **data: object) -> None:
+        """Tell the sinks that something happened (a phase change, a connection growth, ...);
+        log sinks record it with the current iteration."""
+        self._sinks.event(self._event(kind, **data))
+
+    @contextmanager
+    def pause(self, name: str = "pause") -> Iterator[None]:
+        """Mark time that is not training (eval, checkpoint, sampling). It is left out of the
+        speed, and recurring pauses enter the ETA at the rate they occur. Nested pauses count
+        once, under the outermost name."""
+        self._pause_depth += 1
+        start = self._clock()
+        try:
+            yield
+        finally:
+            self._pause_depth -= 1
+            if self._pause_depth == 0:
+                duration = self._clock() - start
+                self._t_last += duration  # so the next step's time excludes the pause
+                self._paused_s += duration
+                self._eta.add_pause(name, duration, self._iter)
+                self._sinks.event(self._event("pause", name=name, duration_s=duration))
+
+    @property
+    def iteration(self) -> int:
+        """Optimizer steps completed, resumed ones included."""
+        return self._iter
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Estimated wall seconds until ``total_iters`` steps are done, as of now; None until
+        it can be estimated."""
+        self._drain_steps()
+        remaining = self._eta.remaining_s(self._iter)
+        if remaining is None or self._pause_depth:
+            return remaining
+        return max(0.0, remaining - (self._clock() - self._t_last))
+
+    def close(self, error: BaseException | None = None) -> Report | None:
+        """End the run: send the final summary (on the master) and close the sinks. Safe to
+        call more than once; later calls do nothing and return None. ``error``, when the run
+        ends by an exception, is sent to the sinks as a "crash" event first."""
+        if self._closed:
+            return None
+        self._closed = True
+        if not self.is_master:
+            return None
+        if error is not None:
+            self._sinks.event(self._event("crash", error=f"{type(error).__name__}: {error}"))
+        report = self._emit(FINAL)
+        self._sinks.close()
+        return report
+
+    def __enter__(self) -> "ProgressTracker":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(error=exc if isinstance(exc, Exception) else None)

@@ -1,0 +1,40 @@
+"""Turning what a training loop passes in (floats, 0-dim tensors) into floats, cheaply."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+
+def is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def materialise(values: Sequence[Any]) -> list[float]:
+    """Floats for numbers and one-element tensors, in order. All tensors on one device are
+    stacked and copied to the host together: one device sync per device, however many
+    values there are."""
+    out: list[float] = [0.0] * len(values)
+    tensors_by_device: dict[Any, list[int]] = {}
+    for i, value in enumerate(values):
+        if is_tensor(value):
+            tensors_by_device.setdefault(value.device, []).append(i)
+        else:
+            out[i] = float(value)
+    if tensors_by_device:
+        torch = sys.modules["torch"]
+        for indices in tensors_by_device.values():
+            parts = []
+            for i in indices:
+                tensor = values[i]
+                if tensor.numel() != 1:
+                    raise ValueError(
+                        f"trainprogress: a loss or metric must be a number or a one-element tensor, "
+                        f"got a tensor of shape {tuple(tensor.shape)}; pass e.g. loss.mean() or loss.detach()"
+                    )
+                parts.append(tensor.detach().reshape(()).float())
+            for i, number in zip(indices, torch.stack(parts).tolist()):
+                out[i] = number
+    return out
