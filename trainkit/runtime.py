@@ -1,0 +1,146 @@
+"""Where and how training runs: device, mixed precision, torch.compile and DDP.
+
+``setup_runtime`` picks the device (cuda > mps > cpu for "auto"), the autocast dtype
+(bf16 where the GPU supports it, else fp16 with a GradScaler; fp32 on CPU and MPS) and
+joins the process group when launched by ``torchrun`` (which sets RANK, LOCAL_RANK and
+WORLD_SIZE). A plain ``python train.py`` is a single process of world size 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from trainkit.config import ConfigError
+
+__all__ = ["Runtime", "setup_runtime", "want_compile", "split_grad_accum"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved runtime of this process. ``dtype`` is the autocast dtype (float32 means
+    no autocast). ``rank``/``world_size`` come from torchrun (0 and 1 without it)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_master(self) -> bool:
+        """The one process that prints, evaluates for the log and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context for forward passes (a no-op in float32)."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only for float16 (bf16 and fp32 need no loss scaling)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
+
+    def barrier(self) -> None:
+        if self.ddp:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        """Leave the process group (no-op without DDP)."""
+        if self.ddp and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    mps_ok = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device '{name}' is not a device torch knows. Fix: --device=auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}' requested but CUDA is not available. Fix: --device=auto or --device=cpu.")
+        index = local_rank if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible.")
+        device = torch.device("cuda", index)
+    elif device.type == "mps" and not mps_ok:
+        raise ConfigError(f"device '{name}' requested but MPS is not available. Fix: --device=auto or --device=cpu.")
+    return device
+
+
+def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # CPU autocast is slower than fp32 for small models; MPS is fp32 as in nanoGPT
+    if name not in _DTYPES:
+        raise ConfigError(f"dtype '{name}' is unknown. Fix: --dtype=auto, float32, bfloat16 or float16.")
+    dtype = _DTYPES[name]
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ConfigError(f"dtype float16 needs a CUDA device (device is {device}). Fix: --dtype=bfloat16 or float32.")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("this GPU does not support bfloat16. Fix: --dtype=float16 (with loss scaling) or auto.")
+    return dtype
+
+
+def setup_runtime(device: str = "auto", dtype: str = "auto", backend: str = "auto") -> Runtime:
+    """Resolve device and dtype, and under torchrun join the process group with ``backend``
+    ("auto": nccl for CUDA, else gloo). Raises ConfigError for an unavailable choice."""
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    dev = _resolve_device(device, local_rank)
+    dt = _resolve_dtype(dtype, dev)
+    if world_size > 1:
+        if backend == "auto":
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        # TF32 matmuls: about 8x the fp32 rate on Ampere+, accuracy ample for training.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Processes on one machine share its cores; oversubscribing threads slows all of them.
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // local_world))
+    return Runtime(dev, dt, rank, local_rank, world_size)
+
+
+def want_compile(flag: bool | None, device_type: str) -> bool:
+    """Whether to torch.compile: as ``flag`` says, or with None (auto) on CUDA only; on CPU
+    the compile time outweighs the gain for the small models that train there."""
+    return flag if flag is not None else device_type == "cuda"
+
+
+def split_grad_accum(steps: int, world_size: int) -> int:
+    """Micro-steps per process: the ``gradient_accumulation_steps`` of the whole run are
+    shared among the ``world_size`` processes, so the global batch does not change with it."""
+    if steps % world_size:
+        raise ConfigError(
+            f"gradient_accumulation_steps ({steps}) is not divisible by the world size ({world_size}). "
+            f"Fix: make it a multiple of {world_size}, e.g. --gradient_accumulation_steps={world_size * max(1, steps // world_size)}."
+        )
+    return steps // world_size
