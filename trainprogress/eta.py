@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from statistics import median
-from typing import Iterable
+from typing import Iterable, Sequence
 
 
 class RecurringCost:
@@ -81,22 +81,37 @@ class EtaEstimator:
     def add_steps(self, step_times_s: Iterable[float], first_iteration: int) -> None:
         """Feed durations (seconds, pauses excluded) of consecutive steps; the first of them
         completed iteration ``first_iteration``."""
-        times = list(step_times_s)
-        if not self._seen_first_step and times:
+        self.add_groups([(t, 1) for t in step_times_s], first_iteration)
+
+    def add_groups(self, groups: Sequence[tuple[float, int]], first_iteration: int) -> None:
+        """Feed consecutive groups of steps as (seconds, steps) pairs, each timed as a whole
+        (a fast loop is timed a group at a time); the first step of the first group completed
+        iteration ``first_iteration``. Each step of a group counts as the group's mean."""
+        groups = list(groups)
+        iteration = first_iteration - 1
+        if not self._seen_first_step and groups:
             self._seen_first_step = True
-            times = times[1:]
-            first_iteration += 1
+            seconds, steps = groups[0]
+            iteration += 1
+            # The first step is dropped; the rest of its group (if any) keeps its mean.
+            groups[0] = (seconds * (steps - 1) / steps, steps - 1)
         # Classify against the typical step before this batch; a batch is what passed
         # between two estimates, and a speed change inside it shows as a long slow run.
         typical = self.typical_step_s
-        if typical is None and len(times) >= self._min_samples:
-            typical = median(times)
-        for offset, t in enumerate(times):
+        if typical is None:
+            means = [s / n for s, n in groups if n]
+            typical = median(means) if len(means) >= self._min_samples else None
+        maxlen = self._recent.maxlen
+        for seconds, steps in groups:
+            if not steps:
+                continue
+            t = seconds / steps
+            iteration += steps
             if typical is not None and t > self._stall_factor * typical:
-                self._slow_run.append(t - typical)
+                self._slow_run.append(seconds - typical * steps)
             else:
-                self._end_slow_run(first_iteration + offset)
-            self._recent.append(t)
+                self._end_slow_run(iteration)
+            self._recent.extend([t] * min(steps, maxlen))
 
     def _end_slow_run(self, iteration: int) -> None:
         if 0 < len(self._slow_run) <= self._max_stall_run:

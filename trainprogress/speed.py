@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
 
 
 class SpeedWindow:
@@ -19,9 +18,10 @@ class SpeedWindow:
             raise ValueError(f"speed window size must be >= 1, got {size}")
         self._times: deque[float] = deque(maxlen=size)
 
-    def extend(self, step_times_s: Iterable[float]) -> None:
-        """Add step durations in seconds, oldest first."""
-        self._times.extend(step_times_s)
+    def add_group(self, seconds: float, steps: int) -> None:
+        """Add ``steps`` steps timed together in ``seconds``, each counted as their mean."""
+        if steps > 0:
+            self._times.extend([seconds / steps] * min(steps, self._times.maxlen))
 
     def __len__(self) -> int:
         return len(self._times)

@@ -29,6 +29,16 @@ SectionSource = Mapping[str, object] | Callable[[], Mapping[str, object]]
 # rarely enough that the bar costs nothing measurable.
 TICK_INTERVAL_S = 0.5
 
+# The clock is read once per step when steps take at least this long, which real training
+# steps do. Faster loops are timed in groups of steps spanning about this long, as tqdm
+# does, so the tracker never costs more than the loop it measures.
+MIN_SAMPLE_S = 1e-3
+MAX_STRIDE = 1024
+
+# Losses are kept by reference in a ring of this many entries, indexed by iteration; the
+# step below masks with the literal LOSS_RING - 1 (1023), cheaper than an attribute lookup.
+LOSS_RING = 1024
+
 
 def detect_is_master() -> bool:
     """True on rank 0 of a torch.distributed job (or when RANK says so), and outside one."""
@@ -71,6 +81,51 @@ class ProgressTracker:
     ``step`` returns None there.
     """
 
+    # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
+    # every attribute access in step() a slower hashed lookup.
+    __slots__ = (
+        "_anomalies",
+        "_best_val_loss",
+        "_check_schedule",
+        "_clock",
+        "_closed",
+        "_dense_schedule",
+        "_eta",
+        "_iter",
+        "_latest",
+        "_loss_ring",
+        "_losses",
+        "_lr",
+        "_materialised_iter",
+        "_monitor",
+        "_new_losses",
+        "_next_check",
+        "_next_due",
+        "_next_report",
+        "_next_sample",
+        "_next_tick",
+        "_overrun_warned",
+        "_pause_depth",
+        "_paused_s",
+        "_peak",
+        "_sampled_iter",
+        "_samples",
+        "_sections",
+        "_sinks",
+        "_speed",
+        "_start_wall",
+        "_t_last",
+        "_t_start",
+        "_values",
+        "flops_per_iter",
+        "interval_percent",
+        "is_master",
+        "schedule",
+        "start_iter",
+        "tokens_per_iter",
+        "total_iters",
+    )
+
     def __init__(
         self,
         total_iters: int,
@@ -100,6 +155,8 @@ class ProgressTracker:
         if peak_flops is not None and not peak_flops > 0:
             raise ValueError(f"peak_flops must be > 0 FLOP/s, got {peak_flops!r}; pass None to detect it")
         _check_int("loss_window", loss_window, 1, "use e.g. 100")
+        if loss_window > LOSS_RING:
+            raise ValueError(f"loss_window must be <= {LOSS_RING} steps, got {loss_window}")
 
         self.schedule = ReportSchedule(total_iters, interval_percent)
         self.interval_percent = interval_percent
@@ -126,15 +183,17 @@ class ProgressTracker:
 
         # Per-step state, kept minimal: the hot path touches only these.
         self._iter = start_iter
-        self._step_times: list[float] = []  # durations since the last drain, pauses excluded
-        self._ring_size = loss_window
-        self._loss_ring: list[Any] = [None] * loss_window
-        self._n_losses = 0
+        self._loss_ring: list[Any] = [None] * LOSS_RING
         self._lr: Any = None
         self._latest: dict[str, Any] = {}
 
+        # Timing: groups of steps, each (seconds, steps), pauses taken out.
+        self._samples: list[tuple[float, int]] = []
+        self._sampled_iter = start_iter
+        self._next_sample = start_iter + 1
+
         # Values materialised at reports and checks.
-        self._n_losses_seen = 0
+        self._materialised_iter = start_iter
         self._losses: deque[float] = deque(maxlen=loss_window)
         self._new_losses: list[float] = []
         self._values: dict[str, Any] = {}
@@ -142,6 +201,7 @@ class ProgressTracker:
         self._sections: dict[str, SectionSource] = {}
         self._anomalies: tuple = ()
 
+        self._overrun_warned = False
         self._pause_depth = 0
         self._paused_s = 0.0
         self._closed = False
@@ -153,7 +213,7 @@ class ProgressTracker:
             self._next_report = self.schedule.next_due(start_iter) or math.inf
             if self._check_schedule is not None:
                 self._next_check = self._check_schedule.next_due(start_iter) or math.inf
-        self._next_due = self._next_due_from(self._next_report, self._next_check)
+        self._next_due = min(self._next_report, self._next_check, self._next_sample)
         self._sinks.start(RunInfo(
             total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
             tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
@@ -183,20 +243,15 @@ class ProgressTracker:
         """Record one completed optimizer step. ``loss`` and any named ``values`` may be
         floats or one-element tensors (kept by reference, read at the next report). Returns
         the Report when one is due at this step, else None."""
-        now = self._clock()
-        self._step_times.append(now - self._t_last)
-        self._t_last = now
-        self._iter += 1
-        if loss is not None:
-            self._loss_ring[self._n_losses % self._ring_size] = loss
-            self._n_losses += 1
-        if lr is not None:
-            self._lr = lr
+        it = self._iter + 1
+        self._iter = it
+        self._loss_ring[it & 1023] = loss  # LOSS_RING - 1
+        self._lr = lr
         if values:
             self._record_values(values)
-        if self._iter < self._next_due and now < self._next_tick:
-            return None
-        return self._on_due(now)
+        if it >= self._next_due:
+            return self._on_due()
+        return None
 
     def _record_values(self, values: dict[str, Any]) -> None:
         val_loss = values.get("val_loss")
@@ -212,36 +267,47 @@ class ProgressTracker:
             self._best_val_loss = val_loss
 
     # ------------------------------------------------------------------ boundaries
-    def _next_due_from(self, *candidates: float) -> float:
-        # Once every boundary is passed, wake once more just past the end to warn about
-        # steps beyond total_iters.
-        nxt = min(candidates)
-        return self.total_iters + 1 if nxt == math.inf and self._iter <= self.total_iters else nxt
+    def _sample_clock(self) -> float:
+        """Close the current group of steps: its duration goes to the step-time samples,
+        and its speed sets how many steps the next group spans."""
+        now = self._clock()
+        steps = self._iter - self._sampled_iter
+        if steps > 0:
+            seconds = now - self._t_last
+            self._samples.append((seconds, steps))
+            self._sampled_iter = self._iter
+            self._t_last = now
+            per_step = seconds / steps
+            stride = 1 if per_step >= MIN_SAMPLE_S else min(MAX_STRIDE, int(MIN_SAMPLE_S / max(per_step, 1e-9)) + 1)
+            self._next_sample = self._iter + stride
+            if len(self._samples) >= 256:  # bound memory between far-apart reports
+                self._drain_steps()
+        return now
 
-    def _on_due(self, now: float) -> Report | None:
-        if self._iter > self.total_iters:
+    def _on_due(self) -> Report | None:
+        now = self._sample_clock()
+        if self._iter > self.total_iters and not self._overrun_warned:
+            self._overrun_warned = True
             logger.warning(
                 "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
                 "Call step() once per optimizer step and pass the real total.", self.total_iters,
             )
-            self._next_due = math.inf
-            return None
-        if not self.is_master:
-            self._next_due = math.inf
-            return None
-        report = None
-        if self._iter >= self._next_check:
-            report = self._check_anomalies()
-        if self._iter >= self._next_report and report is None:
+        checked = self._iter >= self._next_check
+        report = self._check_anomalies() if checked else None
+        if report is None and self._iter >= self._next_report:
             report = self._emit(SCHEDULED)
-        if report is None and now >= self._next_tick:
+        ticked = report is None and now >= self._next_tick
+        if ticked:
             self._send_tick()
         self._advance()
-        # The time spent reporting is the tracker's, not the next step's: keep it out of the
-        # step times, and let the ETA count it as the recurring cost it is.
-        cost = self._clock() - now
-        self._t_last += cost
-        self._eta.add_pause("report", cost, self._iter)
+        if report is not None or ticked or checked:
+            if self._sinks.wants_ticks:
+                self._next_tick = now + TICK_INTERVAL_S
+            # The time spent reporting is the tracker's, not the next step's: keep it out of
+            # the step times, and let the ETA count it as the recurring cost it is.
+            cost = self._clock() - now
+            self._t_last += cost
+            self._eta.add_pause("report", cost, self._iter)
         return report
 
     def _advance(self) -> None:
@@ -250,9 +316,7 @@ class ProgressTracker:
             self._next_report = self._next_report_after(it)
         if self._check_schedule is not None and self._next_check <= it:
             self._next_check = self._check_schedule.next_due(it) or math.inf
-        self._next_due = self._next_due_from(self._next_report, self._next_check)
-        if self._sinks.wants_ticks:
-            self._next_tick = self._clock() + TICK_INTERVAL_S
+        self._next_due = min(self._next_report, self._next_check, self._next_sample)
 
     def _next_report_after(self, iteration: int) -> float:
         nxt = self.schedule.next_due(iteration)
@@ -262,7 +326,7 @@ class ProgressTracker:
         return math.inf if nxt is None else nxt
 
     def _check_anomalies(self) -> Report | None:
-        step_times = list(self._step_times)
+        step_times = [seconds / steps for seconds, steps in self._drain_steps()]
         self._materialise()
         memory = probe_memory()
         was = {a.kind for a in self._anomalies}
@@ -286,19 +350,21 @@ class ProgressTracker:
             return self._emit(ANOMALY, memory=memory)
         return None
 
-    def _drain_steps(self) -> None:
-        times = self._step_times
-        if times:
-            first = self._iter - len(times) + 1
-            self._eta.add_steps(times, first)
-            self._speed.extend(times)
-            self._step_times = []
+    def _drain_steps(self) -> list[tuple[float, int]]:
+        """Feed the timed groups of steps to the estimators; return them as (seconds, steps)."""
+        groups, self._samples = self._samples, []
+        if groups:
+            self._eta.add_groups(groups, self._sampled_iter - sum(n for _, n in groups) + 1)
+            for seconds, steps in groups:
+                self._speed.add_group(seconds, steps)
+        return groups
 
     def _materialise(self) -> None:
         """Copy new losses and tensor values to the host: one sync per device."""
-        n_new = min(self._n_losses - self._n_losses_seen, self._ring_size)
-        ring, size, end = self._loss_ring, self._ring_size, self._n_losses
-        pending = [ring[(end - n_new + i) % size] for i in range(n_new)]
+        ring, mask, end = self._loss_ring, LOSS_RING - 1, self._iter
+        first = max(self._materialised_iter, end - mask) + 1
+        pending = [loss for loss in (ring[i & mask] for i in range(first, end + 1)) if loss is not None]
+        n_new = len(pending)
         names = list(self._latest)
         extra = [self._latest[n] for n in names]
         if self._lr is not None:
@@ -307,7 +373,7 @@ class ProgressTracker:
         floats = materialise(pending + [extra[i] for i in numeric])
         self._new_losses = floats[:n_new]
         self._losses.extend(self._new_losses)
-        self._n_losses_seen = self._n_losses
+        self._materialised_iter = end
         resolved = dict(zip(names, extra))
         for i, number in zip(numeric, floats[n_new:]):
             if i < len(names):

@@ -1,0 +1,276 @@
+"""Anomaly detection for adaptive verbosity: what the tracker checks every ``check_percent``
+of the run, and what makes it report at once and more often.
+
+Five detectors, each fed what the tracker already has at a check (no extra device syncs
+beyond the one that materialises the losses):
+
+- ``nonfinite_loss``: a loss since the last check is NaN or infinite.
+- ``loss_spike``: the mean loss of a check is far above the median of the last
+  ``history_checks`` check means: more than ``loss_spike_sigmas`` robust standard deviations
+  (1.4826 x the median absolute deviation) and more than ``loss_spike_min_rise`` of the
+  median itself. Only rises count: a falling loss is the point of training.
+- ``throughput_drop``: the median step time of at least ``throughput_min_steps`` steps is
+  so far above its recent typical value (the median of earlier such medians) that the speed
+  lost more than ``throughput_drop`` of itself. A median over many steps ignores a single
+  GC pause or data-loader hiccup; a sustained slowdown moves it.
+- ``memory_growth`` (a probable leak): over the last ``history_checks`` checks after
+  warm-up, memory grew by more than ``memory_growth`` of itself and by at least
+  ``memory_min_growth_bytes``, and it rose from one check to the next in at least
+  ``memory_rising_fraction`` of them. Warm-up growth that then levels off is not steady
+  enough; a flat, noisy process memory rises in about half its checks.
+- ``grad_explosion``: the latest ``grad_norm`` is not finite, above ``grad_norm_max``, or
+  more than ``grad_norm_factor`` times the median of its recent values.
+
+The detectors that compare against history stay silent until they have
+``min_history_checks`` values. An anomaly clears once its condition has been absent for
+``clear_after_checks`` checks in a row; its ``since_iter`` is the iteration at which its
+episode began.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from statistics import fmean, median
+from typing import Callable, Optional, Sequence
+
+from .report import Anomaly
+from .schedule import parse_interval
+
+_GIB = 1024.0**3
+_MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 x its MAD
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    """When the detectors run, how sure they must be, and how reports change meanwhile."""
+
+    check_percent: float = 0.1
+    """Percent of the run between checks. Each check costs one host-device sync when the
+    losses are tensors, and one memory probe."""
+
+    dense_percent: float = 0.1
+    """Percent of the run between reports while an anomaly is active."""
+
+    clear_after_checks: int = 5
+    """Checks in a row without its condition before an anomaly clears."""
+
+    history_checks: int = 50
+    """Checks of history that the loss, throughput, memory and gradient baselines cover."""
+
+    min_history_checks: int = 10
+    """Values a baseline needs before its detector may raise anything."""
+
+    warmup_checks: int = 10
+    """Checks at the start of each process whose step times and memory are ignored
+    (compilation, autotuning, allocator warm-up, a resume's reload)."""
+
+    loss_spike_sigmas: float = 6.0
+    """How many robust standard deviations above its recent median a check's mean loss must
+    be to count as a spike."""
+
+    loss_spike_min_rise: float = 0.1
+    """The least rise that counts as a spike, as a fraction of the recent median loss
+    (0.1: 10% above it), so that a near-constant loss does not make every blip a spike."""
+
+    throughput_drop: float = 0.5
+    """Fraction of its typical speed the run must lose to count as a throughput drop
+    (0.5: half as many iterations per second, i.e. steps take twice as long)."""
+
+    throughput_min_steps: int = 10
+    """Steps whose median step time is compared with the typical one; checks are pooled
+    until they hold this many."""
+
+    memory_growth: float = 0.05
+    """Growth over the history window, as a fraction of memory at its start, that counts as
+    a probable leak (0.05: 5%)."""
+
+    memory_min_growth_bytes: int = 64 * 1024**2
+    """The least growth in bytes over the history window that counts as a probable leak."""
+
+    memory_rising_fraction: float = 0.8
+    """Fraction of check-to-check changes over the history window that must be rises."""
+
+    grad_norm_factor: float = 10.0
+    """How many times its recent median the gradient norm must be to count as exploding."""
+
+    grad_norm_max: float | None = None
+    """A gradient norm above this counts as exploding at once; None: no absolute limit."""
+
+    def __post_init__(self) -> None:
+        parse_interval(self.check_percent, "check_percent")
+        parse_interval(self.dense_percent, "dense_percent")
+        for name in ("clear_after_checks", "history_checks", "min_history_checks", "throughput_min_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"AnomalyConfig.{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.warmup_checks, bool) or not isinstance(self.warmup_checks, int) or self.warmup_checks < 0:
+            raise ValueError(f"AnomalyConfig.warmup_checks must be an int >= 0, got {self.warmup_checks!r}")
+        if self.min_history_checks > self.history_checks:
+            raise ValueError(
+                f"AnomalyConfig.min_history_checks ({self.min_history_checks}) exceeds history_checks "
+                f"({self.history_checks}); a baseline could never be complete. Lower it or raise history_checks."
+            )
+        for name in ("loss_spike_sigmas", "loss_spike_min_rise", "memory_growth", "memory_min_growth_bytes"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"AnomalyConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.throughput_drop < 1:
+            raise ValueError(f"AnomalyConfig.throughput_drop must be a fraction in (0, 1), got {self.throughput_drop!r}")
+        if not 0 < self.memory_rising_fraction <= 1:
+            raise ValueError(
+                f"AnomalyConfig.memory_rising_fraction must be a fraction in (0, 1], got {self.memory_rising_fraction!r}"
+            )
+        if not self.grad_norm_factor > 1:
+            raise ValueError(f"AnomalyConfig.grad_norm_factor must be > 1, got {self.grad_norm_factor!r}")
+        if self.grad_norm_max is not None and not self.grad_norm_max > 0:
+            raise ValueError(f"AnomalyConfig.grad_norm_max must be > 0 or None, got {self.grad_norm_max!r}")
+
+
+# A detector's finding at one check: None when it could not judge (nothing new to look at),
+# else (condition present, message, iteration at which an episode would start).
+Finding = Optional[tuple[bool, str, int]]
+
+
+class AnomalyMonitor:
+    """Runs the detectors at each check and keeps each anomaly's episode: raised when its
+    condition first shows, cleared after ``clear_after_checks`` checks without it."""
+
+    def __init__(self, config: AnomalyConfig) -> None:
+        self.config = config
+        history = config.history_checks
+        self._checks = 0
+        self._loss_means: deque[float] = deque(maxlen=history)
+        self._step_medians: deque[float] = deque(maxlen=history)
+        self._pending_steps: list[float] = []
+        self._memory: deque[int] = deque(maxlen=history)
+        self._grad_norms: deque[float] = deque(maxlen=history)
+        self._active: dict[str, Anomaly] = {}
+        self._absent: dict[str, int] = {}
+
+    def observe(
+        self,
+        *,
+        iteration: int,
+        losses: Sequence[float],
+        step_times_s: Sequence[float],
+        grad_norm: float | None = None,
+        memory_bytes: int | None = None,
+    ) -> tuple[Anomaly, ...]:
+        """One check at ``iteration``: the losses and step durations (seconds, pauses
+        excluded) since the last check, the latest gradient norm and the memory in use
+        (bytes). Returns the anomalies active now, in a fixed order of kinds."""
+        self._checks += 1
+        warm = self._checks > self.config.warmup_checks
+        findings: dict[str, Callable[[], Finding]] = {
+            "nonfinite_loss": lambda: self._nonfinite(iteration, losses),
+            "loss_spike": lambda: self._spike(iteration, losses),
+            "throughput_drop": lambda: self._throughput(iteration, step_times_s) if warm else None,
+            "memory_growth": lambda: self._memory_growth(iteration, memory_bytes) if warm else None,
+            "grad_explosion": lambda: self._grad(iteration, grad_norm),
+        }
+        for kind, detect in findings.items():
+            self._update(kind, detect())
+        return tuple(self._active[kind] for kind in findings if kind in self._active)
+
+    def _update(self, kind: str, finding: Finding) -> None:
+        if finding is None:
+            return
+        present, message, since = finding
+        if present:
+            old = self._active.get(kind)
+            self._active[kind] = Anomaly(kind, message, old.since_iter if old else since)
+            self._absent[kind] = 0
+        elif kind in self._active:
+            self._absent[kind] += 1
+            if self._absent[kind] >= self.config.clear_after_checks:
+                del self._active[kind]
+
+    # ------------------------------------------------------------------ detectors
+    @staticmethod
+    def _nonfinite(iteration: int, losses: Sequence[float]) -> Finding:
+        if not losses:
+            return None
+        bad = [i for i, x in enumerate(losses) if not math.isfinite(x)]
+        if not bad:
+            return False, "", iteration
+        first = iteration - len(losses) + 1 + bad[0]
+        message = f"loss is {losses[bad[-1]]} ({len(bad)} of {len(losses)} losses since the last check not finite)"
+        return True, message, first
+
+    def _spike(self, iteration: int, losses: Sequence[float]) -> Finding:
+        finite = [x for x in losses if math.isfinite(x)]
+        if not finite:
+            return None
+        value = fmean(finite)
+        history = self._loss_means
+        finding = None
+        if len(history) >= self.config.min_history_checks:
+            center = median(history)
+            sigma = _MAD_TO_SIGMA * median(abs(x - center) for x in history)
+            rise = value - center
+            threshold = max(self.config.loss_spike_sigmas * sigma, self.config.loss_spike_min_rise * abs(center))
+            if sigma > 0:
+                message = f"loss {value:.4g} is {rise / sigma:.1f}σ above its recent median {center:.4g}"
+            else:
+                message = f"loss {value:.4g} is above its constant recent value {center:.4g}"
+            finding = (rise > threshold, message, iteration)
+        history.append(value)
+        return finding
+
+    def _throughput(self, iteration: int, step_times_s: Sequence[float]) -> Finding:
+        self._pending_steps.extend(step_times_s)
+        if len(self._pending_steps) < self.config.throughput_min_steps:
+            return None
+        recent = median(self._pending_steps)
+        self._pending_steps = []
+        history = self._step_medians
+        finding = None
+        if len(history) >= self.config.min_history_checks:
+            typical = median(history)
+            slow = recent * (1.0 - self.config.throughput_drop) > typical
+            lost = 1.0 - typical / recent if recent > 0 else 0.0
+            message = (
+                f"throughput fell {lost:.0%}: {1000 * recent:.1f} ms/iter against a typical "
+                f"{1000 * typical:.1f} ms/iter"
+            )
+            finding = (slow, message, iteration)
+        history.append(recent)
+        return finding
+
+    def _memory_growth(self, iteration: int, memory_bytes: int | None) -> Finding:
+        if memory_bytes is None:
+            return None
+        window = self._memory
+        window.append(memory_bytes)
+        if len(window) < max(2, window.maxlen):
+            return None
+        first, last = window[0], window[-1]
+        growth = last - first
+        rises = sum(b > a for a, b in zip(window, list(window)[1:]))
+        steady = rises >= self.config.memory_rising_fraction * (len(window) - 1)
+        large = growth >= max(self.config.memory_growth * first, self.config.memory_min_growth_bytes)
+        message = (
+            f"memory grew {growth / _GIB:.2f} GiB (+{growth / first:.0%}) over the last {len(window)} checks, "
+            f"rising at {rises} of {len(window) - 1}: a probable leak"
+        ) if first > 0 else "memory grew steadily: a probable leak"
+        return (steady and large, message, iteration)
+
+    def _grad(self, iteration: int, grad_norm: float | None) -> Finding:
+        if not isinstance(grad_norm, (int, float)) or isinstance(grad_norm, bool):
+            return None
+        g = float(grad_norm)
+        if not math.isfinite(g):
+            return True, f"gradient norm is {g}", iteration
+        cfg = self.config
+        history = self._grad_norms
+        finding: Finding = (False, "", iteration)
+        if cfg.grad_norm_max is not None and g > cfg.grad_norm_max:
+            finding = (True, f"gradient norm {g:.4g} exceeds the limit {cfg.grad_norm_max:.4g}", iteration)
+        elif len(history) >= cfg.min_history_checks:
+            typical = median(history)
+            if g > cfg.grad_norm_factor * typical:
+                ratio = g / typical if typical > 0 else math.inf
+                finding = (True, f"gradient norm {g:.4g} is {ratio:.0f}x its recent median {typical:.4g}", iteration)
+        history.append(g)
+        return finding
