@@ -4,10 +4,12 @@ The estimate is
 
     ETA = remaining_iters x (typical_step + stall_rate + sum of pause_rates)
 
-- ``typical_step`` is the *median* of the last ``window`` step times (pauses taken out).
-  The median ignores one-off slow steps (a GC pause, a data-loader hiccup) and, once half
-  the window has passed at a new speed, switches to it: with the default window of 2% of
-  the run, a lasting change of speed is followed within about 1% of the run.
+- ``typical_step`` is the mean of the last ``window`` step times (pauses taken out) that
+  are not stalls, i.e. not above ``stall_factor`` x their median. Leaving out stalls keeps
+  one-off slow steps (a GC pause, a data-loader hiccup) out; once half the window has
+  passed at a new speed the median, and with it the kept steps, switch to it: with the
+  default window of 2% of the run, a lasting change of speed is followed within about 1%
+  of the run.
 - The first step of each process is never counted: it carries compilation, cuDNN
   autotuning, allocator warm-up or a resume's reload.
 - ``stall_rate``: a step slower than ``stall_factor`` x typical is a stall, and what it took
@@ -18,16 +20,17 @@ The estimate is
 - ``pause_rates``: each kind of marked pause ("eval", "checkpoint", ...) is a recurring
   cost of its own, charged the same way.
 
-A recurring cost's rate counts every event after its first, divided by the iterations since
-the first. So an event seen once (a one-off stall, the eval before step 1, a warm-up)
-costs nothing, while one that recurs every N iterations converges to its true cost per
-iteration; a cluster of early events decays as the run goes on.
+A recurring cost's rate is the mean cost of its events after the first, divided by their
+mean spacing in iterations (or by the iterations since the last one, once that is longer).
+So an event seen once (a one-off stall, the eval before step 1, a warm-up) costs nothing;
+one that recurs every N iterations is charged its true cost per iteration from its second
+occurrence on; and one that stops recurring, such as a cluster of early stalls, fades out.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from statistics import median
+from statistics import fmean, median
 from typing import Iterable, Sequence
 
 
@@ -35,23 +38,30 @@ class RecurringCost:
     """The cost per iteration of an event that may recur (a kind of pause, or stalls)."""
 
     def __init__(self) -> None:
-        self._first_iter: int | None = None
-        self._seconds_after_first = 0.0
         self.count = 0
+        self._first_iter = 0
+        self._last_iter = 0
+        self._seconds_after_first = 0.0
 
     def record(self, iteration: int, seconds: float) -> None:
         """An event costing ``seconds`` happened when ``iteration`` steps were complete."""
-        self.count += 1
-        if self._first_iter is None:
+        if self.count == 0:
             self._first_iter = iteration
         else:
             self._seconds_after_first += seconds
+        self._last_iter = iteration
+        self.count += 1
 
     def seconds_per_iter(self, iteration: int) -> float:
-        """Expected seconds of this cost per future iteration, as seen at ``iteration``."""
-        if self._first_iter is None or iteration <= self._first_iter:
+        """Expected seconds of this cost per future iteration, as seen at ``iteration``:
+        the mean cost of the events after the first, divided by their mean spacing, or by
+        the iterations since the last event once that is longer (so an event that stops
+        recurring fades out)."""
+        if self.count < 2:
             return 0.0
-        return self._seconds_after_first / (iteration - self._first_iter)
+        recurrences = self.count - 1
+        spacing = max((self._last_iter - self._first_iter) / recurrences, iteration - self._last_iter, 1)
+        return self._seconds_after_first / recurrences / spacing
 
 
 class EtaEstimator:
@@ -124,10 +134,13 @@ class EtaEstimator:
 
     @property
     def typical_step_s(self) -> float | None:
-        """Median step time in seconds over the recent window; None with too few steps."""
+        """Typical step time in seconds over the recent window: the mean of the steps that
+        are not stalls (not above ``stall_factor`` x the median). The median alone would
+        run low on the right-skewed step times real runs have. None with too few steps."""
         if len(self._recent) < self._min_samples:
             return None
-        return median(self._recent)
+        limit = self._stall_factor * median(self._recent)
+        return fmean(t for t in self._recent if t <= limit)
 
     def seconds_per_iter(self, iteration: int) -> float | None:
         """Expected wall seconds per remaining iteration: typical step plus recurring costs."""

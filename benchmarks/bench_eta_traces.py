@@ -1,0 +1,77 @@
+"""How honest is the ETA on real training runs? Replays the step-time traces in
+../shared/traces (or the folder given) on a fake clock and scores each estimator.
+
+    python benchmarks/bench_eta_traces.py [TRACE_DIR]
+
+At every 1% of each run (from 5% to 99%) the estimate is compared with the true remaining
+time of the trace: error = |ETA - true| / true. Printed per trace: the median and the 90th
+percentile of that error, for trainprogress's estimator and for two common baselines
+measured side by side on the same events:
+- "average": remaining x (elapsed / iterations done), the whole-run mean rate;
+- "ema": remaining x an exponential moving average of step time (smoothing 0.3 per
+  update, as tqdm's default), the estimate progress bars usually show.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from statistics import median, quantiles
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trainprogress.eta import EtaEstimator  # noqa: E402
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
+
+
+def load_steps(path: Path) -> tuple[int, list[float]]:
+    """(total_iters, per-iteration wall seconds) of a trace; gaps are added to the next step."""
+    data = json.loads(path.read_text())
+    steps, carry = [], 0.0
+    for kind, seconds in data["events"]:
+        if kind == "gap":
+            carry += seconds
+        else:
+            steps.append(seconds + carry)
+            carry = 0.0
+    return data["total_iters"], steps
+
+
+def score(total: int, steps: list[float]) -> dict[str, list[float]]:
+    """Relative ETA errors at each 1% boundary from 5% to 99%, per estimator."""
+    remaining_true = [0.0] * (len(steps) + 1)
+    for i in range(len(steps) - 1, -1, -1):
+        remaining_true[i] = remaining_true[i + 1] + steps[i]
+    checkpoints = {max(1, round(total * p / 100)) for p in range(5, 100)}
+    estimator = EtaEstimator(total, window=min(2000, max(10, round(0.02 * total))))
+    errors: dict[str, list[float]] = {"trainprogress": [], "average": [], "ema": []}
+    elapsed, ema = 0.0, None
+    for i, t in enumerate(steps, start=1):
+        estimator.add_steps([t], i)
+        elapsed += t
+        ema = t if ema is None else 0.3 * t + 0.7 * ema
+        if i in checkpoints and remaining_true[i] > 0:
+            truth = remaining_true[i]
+            left = total - i
+            for name, eta in (("trainprogress", estimator.remaining_s(i)), ("average", left * elapsed / i), ("ema", left * ema)):
+                errors[name].append(abs((eta if eta is not None else 0.0) - truth) / truth)
+    return errors
+
+
+def main() -> None:
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR
+    paths = sorted(folder.glob("*.json"))
+    if not paths:
+        sys.exit(f"no traces (*.json) in {folder}; pass the traces folder as the first argument")
+    print(f"{'trace':45} {'estimator':>14} {'median err':>11} {'p90 err':>9}")
+    for path in paths:
+        total, steps = load_steps(path)
+        for name, errs in score(total, steps).items():
+            p90 = quantiles(errs, n=10)[-1] if len(errs) > 1 else errs[0]
+            print(f"{path.stem[:45]:45} {name:>14} {100 * median(errs):10.2f}% {100 * p90:8.2f}%")
+
+
+if __name__ == "__main__":
+    main()
