@@ -86,7 +86,9 @@ class ProgressTracker:
     __slots__ = (
         "_anomalies",
         "_best_val_loss",
+        "_check_losses",
         "_check_schedule",
+        "_check_times",
         "_clock",
         "_closed",
         "_dense_schedule",
@@ -196,6 +198,10 @@ class ProgressTracker:
         self._materialised_iter = start_iter
         self._losses: deque[float] = deque(maxlen=loss_window)
         self._new_losses: list[float] = []
+        # What the anomaly monitor has not seen yet: reports and ticks between two checks
+        # consume the per-step lists, so these keep what piles up until the next check.
+        self._check_losses: list[float] = []
+        self._check_times: list[float] = []
         self._values: dict[str, Any] = {}
         self._best_val_loss: float | None = None
         self._sections: dict[str, SectionSource] = {}
@@ -326,13 +332,15 @@ class ProgressTracker:
         return math.inf if nxt is None else nxt
 
     def _check_anomalies(self) -> Report | None:
-        step_times = [seconds / steps for seconds, steps in self._drain_steps()]
+        self._drain_steps()
         self._materialise()
         memory = probe_memory()
         was = {a.kind for a in self._anomalies}
+        losses, self._check_losses = self._check_losses, []
+        step_times, self._check_times = self._check_times, []
         self._anomalies = self._monitor.observe(
             iteration=self._iter,
-            losses=self._new_losses,
+            losses=losses,
             step_times_s=step_times,
             grad_norm=self._values.get("grad_norm"),
             memory_bytes=memory[0].used_bytes if memory else None,
@@ -344,8 +352,9 @@ class ProgressTracker:
         for kind in was - now_kinds:
             self._sinks.event(self._event("anomaly_cleared", anomaly=kind))
         if now_kinds != was:
-            # Switch between the regular and the dense schedule from here on.
-            self._next_report = self._next_report_after(self._iter)
+            # Switch between the regular and the dense schedule, keeping a boundary at this
+            # very iteration (a regular report is not lost when an anomaly clears here).
+            self._next_report = self._next_report_after(self._iter - 1)
         if now_kinds - was:
             return self._emit(ANOMALY, memory=memory)
         return None
@@ -357,6 +366,8 @@ class ProgressTracker:
             self._eta.add_groups(groups, self._sampled_iter - sum(n for _, n in groups) + 1)
             for seconds, steps in groups:
                 self._speed.add_group(seconds, steps)
+            if self._monitor is not None:
+                self._check_times.extend(seconds / steps for seconds, steps in groups)
         return groups
 
     def _materialise(self) -> None:
@@ -373,6 +384,8 @@ class ProgressTracker:
         floats = materialise(pending + [extra[i] for i in numeric])
         self._new_losses = floats[:n_new]
         self._losses.extend(self._new_losses)
+        if self._monitor is not None:
+            self._check_losses.extend(self._new_losses)
         self._materialised_iter = end
         resolved = dict(zip(names, extra))
         for i, number in zip(numeric, floats[n_new:]):

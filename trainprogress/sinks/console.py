@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from typing import TextIO
 
 from .. import format as fmt
@@ -131,8 +132,12 @@ class ConsoleSink(Sink):
         use_ascii = self._ascii if self._ascii is not None else not _stream_takes_emoji(stream)
         if use_ascii:
             text = to_ascii(text)
-        stream.write(text + "\n")
-        stream.flush()
+        # A live tqdm bar (the BarSink's or the caller's own) on the same terminal is
+        # cleared around the block and redrawn below it, so neither garbles the other.
+        tqdm = sys.modules.get("tqdm")
+        with tqdm.tqdm.external_write_mode(file=stream) if tqdm is not None else nullcontext():
+            stream.write(text + "\n")
+            stream.flush()
 
     def report(self, report: Report) -> None:
         if report.kind == FINAL:
