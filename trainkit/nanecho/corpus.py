@@ -3,23 +3,27 @@
 ``build_corpus(seed)`` writes the same documents on every machine (Python's ``random.Random``
 with a fixed seed over the templates below: nothing is downloaded). ``read_jsonl`` reads a
 user's own ``{"text": ..., "dimension": ...}`` records instead. ``write_dataset`` tokenizes
-(character or byte level) and writes, for each persona dimension present and each split,
-``{split}_{dimension}.bin`` (uint16 token ids, documents separated by a blank line) plus
-``meta.json`` (tokenizer, vocabulary, token counts). The split is per dimension: the first
-``1 - val_fraction`` of a dimension's tokens train, the rest validate, so every dimension
-has validation data however few documents it has.
+(character or byte level) and writes one nanoGPT-style dataset folder per persona dimension
+present, ``<out_dir>/<dimension>/{train,val}.bin`` (uint16 token ids, documents separated by a
+blank line) with its ``meta.pkl`` (so ``trainkit.data.TokenData`` serves it), plus
+``<out_dir>/meta.json``: the index of the whole dataset (tokenizer, vocabulary, dimensions,
+token counts). The split is per dimension: the first ``1 - val_fraction`` of a dimension's
+tokens train, the rest validate, so every dimension has validation data however few
+documents it has.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from trainkit.config import ConfigError
 from trainkit.nanecho.curriculum import DIMENSIONS
 
 META_FORMAT = "nanecho-v1"
@@ -28,7 +32,7 @@ DEFAULT_SEED = 1337
 TOKENIZERS = ("char", "byte")
 
 
-class CorpusError(ValueError):
+class CorpusError(ConfigError):
     """Bad or missing corpus data; the message names the file and the fix."""
 
 
@@ -262,7 +266,7 @@ class Tokenizer:
 
 def write_dataset(docs: list[Document], out_dir: str | Path, *, tokenizer: str = "char",
                   val_fraction: float = 0.1, source: str = "builtin") -> dict:
-    """Tokenize ``docs`` and write ``{split}_{dimension}.bin`` and ``meta.json`` into
+    """Tokenize ``docs`` and write the per-dimension folders and ``meta.json`` into
     ``out_dir``. Returns the meta dict (token counts per dimension and split)."""
     if not 0.0 < val_fraction < 1.0:
         raise CorpusError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -273,17 +277,22 @@ def write_dataset(docs: list[Document], out_dir: str | Path, *, tokenizer: str =
         raise CorpusError(f"{len(chars)} distinct characters do not fit uint16 ids; use --tokenizer byte")
     tok = Tokenizer(tokenizer, chars)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # meta.json goes first and comes back last: while it is missing the folder is incomplete.
+    (out_dir / "meta.json").unlink(missing_ok=True)
     counts = {}
     for dim, text in streams.items():
         ids = np.array(tok.encode(text), dtype=np.uint16)
         n_train = int(len(ids) * (1.0 - val_fraction))
-        ids[:n_train].tofile(out_dir / f"train_{dim}.bin")
-        ids[n_train:].tofile(out_dir / f"val_{dim}.bin")
+        folder = out_dir / dim
+        folder.mkdir(parents=True, exist_ok=True)
+        ids[:n_train].tofile(folder / "train.bin")
+        ids[n_train:].tofile(folder / "val.bin")
+        with open(folder / "meta.pkl", "wb") as f:  # the nanoGPT meta that TokenData reads
+            pickle.dump({"vocab_size": tok.vocab_size, "itos": dict(enumerate(tok.chars)),
+                         "stoi": {c: i for i, c in enumerate(tok.chars)}}, f)
         counts[dim] = {"documents": sum(doc.dimension == dim for doc in docs),
                        "train_tokens": n_train, "val_tokens": len(ids) - n_train}
     meta = {"format": META_FORMAT, "source": source, **tok.to_meta(), "dimensions": counts}
-    # meta.json is written last and atomically: its presence means the .bin files are complete.
     tmp = out_dir / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     tmp.replace(out_dir / "meta.json")

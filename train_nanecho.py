@@ -1,0 +1,444 @@
+"""
+Train NanEcho: a GPT whose connections grow during training, over curriculum phases, on a
+corpus tagged with eight persona dimensions, reporting progress through trainprogress.
+
+    python train_nanecho.py --preset tiny --max_iters 300      # 2-core CPU, a minute or two
+    python train_nanecho.py --max_iters 50000                  # the default preset, for a GPU
+    python train_nanecho.py --config my.json --init_from resume
+    python data/nanecho/prepare.py --input my.jsonl --out_dir data/my_echo
+    python train_nanecho.py --data_dir data/my_echo             # train on your own corpus
+    python train_nanecho.py --preset tiny --help               # every key, its default and meaning
+
+Settings: the defaults of --preset (tiny, small, default), then the --config file (JSON, or
+`key = value` lines; parsed, never executed), then --key value / --key=value flags. A report
+prints every report_interval percent; phase changes, connection growth and evaluations are
+also logged (stderr) and sent to the tracker's log sinks as events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import sys
+import typing
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainkit.checkpoint import load_checkpoint, save_checkpoint, strip_compile_prefix
+from trainkit.config import ConfigError, format_help, load_config, opt, require
+from trainkit.model import GPTConfig
+from trainkit.nanecho.connections import ConnectionSchedule, connection_counts, grow_connections, init_connections, param_counts
+from trainkit.nanecho.curriculum import DEFAULT_PHASES, Curriculum, PhaseState, phases_from_config
+from trainkit.nanecho.data import NanEchoData, load_index
+from trainkit.nanecho.model import NanEchoGPT
+from trainkit.reporting import ReportingConfig, build_tracker
+from trainkit.runtime import Runtime, setup_runtime, split_grad_accum, want_compile
+from trainkit.schedule import CosineSchedule
+
+log = logging.getLogger("nanecho")
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+MILESTONES = (25, 50, 75, 100)  # percent of the run at which a sample is generated
+SAMPLE_PROMPT = "Echo Self"
+
+
+@dataclass
+class NanEchoConfig(ReportingConfig):
+    """Defaults of the "default" preset: a 25M-parameter model for one GPU."""
+
+    preset: Literal["tiny", "small", "default"] = opt("default", "tiny (CPU, minutes), small (laptop GPU), default (GPU)")
+    # I/O
+    out_dir: str = opt("out-nanecho", "folder for ckpt.pt; created only once the configuration is valid")
+    data_dir: str = opt("data/nanecho", "prepared dataset (data/nanecho/prepare.py); the default is built when missing")
+    init_from: Literal["scratch", "resume"] = opt("scratch", "'scratch' or 'resume' (from out_dir/ckpt.pt)")
+    eval_interval: int | None = opt(None, "evaluate and checkpoint every this many iterations; None: 10% of the run")
+    eval_iters: int = opt(0, "at most this many batches per dimension per evaluation; 0: the whole val split")
+    always_save_checkpoint: bool = opt(True, "checkpoint at every evaluation, not only when val loss improves")
+    sample_at_milestones: bool = opt(True, "show a short generated sample in the report at 25/50/75/100%")
+    sample_tokens: int = opt(160, "tokens per milestone sample")
+    # data and batch
+    batch_size: int = opt(8, "sequences per micro-batch")
+    gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step, across all processes")
+    block_size: int = opt(256, "context length in tokens")
+    # model
+    n_layer: int = opt(8, "transformer blocks")
+    n_head: int = opt(8, "attention heads per block")
+    n_embd: int = opt(512, "embedding width")
+    dropout: float = opt(0.1, "dropout probability (the built-in corpus is small: some helps)")
+    bias: bool = opt(False, "biases in Linear and LayerNorm layers")
+    # optimizer and learning rate
+    learning_rate: float = opt(3e-4, "peak learning rate, before the phase multiplier")
+    max_iters: int = opt(50000, "optimizer steps in the whole run")
+    weight_decay: float = opt(0.1, "AdamW weight decay of matrices (masked entries are zero and stay zero)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    grad_clip: float = opt(1.0, "clip gradients to this global norm; 0 disables")
+    warmup_iters: int | None = opt(None, "linear warm-up steps; None: 2% of max_iters")
+    lr_decay_iters: int | None = opt(None, "step at which the cosine reaches min_lr; None: max_iters")
+    min_lr: float | None = opt(None, "floor of the learning rate; None: learning_rate / 10")
+    # growing connections (fractions of the masked weight entries)
+    initial_connections: float = opt(0.10, "fraction of masked connections active at the start")
+    connection_growth_rate: float = opt(0.05, "fraction added at each growth event")
+    connection_growth_interval: int = opt(500, "iterations between growth events")
+    max_connections: float = opt(1.0, "growth stops at this fraction")
+    # curriculum
+    phases: list | None = opt(None, "phase table: a list of {name, start_pct, end_pct, lr_multiplier, "
+                                    "description, focus}; None: the five default phases")
+    focus_weight: float = opt(3.0, "sampling weight of a phase's focus dimensions relative to the others (>= 1)")
+    # system
+    backend: str = opt("auto", "DDP backend under torchrun: auto (nccl on CUDA, else gloo), nccl, gloo")
+    device: str = opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
+    dtype: str = opt("auto", "auto (bf16, else fp16 on CUDA; fp32 elsewhere), float32, bfloat16, float16")
+    compile: bool | None = opt(None, "torch.compile the model; None: on CUDA only")
+    seed: int = opt(1337, "random seed of weights, masks and batches")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("max_iters", "batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head",
+                    "n_embd", "sample_tokens"):
+            value = getattr(self, key)
+            require(value > 0, f"{key} must be > 0, got {value}. Fix: pass --{key} N with N >= 1.")
+        require(self.eval_iters >= 0, f"eval_iters must be >= 0 (0: the whole split), got {self.eval_iters}.")
+        require(self.n_embd % self.n_head == 0,
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}). Fix: e.g. --n_embd {self.n_head * 64}.")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}.")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
+        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}.")
+        require(bool(self.out_dir), "out_dir must not be empty. Fix: e.g. --out_dir out-nanecho.")
+        # Settings that follow the run's length unless given.
+        if self.eval_interval is None:
+            self.eval_interval = max(1, self.max_iters // 10)
+        require(self.eval_interval > 0, f"eval_interval must be > 0, got {self.eval_interval}.")
+        if self.warmup_iters is None:
+            self.warmup_iters = self.max_iters // 50
+        if self.lr_decay_iters is None:
+            self.lr_decay_iters = self.max_iters
+        if self.min_lr is None:
+            self.min_lr = self.learning_rate / 10
+        self.lr_schedule()
+        self.connections()
+        self.curriculum()
+
+    def lr_schedule(self) -> CosineSchedule:
+        return CosineSchedule(self.learning_rate, self.warmup_iters, self.lr_decay_iters, self.min_lr)
+
+    def connections(self) -> ConnectionSchedule:
+        return ConnectionSchedule(self.initial_connections, self.connection_growth_rate,
+                                  self.connection_growth_interval, self.max_connections)
+
+    def curriculum(self) -> Curriculum:
+        phases = DEFAULT_PHASES if self.phases is None else phases_from_config(self.phases)
+        return Curriculum(phases, self.focus_weight)
+
+
+# Each preset changes only these defaults; the config file and flags still win over them.
+PRESETS: dict[str, dict[str, object]] = {
+    "tiny": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, batch_size=16, gradient_accumulation_steps=1,
+                 dropout=0.0, learning_rate=2e-3, max_iters=300, connection_growth_interval=25, sample_tokens=120,
+                 eval_iters=4),  # 4 x 16 windows per dimension: the whole val split would cost more than training
+    "small": dict(n_layer=4, n_head=4, n_embd=256, block_size=128, batch_size=16, gradient_accumulation_steps=2,
+                  learning_rate=1e-3, max_iters=5000, connection_growth_interval=200),
+    "default": {},
+}
+
+
+def config_class(preset: str) -> type[NanEchoConfig]:
+    """NanEchoConfig with the defaults of ``preset`` (so --help shows them too)."""
+    hints = typing.get_type_hints(NanEchoConfig)
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(NanEchoConfig)}
+    changed = {"preset": preset, **PRESETS[preset]}
+    fields = [(key, hints[key], opt(value, helps[key])) for key, value in changed.items()]
+    return dataclasses.make_dataclass(f"NanEchoConfig_{preset}", fields, bases=(NanEchoConfig,))
+
+
+def parse_args(argv: list[str]) -> NanEchoConfig:
+    """The configuration from ``argv``: ``--config FILE`` (or a bare file name) and flags."""
+    args: list[str] = []
+    i = 0
+    while i < len(argv):  # --config names a file; the config parser takes files as positionals
+        if argv[i] == "--config":
+            if i + 1 >= len(argv):
+                raise ConfigError("--config needs a file. Fix: --config my_settings.json.")
+            args.append(argv[i + 1])
+            i += 2
+            continue
+        args.append(argv[i].removeprefix("--config="))
+        i += 1
+    preset = "default"
+    cfg = load_config(config_class(preset), args, prog="train_nanecho.py")
+    if cfg.preset != preset:  # the file or a flag chose a preset: read again over its defaults
+        cfg = load_config(config_class(cfg.preset), args, prog="train_nanecho.py")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation, samples and report lines
+# ------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: NanEchoData, rt: Runtime, cfg: NanEchoConfig) -> dict[str, float]:
+    """Validation loss per persona dimension, in nats per token, over each dimension's whole
+    val split (or its first eval_iters batches), plus "all": the mean over every token."""
+    model.eval()
+    sums, counts = {}, {}
+    for dim in data.dimensions:
+        total = torch.zeros((), device=rt.device, dtype=torch.float64)
+        count = 0
+        for batch, (x, y, n) in enumerate(data.iter_split("val", dim, cfg.batch_size)):
+            if cfg.eval_iters and batch >= cfg.eval_iters:
+                break
+            with rt.autocast():
+                _, loss = model(x, y)
+            total += loss.double() * n
+            count += n
+        sums[dim], counts[dim] = total, count
+    model.train()
+    values = torch.stack([sums[d] for d in data.dimensions]).tolist()  # one device sync for all
+    losses = {d: v / counts[d] for d, v in zip(data.dimensions, values)}
+    losses["all"] = sum(values) / sum(counts.values())
+    return losses
+
+
+@torch.no_grad()
+def generate_sample(model: NanEchoGPT, data: NanEchoData, rt: Runtime, cfg: NanEchoConfig) -> str:
+    """A short continuation of SAMPLE_PROMPT, drawn with a fixed seed (so consecutive samples
+    differ only by what the model learned) and without touching the training RNG."""
+    tok = data.tokenizer
+    prompt = SAMPLE_PROMPT if all(c in tok.chars for c in SAMPLE_PROMPT) or tok.kind == "byte" else tok.decode([0])
+    idx = torch.tensor([tok.encode(prompt)], dtype=torch.long, device=rt.device)
+    model.eval()
+    with torch.random.fork_rng(devices=[rt.device] if rt.device_type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        with rt.autocast():
+            out = model.generate(idx, cfg.sample_tokens, temperature=0.8, top_k=20)
+    model.train()
+    return tok.decode(out[0].tolist())
+
+
+def bar(fraction: float, width: int = 20) -> str:
+    """A text bar of ``width`` cells, ``fraction`` (clamped to [0, 1]) of them full."""
+    full = round(min(max(fraction, 0.0), 1.0) * width)
+    return "█" * full + "░" * (width - full)
+
+
+def persona_lines(losses: dict[str, float] | None, state: PhaseState, vocab_size: int, next_eval: int) -> dict[str, str]:
+    """One line per dimension: val loss and a bar of the share of the uniform-guess loss
+    (ln vocab_size, what an untrained model scores) removed so far; focus dimensions marked."""
+    if losses is None:
+        return {"Validation loss": f"first evaluation at iteration {next_eval:,}"}
+    uniform = math.log(vocab_size)
+    lines = {}
+    for dim, loss in losses.items():
+        if dim == "all":
+            continue
+        focus = " (focus)" if dim in state.phase.focus else ""
+        lines[dim] = f"{loss:.4f} {bar(1.0 - loss / uniform)} {100 * (1.0 - loss / uniform):.0f}%{focus}"
+    return lines
+
+
+def curriculum_lines(state: PhaseState) -> dict[str, str]:
+    """Phase, how far into it, the blend in an overlap, the next phase, the lr multiplier."""
+    phase = state.phase
+    progress = f"{100 * state.progress:.0f}% {bar(state.progress, 10)} ({phase.start_pct:g}-{phase.end_pct:g}% of the run)"
+    if state.blending_from is not None:
+        progress += f", blending in from {state.blending_from.name} ({100 * state.blend:.0f}%)"
+    nxt = state.next_phase
+    return {
+        "Phase": state.label,
+        "Phase progress": progress,
+        "Next phase": f"{nxt.name} at {nxt.start_pct:g}%" if nxt else "none (final phase)",
+        "LR multiplier": f"×{state.lr_multiplier:.3f}",
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------
+
+def main(argv: list[str]) -> None:
+    if "-h" in argv or "--help" in argv:
+        preset = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--preset"), "default")
+        print(format_help(config_class(preset if preset in PRESETS else "default"), "train_nanecho.py", __doc__.strip()))
+        return
+    cfg = parse_args(argv)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend)
+    logging.basicConfig(level=logging.INFO if rt.is_master else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        train(cfg, rt)
+    finally:
+        rt.close()
+
+
+def train(cfg: NanEchoConfig, rt: Runtime) -> None:
+    say = print if rt.is_master else (lambda *args, **kwargs: None)
+    micro_steps = split_grad_accum(cfg.gradient_accumulation_steps, rt.world_size)
+    tokens_per_iter = micro_steps * rt.world_size * cfg.batch_size * cfg.block_size
+    lr_schedule, growth, curriculum = cfg.lr_schedule(), cfg.connections(), cfg.curriculum()
+
+    # -------------------------------------------------------------------- data
+    if rt.is_master:
+        load_index(cfg.data_dir)  # prepares the built-in corpus when it is missing
+    rt.barrier()
+    torch.manual_seed(cfg.seed + rt.rank)
+    data = NanEchoData(cfg.data_dir, cfg.block_size, rt.device, seed=cfg.seed + rt.rank)
+
+    # -------------------------------------------------------------------- model and resume
+    model_args = {k: getattr(cfg, k) for k in MODEL_KEYS if k != "vocab_size"} | {"vocab_size": data.vocab_size}
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    iter_num, best_val_loss, phase_name, dim_losses, ckpt = 0, math.inf, None, None, None
+    if cfg.init_from == "resume":
+        ckpt = load_checkpoint(ckpt_path, rt.device)
+        saved = ckpt["model_args"]
+        differ = [f"{k}={saved.get(k)!r} (now {model_args[k]!r})" for k in MODEL_KEYS if saved.get(k) != model_args[k]]
+        if differ:
+            raise ConfigError(f"{ckpt_path} holds a model with {', '.join(differ)}. "
+                              f"Fix: resume with the settings (and data) the checkpoint was trained with.")
+        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+        phase_name, dim_losses = ckpt["phase"], ckpt["val_losses"]
+        if iter_num >= cfg.max_iters:
+            raise ConfigError(f"{ckpt_path} is already at iteration {iter_num:,} of max_iters={cfg.max_iters:,}. "
+                              f"Fix: raise --max_iters to continue training.")
+    raw_model = NanEchoGPT(GPTConfig(**model_args))
+    if ckpt is not None:
+        raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))  # masks are buffers: restored here
+    else:
+        init_connections(raw_model, growth.target_ratio(0), seed=cfg.seed)
+    raw_model.to(rt.device)
+    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type)
+    scaler = rt.grad_scaler()
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        data.load_state_dict(ckpt["data"])
+        ckpt = None  # free the checkpoint's copy of the weights
+    # MFU counts the dense FLOPs: masked matmuls still run dense on the device.
+    flops_per_token = raw_model.flops_per_token()
+    fast_model = torch.compile(raw_model) if want_compile(cfg.compile, rt.device_type) else raw_model
+    # Masks are equal on every rank (drawn from the seed, not the rank): no buffer broadcasts.
+    model = (DDP(fast_model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None, broadcast_buffers=False)
+             if rt.ddp else fast_model)
+
+    active_conn, total_conn = connection_counts(raw_model)
+    active_params, total_params = param_counts(raw_model)
+    say(f"model: {total_params / 1e6:.2f}M parameters ({active_params:,} active), {cfg.n_layer} layers, "
+        f"{cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size}; data: {cfg.data_dir} "
+        f"({len(data.dimensions)} dimensions, vocabulary {data.vocab_size}, train {data.num_tokens('train'):,} / "
+        f"val {data.num_tokens('val'):,} tokens)")
+    say(f"runtime: {rt.device} {rt.dtype_name}, world size {rt.world_size}, {torch.get_num_threads()} CPU threads, "
+        f"compile {fast_model is not raw_model}; {tokens_per_iter:,} tokens per iteration; preset {cfg.preset}")
+
+    if rt.is_master:
+        os.makedirs(cfg.out_dir, exist_ok=True)  # everything is valid: only now may the run write
+
+    def save(iteration: int, phase: str) -> None:
+        save_checkpoint(ckpt_path, {
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "data": data.state_dict(), "model_args": model_args, "iter_num": iteration,
+            "best_val_loss": best_val_loss, "phase": phase, "val_losses": dim_losses, "config": asdict(cfg),
+            "percent": 100.0 * iteration / cfg.max_iters,
+            "connection_ratio": active_conn / total_conn,
+        })
+
+    # -------------------------------------------------------------------- the report
+    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(rt.dtype_name, "tf32" if rt.device_type == "cuda" else "fp32")
+    tracker = build_tracker(cfg, cfg.max_iters, tokens_per_iter=tokens_per_iter,
+                            flops_per_iter=flops_per_token * tokens_per_iter / rt.world_size,
+                            start_iter=iter_num, is_master=rt.is_master, precision=precision)
+    state = curriculum.state(100.0 * iter_num / cfg.max_iters)
+    next_eval = (iter_num // cfg.eval_interval + 1) * cfg.eval_interval
+    # Report sections read these Python values only when a report is built: no device syncs.
+    tracker.set_section("📚 Curriculum", lambda: curriculum_lines(state))
+    tracker.set_section("🧠 Model State", lambda: {
+        "Connection Ratio": f"{100 * active_conn / total_conn:.2f}% ({active_conn:,}/{total_conn:,} connections)",
+        "Active params": active_params,
+        "Total params": total_params,
+    })
+    tracker.set_section("📦 Batch", {
+        "Batch size": f"{cfg.batch_size} × {cfg.gradient_accumulation_steps} accumulation"
+                      + (f" × {rt.world_size} processes" if rt.ddp else ""),
+        "Tokens/batch": tokens_per_iter,
+    })
+    tracker.set_section("🎭 Persona Dimensions", lambda: persona_lines(dim_losses, state, data.vocab_size, next_eval))
+    milestones = sorted({math.ceil(cfg.max_iters * p / 100) for p in MILESTONES if cfg.max_iters * p / 100 > iter_num})
+
+    # -------------------------------------------------------------------- training loop
+    first_values = {"best_val_loss": best_val_loss} if math.isfinite(best_val_loss) else {}
+    # The ratio the masks were grown to: the schedule's target of the last iteration run.
+    grown_to = growth.target_ratio(max(iter_num - 1, 0))
+    with tracker:
+        for it in range(iter_num, cfg.max_iters):  # it: optimizer steps done before this one
+            state = curriculum.state(100.0 * it / cfg.max_iters)
+            if state.phase.name != phase_name:
+                log.info("phase %s at iteration %d (%.1f%%): %s; lr multiplier %.3f", "change" if phase_name else "start",
+                         it, 100.0 * it / cfg.max_iters, state.label, state.lr_multiplier)
+                tracker.event("phase_change", phase=state.phase.name, previous=phase_name, description=state.phase.description)
+                phase_name = state.phase.name
+            target = growth.target_ratio(it)
+            if target > grown_to:
+                grown_to = target
+                added = grow_connections(raw_model, target, seed=cfg.seed, iteration=it)
+                active_conn, _ = connection_counts(raw_model)  # measured, not the nominal target
+                active_params, _ = param_counts(raw_model)
+                log.info("connection growth at iteration %d: +%d connections, ratio %.2f%% (%d active params)",
+                         it, added, 100 * active_conn / total_conn, active_params)
+                tracker.event("connection_growth", added=added, connection_ratio=active_conn / total_conn,
+                              active_params=active_params)
+
+            lr = lr_schedule(it) * state.lr_multiplier
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=rt.device)
+            for micro_step in range(micro_steps):
+                if rt.ddp:
+                    # All-reduce the gradients only on the last micro-step; the others just accumulate.
+                    model.require_backward_grad_sync = micro_step == micro_steps - 1
+                x, y = data.get_batch("train", cfg.batch_size, state.sampling_weights)
+                with rt.autocast():
+                    _, loss = model(x, y)
+                    loss = loss / micro_steps  # the step's gradient is the mean over micro-batches
+                scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+            values = dict(first_values)
+            first_values = {}
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                values["grad_norm"] = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            done = it + 1
+
+            if rt.is_master and (done % cfg.eval_interval == 0 or done == cfg.max_iters):
+                with tracker.pause("eval"):
+                    dim_losses = evaluate(fast_model, data, rt, cfg)
+                next_eval = done + cfg.eval_interval
+                values["val_loss"] = dim_losses["all"]
+                log.info("eval at iteration %d: val loss %.4f; %s", done, dim_losses["all"],
+                         ", ".join(f"{d} {v:.4f}" for d, v in dim_losses.items() if d != "all"))
+                tracker.event("persona_eval", **{f"val_loss/{d}": v for d, v in dim_losses.items()})
+                if dim_losses["all"] < best_val_loss or cfg.always_save_checkpoint or done == cfg.max_iters:
+                    best_val_loss = min(best_val_loss, dim_losses["all"])
+                    with tracker.pause("checkpoint"):
+                        save(done, phase_name)
+            if rt.is_master and cfg.sample_at_milestones and milestones and done >= milestones[0]:
+                milestones.pop(0)
+                with tracker.pause("sample"):
+                    text = generate_sample(raw_model, data, rt, cfg)
+                # One line per report entry: the sample's newlines shown as " | ".
+                tracker.set_section("✍️ Sample", {f"At {100 * done / cfg.max_iters:.0f}%": text.replace("\n", " | ")})
+            tracker.step(loss=loss_sum, lr=lr, **values)
+    say(f"checkpoint: {ckpt_path} (iteration {cfg.max_iters:,}, phase {phase_name}, "
+        f"connections {100 * active_conn / total_conn:.2f}%, best val loss {best_val_loss:.4f})")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except ConfigError as e:
+        sys.exit(f"train_nanecho.py: error: {e}")
