@@ -246,7 +246,8 @@ def curriculum_lines(state: PhaseState) -> dict[str, str]:
     phase = state.phase
     progress = f"{100 * state.progress:.0f}% {bar(state.progress, 10)} ({phase.start_pct:g}-{phase.end_pct:g}% of the run)"
     if state.blending_from is not None:
-        progress += f", blending in from {state.blending_from.name} ({100 * state.blend:.0f}%)"
+        # Inside an overlap, lr multiplier and sampling are a mix of the two phases.
+        progress += f"; overlap: {100 * state.blend:.0f}% {phase.name} / {100 * (1 - state.blend):.0f}% {state.blending_from.name}"
     nxt = state.next_phase
     return {
         "Phase": state.label,
