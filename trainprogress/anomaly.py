@@ -5,26 +5,29 @@ Five detectors, each fed what the tracker already has at a check (no extra devic
 beyond the one that materialises the losses):
 
 - ``nonfinite_loss``: a loss since the last check is NaN or infinite.
-- ``loss_spike``: the mean loss of a check is far above the median of the last
-  ``history_checks`` check means: more than ``loss_spike_sigmas`` robust standard deviations
-  (1.4826 x the median absolute deviation) and more than ``loss_spike_min_rise`` of the
-  median itself. Only rises count: a falling loss is the point of training.
-- ``throughput_drop``: the median step time of at least ``throughput_min_steps`` steps is
-  so far above its recent typical value (the median of earlier such medians) that the speed
-  lost more than ``throughput_drop`` of itself. A median over many steps ignores a single
-  GC pause or data-loader hiccup; a sustained slowdown moves it.
+- ``loss_spike``: the median loss of the last ``pool_steps`` or more steps is far above
+  the median of its ``history_checks`` previous values: by more than ``loss_spike_sigmas``
+  robust standard deviations (1.4826 x their median absolute deviation) and by more than
+  ``loss_spike_min_rise`` of that median. Only rises count: a falling loss is the point of
+  training. The pooled median ignores one bad batch; a spike that lasts moves it.
+- ``throughput_drop``: the median step time of the last ``pool_steps`` or more steps is so
+  far above the median of its previous values that the speed lost more than
+  ``throughput_drop`` of itself. The median ignores a single GC pause or data-loader
+  hiccup; a sustained slowdown moves it.
 - ``memory_growth`` (a probable leak): over the last ``history_checks`` checks after
-  warm-up, memory grew by more than ``memory_growth`` of itself and by at least
-  ``memory_min_growth_bytes``, and it rose from one check to the next in at least
-  ``memory_rising_fraction`` of them. Warm-up growth that then levels off is not steady
-  enough; a flat, noisy process memory rises in about half its checks.
+  warm-up, memory grew steadily by more than ``memory_growth`` of itself and by at least
+  ``memory_min_growth_bytes``. Steadily: the window's four quarters have rising medians,
+  each quarter at least a sixth of that threshold above the one before (half an even
+  share), so warm-up growth that levels off is no leak, and the medians ignore noise.
 - ``grad_explosion``: the latest ``grad_norm`` is not finite, above ``grad_norm_max``, or
   more than ``grad_norm_factor`` times the median of its recent values.
 
 The detectors that compare against history stay silent until they have
-``min_history_checks`` values. An anomaly clears once its condition has been absent for
-``clear_after_checks`` checks in a row; its ``since_iter`` is the iteration at which its
-episode began.
+``min_history_checks`` values. Their history includes the anomalous values, so a lasting
+new level (a new curriculum phase, a bigger model after a growth step) becomes the baseline
+within about half the history and its anomaly clears. An anomaly clears once its condition
+has been absent for ``clear_after_checks`` checks in a row; its ``since_iter`` is the
+iteration at which its episode began.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from statistics import fmean, median
+from statistics import median
 from typing import Callable, Optional, Sequence
 
 from .report import Anomaly
@@ -54,10 +57,12 @@ class AnomalyConfig:
     """Percent of the run between reports while an anomaly is active."""
 
     clear_after_checks: int = 5
-    """Checks in a row without its condition before an anomaly clears."""
+    """Checks in a row without its condition before an anomaly clears (for the loss-spike
+    and throughput detectors: pools of steps, see ``pool_steps``)."""
 
     history_checks: int = 50
-    """Checks of history that the loss, throughput, memory and gradient baselines cover."""
+    """Values of history the baselines cover: one per check (memory, gradient norm) or per
+    pool of steps (loss, step time)."""
 
     min_history_checks: int = 10
     """Values a baseline needs before its detector may raise anything."""
@@ -78,9 +83,9 @@ class AnomalyConfig:
     """Fraction of its typical speed the run must lose to count as a throughput drop
     (0.5: half as many iterations per second, i.e. steps take twice as long)."""
 
-    throughput_min_steps: int = 10
-    """Steps whose median step time is compared with the typical one; checks are pooled
-    until they hold this many."""
+    pool_steps: int = 10
+    """Least steps whose median loss and median step time the spike and throughput
+    detectors judge; the steps of consecutive checks are pooled until there are this many."""
 
     memory_growth: float = 0.05
     """Growth over the history window, as a fraction of memory at its start, that counts as
@@ -88,9 +93,6 @@ class AnomalyConfig:
 
     memory_min_growth_bytes: int = 64 * 1024**2
     """The least growth in bytes over the history window that counts as a probable leak."""
-
-    memory_rising_fraction: float = 0.8
-    """Fraction of check-to-check changes over the history window that must be rises."""
 
     grad_norm_factor: float = 10.0
     """How many times its recent median the gradient norm must be to count as exploding."""
@@ -101,7 +103,7 @@ class AnomalyConfig:
     def __post_init__(self) -> None:
         parse_interval(self.check_percent, "check_percent")
         parse_interval(self.dense_percent, "dense_percent")
-        for name in ("clear_after_checks", "history_checks", "min_history_checks", "throughput_min_steps"):
+        for name in ("clear_after_checks", "history_checks", "min_history_checks", "pool_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"AnomalyConfig.{name} must be an int >= 1, got {value!r}")
@@ -117,10 +119,6 @@ class AnomalyConfig:
                 raise ValueError(f"AnomalyConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.throughput_drop < 1:
             raise ValueError(f"AnomalyConfig.throughput_drop must be a fraction in (0, 1), got {self.throughput_drop!r}")
-        if not 0 < self.memory_rising_fraction <= 1:
-            raise ValueError(
-                f"AnomalyConfig.memory_rising_fraction must be a fraction in (0, 1], got {self.memory_rising_fraction!r}"
-            )
         if not self.grad_norm_factor > 1:
             raise ValueError(f"AnomalyConfig.grad_norm_factor must be > 1, got {self.grad_norm_factor!r}")
         if self.grad_norm_max is not None and not self.grad_norm_max > 0:
@@ -132,6 +130,22 @@ class AnomalyConfig:
 Finding = Optional[tuple[bool, str, int]]
 
 
+class _PooledMedian:
+    """Pools values until there are at least ``size``, then gives their median and starts
+    a new pool."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pool: list[float] = []
+
+    def add(self, values: Sequence[float]) -> float | None:
+        self._pool.extend(values)
+        if len(self._pool) < self.size:
+            return None
+        value, self._pool = median(self._pool), []
+        return value
+
+
 class AnomalyMonitor:
     """Runs the detectors at each check and keeps each anomaly's episode: raised when its
     condition first shows, cleared after ``clear_after_checks`` checks without it."""
@@ -140,9 +154,10 @@ class AnomalyMonitor:
         self.config = config
         history = config.history_checks
         self._checks = 0
-        self._loss_means: deque[float] = deque(maxlen=history)
+        self._loss_pool = _PooledMedian(config.pool_steps)
+        self._loss_medians: deque[float] = deque(maxlen=history)
+        self._step_pool = _PooledMedian(config.pool_steps)
         self._step_medians: deque[float] = deque(maxlen=history)
-        self._pending_steps: list[float] = []
         self._memory: deque[int] = deque(maxlen=history)
         self._grad_norms: deque[float] = deque(maxlen=history)
         self._active: dict[str, Anomaly] = {}
@@ -199,11 +214,10 @@ class AnomalyMonitor:
         return True, message, first
 
     def _spike(self, iteration: int, losses: Sequence[float]) -> Finding:
-        finite = [x for x in losses if math.isfinite(x)]
-        if not finite:
+        value = self._loss_pool.add([x for x in losses if math.isfinite(x)])
+        if value is None:
             return None
-        value = fmean(finite)
-        history = self._loss_means
+        history = self._loss_medians
         finding = None
         if len(history) >= self.config.min_history_checks:
             center = median(history)
@@ -219,11 +233,9 @@ class AnomalyMonitor:
         return finding
 
     def _throughput(self, iteration: int, step_times_s: Sequence[float]) -> Finding:
-        self._pending_steps.extend(step_times_s)
-        if len(self._pending_steps) < self.config.throughput_min_steps:
+        recent = self._step_pool.add(step_times_s)
+        if recent is None:
             return None
-        recent = median(self._pending_steps)
-        self._pending_steps = []
         history = self._step_medians
         finding = None
         if len(history) >= self.config.min_history_checks:
@@ -243,18 +255,19 @@ class AnomalyMonitor:
             return None
         window = self._memory
         window.append(memory_bytes)
-        if len(window) < max(2, window.maxlen):
+        quarter = len(window) // 4
+        if len(window) < window.maxlen or quarter < 1:
             return None
-        first, last = window[0], window[-1]
-        growth = last - first
-        rises = sum(b > a for a, b in zip(window, list(window)[1:]))
-        steady = rises >= self.config.memory_rising_fraction * (len(window) - 1)
-        large = growth >= max(self.config.memory_growth * first, self.config.memory_min_growth_bytes)
+        samples = list(window)[len(window) - 4 * quarter:]
+        medians = [median(samples[i * quarter:(i + 1) * quarter]) for i in range(4)]
+        needed = max(self.config.memory_growth * medians[0], self.config.memory_min_growth_bytes)
+        growth = medians[-1] - medians[0]
+        steady = all(later - earlier >= needed / 6 for earlier, later in zip(medians, medians[1:]))
         message = (
-            f"memory grew {growth / _GIB:.2f} GiB (+{growth / first:.0%}) over the last {len(window)} checks, "
-            f"rising at {rises} of {len(window) - 1}: a probable leak"
-        ) if first > 0 else "memory grew steadily: a probable leak"
-        return (steady and large, message, iteration)
+            f"memory grew steadily by {growth / _GIB:.2f} GiB (+{growth / max(medians[0], 1):.0%}) "
+            f"over the last {len(window)} checks: a probable leak"
+        )
+        return (steady and growth >= needed, message, iteration)
 
     def _grad(self, iteration: int, grad_norm: float | None) -> Finding:
         if not isinstance(grad_norm, (int, float)) or isinstance(grad_norm, bool):

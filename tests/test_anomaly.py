@@ -1,0 +1,279 @@
+"""Anomaly detection: clean runs stay silent, each injected fault is caught, episodes clear,
+and the tracker reports at once and densely while one is active."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import statistics
+import time
+
+import pytest
+
+from helpers import FakeClock, RecordingSink
+from trainprogress import ProgressTracker
+from trainprogress.anomaly import AnomalyConfig, AnomalyMonitor
+from trainprogress.report import ANOMALY, SCHEDULED
+from trainprogress.sinks.console import ConsoleSink
+
+MIB = 1024**2
+
+
+def simulate(
+    checks: int,
+    *,
+    seed: int,
+    steps_per_check: int = 5,
+    config: AnomalyConfig | None = None,
+    loss_fault=None,
+    time_fault=None,
+    memory_fault=None,
+    grad_fault=None,
+):
+    """Feed a monitor a clean noisy run (loss falling with batch noise, steady step times
+    with jitter and rare GC stalls, memory growing during warm-up then flat with noise,
+    gradient norm noisy and slowly falling), with optional faults that change a value by
+    iteration. Returns {kind: first anomaly seen} and the per-check results."""
+    rng = random.Random(seed)
+    monitor = AnomalyMonitor(config or AnomalyConfig())
+    first: dict = {}
+    results = []
+    it = 0
+    for check in range(checks):
+        losses, times = [], []
+        for _ in range(steps_per_check):
+            it += 1
+            loss = 2.0 + 3.0 * math.exp(-it / 400) + rng.gauss(0, 0.15)
+            losses.append(loss_fault(it, loss) if loss_fault else loss)
+            t = 0.05 * (1 + rng.uniform(-0.1, 0.1)) + (0.5 if rng.random() < 0.01 else 0.0)
+            times.append(time_fault(it, t) if time_fault else t)
+        memory = int(2000 * MIB * min(1.0, 0.5 + check / 10) + rng.randint(-20, 20) * MIB)
+        grad = (3.0 * math.exp(-it / 2000) + 0.5) * rng.uniform(0.6, 1.6)
+        active = monitor.observe(
+            iteration=it,
+            losses=losses,
+            step_times_s=times,
+            grad_norm=grad_fault(it, grad) if grad_fault else grad,
+            memory_bytes=memory_fault(it, memory) if memory_fault else memory,
+        )
+        results.append((it, active))
+        for a in active:
+            first.setdefault(a.kind, a)
+    return first, results
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("steps_per_check", [1, 5, 60])
+def test_clean_noisy_run_raises_nothing(seed, steps_per_check):
+    first, _ = simulate(1000, seed=seed, steps_per_check=steps_per_check)
+    assert first == {}
+
+
+def test_nonfinite_loss_is_caught_with_its_first_iteration():
+    first, _ = simulate(300, seed=1, loss_fault=lambda it, x: math.nan if it >= 503 else x)
+    assert set(first) == {"nonfinite_loss"}
+    assert first["nonfinite_loss"].since_iter == 503
+    assert "nan" in first["nonfinite_loss"].message
+
+
+def test_infinite_loss_is_caught():
+    first, _ = simulate(300, seed=2, loss_fault=lambda it, x: math.inf if it == 777 else x)
+    assert first["nonfinite_loss"].since_iter == 777
+
+
+def test_loss_spike_is_caught_and_clears():
+    # 5 steps per check, so the spike detector judges pools of 10 steps: at 1010, 1020, ...
+    config = AnomalyConfig(clear_after_checks=3)
+    first, results = simulate(400, seed=3, config=config, loss_fault=lambda it, x: 3 * x if 1000 < it <= 1040 else x)
+    assert set(first) == {"loss_spike"}
+    assert first["loss_spike"].since_iter == 1010
+    assert "above its recent median" in first["loss_spike"].message
+    # Active with the same start through the spike and two clean pools, cleared by the third.
+    active = {it: a for it, a in results}
+    assert all(active[it] and active[it][0].since_iter == 1010 for it in range(1010, 1070, 5))
+    assert not active[1070]
+    assert not any(active[it] for it in range(1070, 2001, 5))
+
+
+def test_throughput_drop_is_caught_when_sustained():
+    first, _ = simulate(400, seed=4, time_fault=lambda it, t: 3 * t if it > 1200 else t)
+    assert set(first) == {"throughput_drop"}
+    assert 1200 < first["throughput_drop"].since_iter <= 1250
+    assert "ms/iter" in first["throughput_drop"].message
+
+
+def test_isolated_stalls_are_not_a_throughput_drop():
+    # A GC pause of 20 typical steps every 7 steps: the ETA's business, not an anomaly.
+    first, _ = simulate(400, seed=5, steps_per_check=1, time_fault=lambda it, t: t + 1.0 if it % 7 == 0 else t)
+    assert first == {}
+
+
+def test_memory_leak_is_caught_but_warmup_growth_is_not():
+    leak = lambda it, m: m + it * 2 * MIB  # noqa: E731 - 10 MiB per check, steady
+    first, _ = simulate(300, seed=6, memory_fault=leak)
+    assert set(first) == {"memory_growth"}
+    assert "probable leak" in first["memory_growth"].message
+    # Growth of 1 GiB spread over the first 10% of the run (long warm-up), then flat.
+    warmup = lambda it, m: m + min(it, 150) * 7 * MIB  # noqa: E731
+    first, _ = simulate(300, seed=6, memory_fault=warmup)
+    assert first == {}
+
+
+def test_exploding_gradient_norm_is_caught():
+    first, _ = simulate(300, seed=7, grad_fault=lambda it, g: 100 * g if it > 900 else g)
+    assert set(first) == {"grad_explosion"}
+    assert 900 < first["grad_explosion"].since_iter <= 905
+    first, _ = simulate(300, seed=7, grad_fault=lambda it, g: math.inf if it == 500 else g)
+    assert first["grad_explosion"].message == "gradient norm is inf"
+    first, _ = simulate(300, seed=7, config=AnomalyConfig(grad_norm_max=10.0), grad_fault=lambda it, g: 20.0 if it == 20 else g)
+    assert first["grad_explosion"].since_iter == 20  # an absolute limit needs no history
+
+
+def test_detectors_without_input_stay_silent():
+    monitor = AnomalyMonitor(AnomalyConfig())
+    for it in range(1, 200):
+        assert monitor.observe(iteration=it, losses=[], step_times_s=[], grad_norm=None, memory_bytes=None) == ()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("check_percent", 0),
+        ("dense_percent", 150),
+        ("clear_after_checks", 0),
+        ("history_checks", 2.5),
+        ("min_history_checks", 100),  # more than history_checks
+        ("warmup_checks", -1),
+        ("loss_spike_sigmas", -1.0),
+        ("throughput_drop", 1.0),
+        ("memory_growth", -0.1),
+        ("grad_norm_factor", 1.0),
+        ("grad_norm_max", 0.0),
+    ],
+)
+def test_config_rejects_impossible_values(field, value):
+    with pytest.raises((ValueError, TypeError), match=field):
+        AnomalyConfig(**{field: value})
+
+
+# ---------------------------------------------------------------------- through the tracker
+def run_tracker(total, losses, *, config=AnomalyConfig(clear_after_checks=3), interval=10.0, sinks=()):
+    clock = FakeClock()
+    sink = RecordingSink()
+    tracker = ProgressTracker(total, interval_percent=interval, sinks=[sink, *sinks], clock=clock, anomaly=config)
+    reports = []
+    for it in range(1, total + 1):
+        clock.advance(0.1)
+        report = tracker.step(loss=losses(it), lr=1e-3)
+        if report is not None:
+            reports.append(report)
+    tracker.close()
+    return sink, reports
+
+
+def test_tracker_reports_at_once_then_densely_until_cleared():
+    # 2,000 iterations: checks and dense reports every 0.1% (2 iterations), regular every 10%.
+    rng = random.Random(0)
+    console = io.StringIO()
+    sink, reports = run_tracker(
+        2000, lambda it: math.nan if 1001 <= it <= 1020 else 2 + rng.gauss(0, 0.05),
+        sinks=[ConsoleSink(console, ascii=False)],
+    )
+    anomaly_reports = [r for r in reports if r.kind == ANOMALY]
+    assert [r.iteration for r in anomaly_reports] == [1002]
+    assert anomaly_reports[0].anomalies[0].kind == "nonfinite_loss"
+    assert anomaly_reports[0].anomalies[0].since_iter == 1001
+    # Dense while active (NaN through 1020, cleared by the third clean check, at 1026).
+    dense = [r.iteration for r in reports if r.kind == SCHEDULED and 1000 < r.iteration < 1100]
+    assert dense == list(range(1004, 1025, 2))
+    assert all(r.anomalies for r in reports if 1002 <= r.iteration < 1026)
+    assert not any(r.anomalies for r in reports if r.iteration >= 1026)
+    # Regular reports everywhere else, none lost or doubled.
+    regular = [r.iteration for r in reports if r.kind == SCHEDULED and not 1000 < r.iteration < 1100]
+    assert regular == [200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000]
+    kinds = [(e.kind, e.iteration) for e in sink.events]
+    assert kinds == [("anomaly", 1002), ("anomaly_cleared", 1026)]
+    assert "⚠️ Anomalies:" in console.getvalue()
+    assert "(since iteration 1,001)" in console.getvalue()
+
+
+def test_tracker_keeps_a_regular_report_when_an_anomaly_clears_on_its_boundary():
+    # NaN at 991..994 is seen at the check of 994 (0.1% of 2,000 = 2 iterations), then
+    # clean checks at 996, 998, 1000 clear it on the 50% boundary.
+    sink, reports = run_tracker(2000, lambda it: math.nan if 991 <= it <= 994 else 2.0)
+    assert ("anomaly_cleared", 1000) in [(e.kind, e.iteration) for e in sink.events]
+    assert 1000 in [r.iteration for r in reports if r.kind == SCHEDULED]
+
+
+def test_monitor_sees_losses_consumed_by_reports_between_checks():
+    # Checks every 5% and reports every 1%: the NaN at 3 is materialised by the 1% report
+    # at 10 before the check at 50 runs, and must still be seen there.
+    config = AnomalyConfig(check_percent=5.0, dense_percent=1.0)
+    sink, reports = run_tracker(1000, lambda it: math.nan if it == 3 else 2.0, config=config, interval=1.0)
+    anomaly_reports = [r for r in reports if r.kind == ANOMALY]
+    assert [r.iteration for r in anomaly_reports] == [50]
+    assert anomaly_reports[0].anomalies[0].since_iter == 3
+
+
+def test_clean_simulated_tracker_run_raises_nothing():
+    rng = random.Random(11)
+    sink, reports = run_tracker(3000, lambda it: 2 + 3 * math.exp(-it / 500) + rng.gauss(0, 0.2), interval=1.0)
+    assert not [e for e in sink.events if e.kind.startswith("anomaly")]
+    assert not any(r.anomalies for r in reports)
+    assert len(reports) == 100
+
+
+# ---------------------------------------------------------------------- a real training run
+def train_regression(total: int, *, seed: int, blow_up_at: int | None = None):
+    """A small MLP learning a noisy regression with Adam, tracked with anomaly detection on
+    the real clock and real process memory; at ``blow_up_at`` the learning rate jumps to 50.
+    Returns the recording sink and each step's wall time as measured here."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    x = torch.randn(1024, 16)
+    y = torch.sin(x @ torch.randn(16, 1)) + 0.05 * torch.randn(1024, 1)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sink = RecordingSink()
+    step_s = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model; two threads only contend on a 2-core machine
+    try:
+        with ProgressTracker(total, sinks=[sink], anomaly=True) as tracker:
+            for it in range(total):
+                t0 = time.perf_counter()
+                if it == blow_up_at:
+                    for group in opt.param_groups:
+                        group["lr"] = 50.0
+                batch = torch.randint(0, 1024, (64,))
+                loss = torch.nn.functional.mse_loss(model(x[batch]), y[batch])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+                opt.step()
+                tracker.step(loss=loss.detach(), lr=opt.param_groups[0]["lr"], grad_norm=grad_norm)
+                step_s.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return sink, step_s
+
+
+def test_real_training_run_raises_nothing_and_a_blow_up_is_caught():
+    clean, step_s = train_regression(1500, seed=1)
+    assert clean.reports[-1].loss < clean.reports[0].loss  # it did learn
+    raised = [e for e in clean.events if e.kind == "anomaly"]
+    # This machine is shared: another process may really slow this run down. A throughput
+    # drop is only a false alarm if the steps, timed here, were not in fact slower.
+    for event in raised:
+        assert event.data["anomaly"] == "throughput_drop", event
+        it = event.iteration
+        recent, before = statistics.median(step_s[it - 10:it]), statistics.median(step_s[:it - 10])
+        assert recent > 1.5 * before, (event, recent, before)
+    assert all(a.kind == "throughput_drop" for r in clean.reports for a in r.anomalies)
+
+    broken, _ = train_regression(1500, seed=1, blow_up_at=900)
+    raised = {e.data["anomaly"]: e.iteration for e in broken.events if e.kind == "anomaly"}
+    assert raised.get("grad_explosion", 0) > 900 and raised.get("loss_spike", 0) > 900
+    assert raised["grad_explosion"] <= 910 and raised["loss_spike"] <= 930
+    assert any(r.kind == ANOMALY for r in broken.reports)
