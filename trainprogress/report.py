@@ -104,7 +104,7 @@ class Report:
     tokens_processed: int | None = None
     tokens_per_s: float | None = None
     memory: tuple[MemoryStats, ...] = ()
-    metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    metrics: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     sections: tuple[Section, ...] = ()
     anomalies: tuple[Anomaly, ...] = ()
     start_iter: int = 0
@@ -119,7 +119,8 @@ class Report:
 
     def scalars(self) -> dict[str, float]:
         """The report's numbers under one flat, slash-namespaced key scheme with units in the
-        names, shared by every backend (JSONL, TensorBoard, W&B). Missing values are left out."""
+        names, shared by every backend (JSONL, TensorBoard, W&B). Missing values and
+        non-numeric named values (a phase name) are left out."""
         out: dict[str, float | None] = {
             "train/loss": self.loss,
             "train/loss_smoothed": self.smoothed_loss,
@@ -143,6 +144,6 @@ class Report:
             if mem.peak_bytes is not None:
                 out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / gib
         for name, value in self.metrics.items():
-            key = name if "/" in name else f"metrics/{name}"
-            out[key] = value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[name if "/" in name else f"metrics/{name}"] = value
         return {k: float(v) for k, v in out.items() if v is not None}

@@ -260,6 +260,10 @@ class ProgressTracker:
         return None
 
     def _record_values(self, values: dict[str, Any]) -> None:
+        """Keep the latest of each named value. None means "not measured at this step"
+        (e.g. val_loss=None between evaluations) and keeps the previous value. A
+        ``best_val_loss`` (a resumed run's earlier best) only lowers the tracked best."""
+        values = {name: value for name, value in values.items() if value is not None}
         val_loss = values.get("val_loss")
         if val_loss is not None and not is_tensor(val_loss):
             self._update_best(float(val_loss))

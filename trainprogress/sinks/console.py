@@ -109,7 +109,9 @@ def to_ascii(text: str) -> str:
 
 
 def _stream_takes_emoji(stream: TextIO) -> bool:
-    encoding = getattr(stream, "encoding", None) or "ascii"
+    encoding = getattr(stream, "encoding", None)
+    if encoding is None:  # an in-memory text stream (io.StringIO) holds any character
+        return True
     try:
         "🔄•".encode(encoding)
     except (UnicodeEncodeError, LookupError):

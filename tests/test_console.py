@@ -1,0 +1,95 @@
+"""The console block, rendered from a tracker on a fake clock, against exact text."""
+
+import io
+
+from helpers import FakeClock
+
+from trainprogress import ConsoleSink, ProgressTracker
+from trainprogress.report import MemoryStats, Report
+from trainprogress.sinks.console import render_progress
+
+GIB = 1024**3
+
+
+def reference_report(**changes):
+    fields = dict(
+        kind="scheduled", iteration=150_000, total_iters=600_000, percent=25.0,
+        elapsed_s=8820.0, paused_s=0.0, eta_s=26505.0, iters_per_s=17.23, ms_per_iter=58.03,
+        loss=1.234567, lr=6e-4, mfu=0.4215, tokens_processed=1_536_000_000,
+        memory=(MemoryStats(device="cuda", used_bytes=int(8.42 * GIB), total_bytes=24 * GIB),),
+    )
+    fields.update(changes)
+    return Report(**fields)
+
+
+def test_reference_block_exactly():
+    assert "\n".join(render_progress(reference_report())) == "\n".join([
+        "=" * 80,
+        "🔄 TRAINING PROGRESS: 25% (150,000/600,000 iterations)",
+        "=" * 80,
+        "📊 Metrics:",
+        "   • Loss: 1.234567",
+        "   • Learning Rate: 6.00e-04",
+        "   • MFU: 42.15%",
+        "⏱️ Time:",
+        "   • Elapsed: 2.45 hours",
+        "   • ETA: 07:21:45",
+        "   • Speed: 17.23 iter/s",
+        "   • Time per iter: 58.03ms",
+        "💾 Memory:",
+        "   • GPU Memory: 8.42GB / 24.00GB",
+        "   • Tokens processed: 1,536,000,000",
+        "=" * 80,
+    ])
+
+
+def test_ascii_mode_has_no_emoji_or_other_non_ascii():
+    out = io.StringIO()
+    sink = ConsoleSink(out, ascii=True)
+    sink.report(reference_report(metrics={"note": "8 × 4"}))
+    text = out.getvalue()
+    text.encode("ascii")  # raises if anything non-ASCII is left
+    assert "TRAINING PROGRESS: 25% (150,000/600,000 iterations)" in text.splitlines()[1]
+    assert "   - Loss: 1.234567" in text
+    assert "Time:" in text.splitlines() and "Memory:" in text.splitlines()
+    assert "8 x 4" in text
+
+
+def test_stream_without_utf8_gets_ascii_automatically():
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    ConsoleSink(stream).report(reference_report())
+    stream.flush()
+    assert b"TRAINING PROGRESS: 25%" in raw.getvalue()
+
+
+def test_tracker_to_console_with_sections_pauses_and_final_summary():
+    clock = FakeClock()
+    out = io.StringIO()
+    tracker = ProgressTracker(
+        200, interval_percent=50, tokens_per_iter=1000, flops_per_iter=1e12, peak_flops=1e14,
+        sinks=[ConsoleSink(out)], clock=clock, is_master=True,
+    )
+    tracker.set_section("🧠 Model State", lambda: {"Active params": 42_350_000, "Total params": 77_000_000})
+    for i in range(200):
+        clock.advance(0.05)
+        tracker.step(loss=2.0 - i / 200, lr=6e-4, val_loss=1.5 if i == 150 else None)
+        if i == 99:
+            with tracker.pause("eval"):
+                clock.advance(10.0)
+    tracker.close()
+    blocks = out.getvalue()
+    assert blocks.count("🔄 TRAINING PROGRESS:") == 2
+    assert "🔄 TRAINING PROGRESS: 50% (100/200 iterations)" in blocks
+    assert "   • Speed: 20.00 iter/s" in blocks  # the 10 s eval is not training time
+    assert "   • MFU: 20.00%" in blocks  # 1e12 FLOP x 20 iter/s / 1e14 FLOP/s
+    assert "   • Throughput: 20,000 tokens/s" in blocks
+    assert "   • Active params: 42,350,000" in blocks
+    assert "   • Best Validation Loss: 1.500000" in blocks
+    final = blocks[blocks.index("✅ TRAINING COMPLETE!"):]
+    assert "   • Iterations: 200/200" in final
+    assert "   • Final loss: 1.005000" in final
+    assert "   • Best validation loss: 1.500000" in final
+    assert "   • Total time: 20.0s" in final
+    assert "   • Average speed: 20.00 iter/s" in final
+    assert "   • Tokens processed: 200,000" in final

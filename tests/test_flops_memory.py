@@ -1,0 +1,52 @@
+import pytest
+
+from trainprogress.flops import TFLOPS, detect_peak, gpt_flops_per_token, lookup_peak, measure_cpu_peak
+from trainprogress.memory import cuda_memory, probe_memory, process_memory
+
+
+def test_gpt_flops_per_token_palm_formula():
+    # GPT-2 small at block 1024: 6N + 12·L·H·Q·T with N = 85M non-embedding-position params.
+    assert gpt_flops_per_token(85_000_000, 12, 12, 64, 1024) == 6 * 85_000_000 + 12 * 12 * 12 * 64 * 1024
+
+
+@pytest.mark.parametrize(
+    "name, precision, tflops, label",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989.4, "NVIDIA H100 SXM"),
+        ("NVIDIA H100 PCIe", "bf16", 756.5, "NVIDIA H100 PCIe"),
+        ("NVIDIA H200", "bf16", 989.4, "NVIDIA H200"),
+        ("NVIDIA A100-SXM4-80GB", "tf32", 156.0, "NVIDIA A100"),
+        ("NVIDIA A10G", "fp16", 70.0, "NVIDIA A10G"),
+        ("NVIDIA L4", "bf16", 121.0, "NVIDIA L4"),
+        ("NVIDIA GeForce RTX 3090", "bf16", 71.0, "NVIDIA GeForce RTX 3090"),
+        ("NVIDIA GeForce RTX 4090", "fp32", 82.6, "NVIDIA GeForce RTX 4090"),
+        ("Tesla V100-SXM2-16GB", "fp16", 125.0, "NVIDIA V100 SXM2"),
+        ("Tesla V100-PCIE-32GB", "fp32", 14.0, "NVIDIA V100 PCIe"),
+    ],
+)
+def test_peak_table(name, precision, tflops, label):
+    peak = lookup_peak(name, precision)
+    assert peak.flops_per_s == pytest.approx(tflops * TFLOPS)
+    assert peak.source == f"table: {label} {precision}"
+
+
+def test_unknown_accelerator_has_no_peak_and_bad_precision_is_named():
+    assert lookup_peak("Some Future GPU", "bf16") is None
+    with pytest.raises(ValueError, match="precision must be one of bf16, fp16, tf32, fp32"):
+        lookup_peak("NVIDIA A100", "int8")
+
+
+def test_cpu_peak_is_measured_once_and_labelled():
+    import torch  # noqa: F401  (detect_peak only looks when torch is imported)
+
+    first = measure_cpu_peak()
+    assert first.flops_per_s > 1e8 and first.source.startswith("measured: CPU fp32 matmul")
+    assert measure_cpu_peak() is first
+    assert detect_peak() is first  # no CUDA here: the CPU probe
+
+
+def test_memory_probes_on_cpu():
+    stats = process_memory()
+    assert stats.device == "cpu" and 10 * 2**20 < stats.used_bytes < stats.total_bytes
+    assert cuda_memory() is None  # no CUDA context: nothing, and no error
+    assert [m.device for m in probe_memory()][-1] == "cpu"

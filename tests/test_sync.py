@@ -1,0 +1,51 @@
+"""Loss tensors are never synchronised per step: at most one host-device sync per report."""
+
+import pytest
+import torch
+from helpers import FakeClock, RecordingSink
+
+from trainprogress import ProgressTracker
+
+# Every way a tensor's value reaches the host, i.e. every device sync on an accelerator.
+SYNCING = {
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__int__,
+    torch.Tensor.__bool__, torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.cpu,
+    torch.Tensor.__format__, torch.Tensor.__repr__,
+}
+
+
+class CountingTensor(torch.Tensor):
+    """A tensor that counts the calls that would synchronise with its device."""
+
+    syncs = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in SYNCING:
+            CountingTensor.syncs += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def counting(value):
+    return torch.tensor(value).as_subclass(CountingTensor)
+
+
+def test_one_sync_per_report_and_none_between():
+    CountingTensor.syncs = 0
+    clock = FakeClock()
+    sink = RecordingSink()
+    tracker = ProgressTracker(1000, interval_percent=10, sinks=[sink], clock=clock, is_master=True)
+    model = torch.nn.Linear(4, 1)
+    for i in range(1000):
+        clock.advance(0.01)
+        loss = model(torch.ones(4)).sum().as_subclass(CountingTensor) * 0 + counting(3.0 - i / 1000)
+        report = tracker.step(loss=loss, lr=1e-3, grad_norm=counting(0.5))
+        reports_so_far = sum(1 for r in sink.reports if r.kind == "scheduled")
+        assert CountingTensor.syncs == reports_so_far, f"step {i + 1}: {CountingTensor.syncs} syncs for {reports_so_far} reports"
+        if report is not None:
+            assert report.loss == pytest.approx(3.0 - i / 1000)
+            assert report.metrics["grad_norm"] == 0.5
+    tracker.close()
+    assert CountingTensor.syncs == 10
+    final = sink.reports[-1]
+    assert final.kind == "final" and final.smoothed_loss == pytest.approx(3.0 - 949.5 / 1000)  # mean of the last 100
