@@ -125,10 +125,13 @@ class TokenData:
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         return x.contiguous().to(self.device), y.contiguous().to(self.device)
 
-    def get_batch(self, split: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and next-token targets, each int64 (batch_size, block_size)."""
+    def get_batch(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets, each int64 (batch_size, block_size), from random
+        windows drawn with ``generator`` (default: this object's own)."""
         tokens = self.splits[split]
-        ix = torch.randint(len(tokens) - self.block_size, (batch_size,), generator=self.generator).numpy()
+        ix = torch.randint(len(tokens) - self.block_size, (batch_size,), generator=generator or self.generator).numpy()
         return self._to_device(tokens[ix[:, None] + self._window])  # one gather for the whole batch
 
     def iter_split(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
@@ -146,6 +149,7 @@ class TokenData:
             yield x, y, y.numel()
         if last_new:
             x, y = self._to_device(tokens[np.array([n - self.block_size])[:, None] + self._window])
+            y = y.clone()  # a one-row y may share memory with x
             y[:, : self.block_size - last_new] = -1  # already counted: cross-entropy ignores -1
             yield x, y, last_new
 

@@ -16,7 +16,7 @@ import torch
 
 from trainkit.config import ConfigError
 
-__all__ = ["Runtime", "setup_runtime", "want_compile", "split_grad_accum"]
+__all__ = ["Runtime", "setup_runtime", "env_world_size", "want_compile", "split_grad_accum"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -104,12 +104,18 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def env_world_size() -> int:
+    """The number of processes torchrun launched (WORLD_SIZE), 1 without torchrun. Known
+    before joining the process group, so settings can be checked against it first."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
 def setup_runtime(device: str = "auto", dtype: str = "auto", backend: str = "auto") -> Runtime:
     """Resolve device and dtype, and under torchrun join the process group with ``backend``
     ("auto": nccl for CUDA, else gloo). Raises ConfigError for an unavailable choice."""
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    world_size = env_world_size()
     dev = _resolve_device(device, local_rank)
     dt = _resolve_dtype(dtype, dev)
     if world_size > 1:
