@@ -34,7 +34,8 @@ from trainkit.schedule import CosineSchedule
 from trainprogress.flops import detect_peak
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+# The model's shape: a resumed run must match its checkpoint in these (dropout may change).
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
 @dataclass
@@ -163,13 +164,14 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
     data = TokenData(dataset_dir, cfg.block_size, rt.device, seed=cfg.seed + rt.rank)
 
     # -------------------------------------------------------------------- model
-    model_args = {k: getattr(cfg, k) for k in MODEL_KEYS if k != "vocab_size"} | {"vocab_size": data.vocab_size}
+    model_args = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
+                      bias=cfg.bias, vocab_size=data.vocab_size, dropout=cfg.dropout)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     iter_num, best_val_loss, ckpt = 0, math.inf, None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path, rt.device)
         saved = ckpt["model_args"]
-        differ = [f"{k}={saved.get(k)!r} (config: {model_args[k]!r})" for k in MODEL_KEYS if saved.get(k) != model_args[k]]
+        differ = [f"{k}={saved.get(k)!r} (config: {model_args[k]!r})" for k in SHAPE_KEYS if saved.get(k) != model_args[k]]
         if differ:
             raise ConfigError(
                 f"{ckpt_path} holds a model with {', '.join(differ)}. "
@@ -215,12 +217,12 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
     if rt.is_master:
         os.makedirs(cfg.out_dir, exist_ok=True)
 
-    def save(iteration: int) -> None:
+    def save(iteration: int, data_state: dict) -> None:
         save_checkpoint(ckpt_path, {
             "model": raw_model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
-            "data": data.state_dict(),
+            "data": data_state,
             "model_args": model_args,
             "iter_num": iteration,
             "best_val_loss": best_val_loss,
@@ -251,6 +253,7 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
                 with rt.autocast():
                     _, loss = model(x, y)
                     loss = loss / micro_steps  # the step's gradient is the mean over micro-batches
+                data_state = data.state_dict()  # before the prefetch: a resumed run must draw that batch again
                 x, y = data.get_batch("train", cfg.batch_size)  # fetched while the device computes
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
@@ -277,7 +280,7 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
                     if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
                         best_val_loss = min(best_val_loss, losses["val"])
                         with tracker.pause("checkpoint"):
-                            save(done)
+                            save(done, data_state)
                 t_log += time.perf_counter() - pause_start  # keep eval time out of the log line's ms/iter
 
             tracker.step(loss=loss_sum, lr=lr, **values)

@@ -1,0 +1,205 @@
+"""trainkit.config: safe parsing of config files and flags, and train.py's configuration
+errors as a user meets them (real subprocesses: non-zero exit, a clear message, and no
+out_dir written)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from trainkit.config import ConfigError, format_help, load_config, opt, parse_config_file, parse_value, require
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Demo:
+    max_iters: int = opt(100, "steps")
+    learning_rate: float = opt(1e-3, "peak rate")
+    out_dir: str = opt("out", "folder")
+    compile: bool | None = opt(None, "None: auto")
+    eval_only: bool = opt(False, "evaluate and exit")
+    init_from: Literal["scratch", "resume"] = opt("scratch", "start")
+    betas: tuple = opt((0.9, 0.95), "AdamW betas")
+
+    def __post_init__(self) -> None:
+        require(self.max_iters > 0, f"max_iters must be > 0, got {self.max_iters}")
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- the parser
+
+def test_defaults_then_files_then_flags_in_order(tmp_path):
+    a = write(tmp_path, "a.py", "max_iters = 10\nlearning_rate = 1e-2\n")
+    b = write(tmp_path, "b.json", '{"max_iters": 20, "eval_only": true}')
+    cfg = load_config(Demo, [a, b, "--learning_rate=3e-4", "--out_dir", "runs/x"])
+    assert (cfg.max_iters, cfg.learning_rate, cfg.out_dir, cfg.eval_only) == (20, 3e-4, "runs/x", True)
+    assert cfg.init_from == "scratch"
+
+
+def test_config_file_allows_literals_arithmetic_and_earlier_names(tmp_path):
+    path = write(tmp_path, "c.py", '"""doc"""\n# comment\nmax_iters = 5 * 8\nlearning_rate = 6e-4 / 2\n'
+                 'out_dir = "out-" + "x"\nbetas = (0.9, 1 - 0.01)\ncompile: bool = False\nlr_copy = learning_rate\n')
+    values = parse_config_file(path)
+    assert values == {"max_iters": 40, "learning_rate": 3e-4, "out_dir": "out-x", "betas": (0.9, 0.99),
+                      "compile": False, "lr_copy": 3e-4}
+
+
+@pytest.mark.parametrize("code, found", [
+    ("import os\n", "Import"),
+    ("max_iters = __import__('os').system('true')\n", "a function call"),
+    ("out_dir = home\n", "name 'home' is not defined"),
+    ("max_iters = (1).real\n", "an attribute access"),
+    ("for i in range(3): pass\n", "For"),
+    ("max_iters = 2 ** 100000\n", "too large"),
+    ("out_dir = 'x' * 10**9\n", "too large"),
+    ("max_iters = 1 / 0\n", "division by zero"),
+])
+def test_only_literal_assignments_are_allowed(tmp_path, code, found):
+    path = write(tmp_path, "evil.py", code)
+    with pytest.raises(ConfigError) as err:
+        parse_config_file(path)
+    assert found in str(err.value)
+    assert f"{path}:1" in str(err.value)
+
+
+def test_config_file_is_never_executed(tmp_path):
+    marker = tmp_path / "executed"
+    path = write(tmp_path, "evil.py", f"max_iters = 3\nout_dir = __import__('pathlib').Path(r'{marker}').touch()\n")
+    with pytest.raises(ConfigError, match=r"evil\.py:2: a function call is not allowed"):
+        load_config(Demo, [path])
+    assert not marker.exists()
+
+
+def test_flag_values_parse_as_literals_else_strings():
+    assert parse_value("3e-4") == 3e-4
+    assert parse_value("2*8") == 16
+    assert parse_value("True") is True
+    assert parse_value("'gpt'") == "gpt"
+    assert parse_value("cpu") == "cpu"
+    assert parse_value("out/run-1") == "out/run-1"
+    assert parse_value("__import__('os')") == "__import__('os')"  # just text, never run
+
+
+def test_type_coercions():
+    cfg = load_config(Demo, ["--max_iters=5e3", "--learning_rate=1", "--out_dir=2024", "--compile=false", "--eval_only"])
+    assert cfg.max_iters == 5000 and isinstance(cfg.max_iters, int)
+    assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert cfg.out_dir == "2024"
+    assert cfg.compile is False and cfg.eval_only is True
+    assert load_config(Demo, ["--compile=None"]).compile is None
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--max_iter=5"], "unknown config key 'max_iter' (from --max_iter=5). Did you mean 'max_iters'?"),
+    (["--lerning_rate", "1"], "Did you mean 'learning_rate'?"),
+    (["--max_iters=abc"], "config key 'max_iters' expects int, got str 'abc' (from --max_iters=abc)"),
+    (["--max_iters=2.5"], "expects int, got float 2.5"),
+    (["--learning_rate=True"], "expects float, got bool True"),
+    (["--init_from=gpt2"], "expects 'scratch' | 'resume', got str 'gpt2'"),
+    (["--max_iters"], "flag '--max_iters' has no value. Fix: write --max_iters=VALUE."),
+    (["--max_iters=0"], "max_iters must be > 0, got 0"),
+    (["-x"], "unknown option '-x'"),
+])
+def test_errors_name_the_problem_and_the_fix(argv, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(Demo, argv, prog="demo.py")
+    assert expected in str(err.value)
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path):
+    path = write(tmp_path, "c.py", "max_iters = 3\nbatchsize = 12\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'batchsize' \(from .*c\.py: batchsize = 12\)"):
+        load_config(Demo, [path])
+
+
+def test_missing_file_suggests_a_close_name(tmp_path):
+    write(tmp_path, "train_shakespeare_char.py", "max_iters = 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Demo, [str(tmp_path / "train_shakespear_char.py")])
+    message = str(err.value)
+    assert "not found" in message and "Did you mean" in message and "train_shakespeare_char.py" in message
+
+
+def test_json_must_be_an_object(tmp_path):
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        load_config(Demo, [write(tmp_path, "c.json", "[1, 2]")])
+    with pytest.raises(ConfigError, match=r"c2\.json:1: invalid JSON"):
+        load_config(Demo, [write(tmp_path, "c2.json", "{max_iters: 3}")])
+
+
+def test_help_lists_every_key_with_default_and_help():
+    text = format_help(Demo, "demo.py")
+    assert "--max_iters=100  (int)" in text and "steps" in text
+    assert "--compile=None  (bool | None)" in text
+
+
+# ----------------------------------------------------------------------------- train.py as a user runs it
+
+def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--max_iters=5",
+        "--lr_decay_iters=5", "--warmup_iters=1", "--eval_interval=5", "--eval_iters=1", "--device=cpu"]
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["config/no_such_config.py"], None, "config file 'config/no_such_config.py' not found"),
+    (["--batchsize=4"], None, "unknown config key 'batchsize' (from --batchsize=4). Did you mean 'batch_size'?"),
+    (["--max_iters=ten"], None, "config key 'max_iters' expects int, got str 'ten'"),
+    (["--max_iters=0"], None, "max_iters must be > 0, got 0"),
+    (["--batch_size=-1"], None, "batch_size must be > 0, got -1"),
+    (["--report_interval=0"], None, "report_interval must be a percent in (0, 100], got 0.0"),
+    (["--min_lr=1"], None, "min_lr (1.0) must lie in [0, learning_rate=0.0006]"),
+    (["--block_size=200000"], None, "val.bin holds 103,650 tokens, fewer than the 200,001 needed (block_size + 1)"),
+    (["--gradient_accumulation_steps=3"], {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+     "gradient_accumulation_steps (3) is not divisible by the world size (2)"),
+    (["--init_from=resume"], None, "ckpt.pt. Fix: train from scratch first"),
+    (["--device=cuda:7"], None, "device 'cuda:7' requested but CUDA is not available"),
+    (["--dtype=float16"], None, "dtype float16 needs a CUDA device"),
+])
+def test_train_config_errors_exit_nonzero_and_write_nothing(tmp_path, args, env, expected):
+    out_dir = tmp_path / "out"
+    result = run_train(*TINY, f"--out_dir={out_dir}", *args, env=env)
+    assert result.returncode != 0
+    assert "train.py: error:" in result.stderr
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.count("TRAINING PROGRESS") == 0
+    assert not out_dir.exists()
+
+
+def test_train_help_lists_the_keys():
+    result = run_train("--help")
+    assert result.returncode == 0
+    for key in ("--report_interval=1.0", "--log_interval=1", "--init_from='scratch'", "--gradient_accumulation_steps=40"):
+        assert key in result.stdout
+
+
+def test_shipped_configs_load():
+    sys.path.insert(0, str(REPO))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(REPO))
+    char = load_config(train.TrainConfig, [str(REPO / "config/train_shakespeare_char.py")])
+    assert (char.n_layer, char.n_head, char.n_embd, char.block_size, char.batch_size) == (4, 4, 128, 64, 12)
+    assert (char.max_iters, char.lr_decay_iters, char.learning_rate, char.min_lr, char.warmup_iters) == (2000, 2000, 1e-3, 1e-4, 100)
+    assert (char.beta2, char.dropout, char.gradient_accumulation_steps, char.compile) == (0.99, 0.0, 1, False)
+    big = load_config(train.TrainConfig, [str(REPO / "config/train_shakespeare.py")])
+    assert (big.n_layer, big.n_embd, big.block_size) == (6, 384, 256)
+    bench = load_config(train.TrainConfig, [str(REPO / "config/bench_gpt2_124m.py")])
+    assert (bench.n_layer, bench.n_head, bench.n_embd, bench.block_size) == (12, 12, 768, 1024)

@@ -1,0 +1,172 @@
+"""train.py and sample.py end to end, as real processes on the shipped corpus: the progress
+reports they print, the checkpoint, resuming, and sampling from the result."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny model, 40 optimizer steps, a report every 10% (4 steps), evaluations at 20 and 40.
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
+        "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4", "--lr_decay_iters=40",
+        "--warmup_iters=4", "--eval_interval=20", "--eval_iters=2", "--report_interval=10", "--log_interval=10",
+        "--device=cpu", "--compile=False", "--dropout=0.0"]
+TOKENS_PER_ITER = 4 * 32
+HEADER = re.compile(r"TRAINING PROGRESS: ([\d.]+)% \(([\d,]+)/([\d,]+) iterations\)")
+TOKENS = re.compile(r"Tokens processed: ([\d,]+)")
+FINAL_VAL = re.compile(r"final val loss over the whole val split \(103,649 tokens\): ([\d.]+)")
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    return result
+
+
+def reports(stdout: str) -> list[tuple[float, int, int, int | None]]:
+    """(percent, iteration, total, tokens processed) of each progress block, in order."""
+    out = []
+    blocks = stdout.split("TRAINING PROGRESS:")[1:]
+    for header, block in zip(HEADER.finditer(stdout), blocks):
+        tokens = TOKENS.search(block.split("TRAINING COMPLETE")[0])
+        out.append((float(header.group(1)), int(header.group(2).replace(",", "")), int(header.group(3).replace(",", "")),
+                    int(tokens.group(1).replace(",", "")) if tokens else None))
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, str]:
+    """40 steps in one process."""
+    out_dir = tmp_path_factory.mktemp("straight")
+    return out_dir, run("train.py", *TINY, "--max_iters=40", f"--out_dir={out_dir}").stdout
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory) -> tuple[Path, str, str]:
+    """The same 40 steps as 20, then a second process resuming to 40."""
+    out_dir = tmp_path_factory.mktemp("resumed")
+    first = run("train.py", *TINY, "--max_iters=20", f"--out_dir={out_dir}").stdout
+    second = run("train.py", *TINY, "--max_iters=40", "--init_from=resume", f"--out_dir={out_dir}").stdout
+    return out_dir, first, second
+
+
+def test_reports_every_10_percent_ending_at_100(straight):
+    out_dir, stdout = straight
+    got = reports(stdout)
+    assert [r[0] for r in got] == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert [r[1] for r in got] == list(range(4, 41, 4))
+    assert all(r[2] == 40 for r in got)
+    assert [r[3] for r in got] == [i * TOKENS_PER_ITER for i in range(4, 41, 4)]
+    assert stdout.count("TRAINING COMPLETE") == 1
+    assert "=" * 80 in stdout
+
+
+def test_report_carries_loss_lr_speed_memory_and_validation(straight):
+    _, stdout = straight
+    blocks = stdout.split("TRAINING PROGRESS:")
+    first, after_eval = blocks[1], blocks[6]  # 10%, and 50% (after the eval at step 20)
+    for label in ("Loss:", "Learning Rate:", "Elapsed:", "ETA:", "Speed:", "Time per iter:", "Memory", "Tokens processed:"):
+        assert label in first, label
+    assert "Validation Loss" not in first
+    assert "Validation Loss:" in after_eval and "Best Validation Loss:" in after_eval
+
+
+def test_one_line_log_and_final_full_val_loss(straight):
+    _, stdout = straight
+    assert re.findall(r"^iter (\d+): loss [\d.]+, time [\d.]+ms", stdout, flags=re.M) == ["10", "20", "30", "40"]
+    assert re.findall(r"^step (\d+): train loss [\d.]+, val loss [\d.]+$", stdout, flags=re.M) == ["20", "40"]
+    val = float(FINAL_VAL.search(stdout).group(1))
+    assert 2.0 < val < 4.0  # below ln(76) = 4.33: it learned something in 40 tiny steps
+
+
+def test_checkpoint_is_written(straight):
+    out_dir, _ = straight
+    assert sorted(os.listdir(out_dir)) == ["ckpt.pt"]
+    ckpt = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 40
+    assert ckpt["model_args"]["n_layer"] == 2 and ckpt["model_args"]["vocab_size"] == 76
+    assert ckpt["config"]["max_iters"] == 40
+    assert set(ckpt) >= {"model", "optimizer", "best_val_loss", "data"}
+
+
+def test_resume_continues_percent_and_tokens(resumed):
+    out_dir, first, second = resumed
+    assert [r[0] for r in reports(first)] == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]  # of a 20-step run
+    got = reports(second)
+    assert [r[0] for r in got] == [60, 70, 80, 90, 100]
+    assert [r[1] for r in got] == [24, 28, 32, 36, 40]
+    assert [r[3] for r in got] == [i * TOKENS_PER_ITER for i in (24, 28, 32, 36, 40)]  # earlier steps count
+    first_block = second.split("TRAINING PROGRESS:")[1]
+    assert "Best Validation Loss:" in first_block  # restored from the checkpoint, before any new eval
+    assert torch.load(out_dir / "ckpt.pt", weights_only=True)["iter_num"] == 40
+
+
+def test_resumed_run_matches_the_uninterrupted_one(straight, resumed):
+    """Model, optimizer and the batch sampler's state all come back: the same final loss."""
+    assert FINAL_VAL.search(resumed[2]).group(1) == FINAL_VAL.search(straight[1]).group(1)
+
+
+def test_log_interval_zero_leaves_only_the_reports(tmp_path):
+    stdout = run("train.py", *TINY, "--max_iters=3", "--log_interval=0", "--report_interval=1",
+                 "--final_full_eval=False", f"--out_dir={tmp_path}").stdout
+    assert not re.search(r"^(iter|step) \d+", stdout, flags=re.M)
+    got = reports(stdout)
+    # fewer steps than 1% boundaries: one report per step, each with its real percent
+    assert [(r[0], r[1]) for r in got] == [(33.33, 1), (66.67, 2), (100.0, 3)]
+
+
+def test_resume_errors(resumed):
+    out_dir = resumed[0]
+    for args, message in (
+        (["--max_iters=40"], "is already at iteration 40 of max_iters=40. Fix: raise --max_iters"),
+        (["--max_iters=80", "--n_layer=3"], "holds a model with n_layer=2 (config: 3)"),
+    ):
+        result = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, *args, "--init_from=resume",
+                                 f"--out_dir={out_dir}"], capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_eval_only_leaves_the_checkpoint_alone(resumed):
+    out_dir = resumed[0]
+    before = (out_dir / "ckpt.pt").stat().st_mtime_ns
+    stdout = run("train.py", *TINY, "--max_iters=40", "--init_from=resume", "--eval_only",
+                 f"--out_dir={out_dir}").stdout
+    assert re.search(r"^step 40: train loss [\d.]+, val loss [\d.]+$", stdout, flags=re.M)
+    assert "TRAINING PROGRESS" not in stdout
+    assert (out_dir / "ckpt.pt").stat().st_mtime_ns == before
+
+
+def test_sample_prints_text_from_the_checkpoint(straight):
+    out_dir, _ = straight
+    stdout = run("sample.py", f"--out_dir={out_dir}", "--start=ROMEO:", "--num_samples=2",
+                 "--max_new_tokens=50", "--device=cpu").stdout
+    samples = stdout.split("---------------\n")
+    assert len(samples) == 3 and samples[2] == ""
+    for text in samples[:2]:
+        assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 50 + 1  # plus print's newline
+
+
+def test_ddp_two_processes_report_once(tmp_path):
+    """torchrun with two CPU processes (gloo): only rank 0 prints, tokens count both ranks."""
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py"),
+         *TINY, "--gradient_accumulation_steps=2", "--max_iters=8", "--report_interval=25", "--eval_interval=8",
+         "--final_full_eval=False", f"--out_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    got = reports(result.stdout)
+    assert [(r[0], r[1]) for r in got] == [(25, 2), (50, 4), (75, 6), (100, 8)]
+    assert got[-1][3] == 8 * 2 * TOKENS_PER_ITER  # 2 micro-batches per step: one on each rank
+    assert result.stdout.count("TRAINING COMPLETE") == 1
+    assert "world size 2" in result.stdout
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 8
