@@ -138,9 +138,9 @@ class NanEchoConfig(ReportingConfig):
 
 # Each preset changes only these defaults; the config file and flags still win over them.
 PRESETS: dict[str, dict[str, object]] = {
-    "tiny": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, batch_size=16, gradient_accumulation_steps=1,
-                 dropout=0.0, learning_rate=2e-3, max_iters=300, connection_growth_interval=25, sample_tokens=120,
-                 eval_iters=4),  # 4 x 16 windows per dimension: the whole val split would cost more than training
+    "tiny": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, batch_size=32, gradient_accumulation_steps=1,
+                 dropout=0.0, learning_rate=8e-3, max_iters=300, connection_growth_interval=25, sample_tokens=120,
+                 eval_iters=4),  # 4 batches per dimension: the whole val split would cost more than training
     "small": dict(n_layer=4, n_head=4, n_embd=256, block_size=128, batch_size=16, gradient_accumulation_steps=2,
                   learning_rate=1e-3, max_iters=5000, connection_growth_interval=200),
     "default": {},
@@ -361,7 +361,7 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
         "Total params": total_params,
     })
     tracker.set_section("📦 Batch", {
-        "Batch size": f"{cfg.batch_size} × {cfg.gradient_accumulation_steps} accumulation"
+        "Batch size": f"{cfg.batch_size} × {micro_steps} accumulation"
                       + (f" × {rt.world_size} processes" if rt.ddp else ""),
         "Tokens/batch": tokens_per_iter,
     })
