@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 
 import pytest
 
@@ -29,6 +30,8 @@ def read_records(path):
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):  # still being written
+            break
         chunk = data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # full, or last of a split record
@@ -54,9 +57,16 @@ def offline(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_file(tmp_path):
+def finished_records(tmp_path):
+    """The records of the one offline run under ``tmp_path``, once W&B's service process,
+    which writes them after ``finish()`` returns, has written the closing exit record."""
     (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    return path
+    deadline = time.monotonic() + 30
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
 
 
 def test_offline_run_holds_scalars_config_and_summary(offline):
@@ -71,7 +81,7 @@ def test_offline_run_holds_scalars_config_and_summary(offline):
             report = tracker.step(loss=4.0 - it / 100, lr=6e-4, connection_ratio=0.5)
             if report is not None:
                 reports.append(report)
-    records = read_records(run_file(offline))
+    records = finished_records(offline)
     kinds = [r.WhichOneof("record_type") for r in records]
 
     run = records[kinds.index("run")].run
@@ -105,7 +115,7 @@ def test_a_crash_finishes_the_run_with_exit_code_1(offline):
                 clock.advance(0.1)
                 tracker.step(loss=1.0)
             raise ValueError("bad batch")
-    records = read_records(run_file(offline))
+    records = finished_records(offline)
     assert next(r.exit for r in records if r.WhichOneof("record_type") == "exit").exit_code == 1
 
 
@@ -128,7 +138,7 @@ def test_the_callers_own_run_is_used_and_left_open(offline):
     assert wandb.run is run  # still open for the caller
     run.log({"user/x": 2})
     run.finish()
-    records = read_records(run_file(offline))
+    records = finished_records(offline)
     assert records[[r.WhichOneof("record_type") for r in records].index("run")].run.project == "mine"
     history = [items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
     assert [h.get("progress/iteration") for h in history] == [None, 50, 100, None]
