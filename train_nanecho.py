@@ -107,7 +107,8 @@ class NanEchoConfig(ReportingConfig):
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}). Fix: e.g. --n_embd {self.n_head * 64}.")
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}.")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+                f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
         require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}.")
         require(bool(self.out_dir), "out_dir must not be empty. Fix: e.g. --out_dir out-nanecho.")
         # Settings that follow the run's length unless given.
@@ -247,7 +248,8 @@ def curriculum_lines(state: PhaseState) -> dict[str, str]:
     progress = f"{100 * state.progress:.0f}% {bar(state.progress, 10)} ({phase.start_pct:g}-{phase.end_pct:g}% of the run)"
     if state.blending_from is not None:
         # Inside an overlap, lr multiplier and sampling are a mix of the two phases.
-        progress += f"; overlap: {100 * state.blend:.0f}% {phase.name} / {100 * (1 - state.blend):.0f}% {state.blending_from.name}"
+        progress += (f"; overlap: {100 * state.blend:.0f}% {phase.name} / "
+                     f"{100 * (1 - state.blend):.0f}% {state.blending_from.name}")
     nxt = state.next_phase
     return {
         "Phase": state.label,
@@ -263,8 +265,10 @@ def curriculum_lines(state: PhaseState) -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
     if "-h" in argv or "--help" in argv:
-        preset = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--preset"), "default")
-        print(format_help(config_class(preset if preset in PRESETS else "default"), "train_nanecho.py", __doc__.strip()))
+        # Show the chosen preset's defaults: --preset tiny or --preset=tiny.
+        given = [b for a, b in zip(argv, argv[1:]) if a == "--preset"] + [a[9:] for a in argv if a.startswith("--preset=")]
+        preset = given[-1] if given and given[-1] in PRESETS else "default"
+        print(format_help(config_class(preset), "train_nanecho.py", __doc__.strip()))
         return
     cfg = parse_args(argv)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend)

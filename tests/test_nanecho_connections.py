@@ -92,8 +92,8 @@ def test_growth_keeps_existing_connections_and_new_ones_start_at_zero_then_learn
     model = make_model()
     init_connections(model, 0.1, seed=5)
     train_steps(model, 3)
-    old_masks = {n: l.mask.clone() for n, l in masked_layers(model)}
-    old_weights = {n: l.weight.detach().clone() for n, l in masked_layers(model)}
+    old_masks = {n: layer.mask.clone() for n, layer in masked_layers(model)}
+    old_weights = {n: layer.weight.detach().clone() for n, layer in masked_layers(model)}
     x = torch.randint(0, V, (4, T))
     with torch.no_grad():
         logits_before, _ = model(x, x)
@@ -133,7 +133,7 @@ def test_growth_depends_only_on_seed_and_iteration_and_is_idempotent():
 def test_measured_ratio_is_the_mask_density():
     model = make_model()
     init_connections(model, 0.55, seed=2)
-    masks = [l.mask for _, l in masked_layers(model)]
+    masks = [layer.mask for _, layer in masked_layers(model)]
     assert connection_ratio(model) == sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
     assert abs(connection_ratio(model) - 0.55) < 1e-3
 

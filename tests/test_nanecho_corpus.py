@@ -68,7 +68,8 @@ def test_byte_tokenizer_round_trips_any_text(tmp_path):
     ('["a list"]\n', r"mine.jsonl:1: expected a JSON object"),
     ('{"dimension": "cognitive"}\n', r'mine.jsonl:1: "text" must be a non-empty string'),
     ('{"text": "  ", "dimension": "cognitive"}\n', r'"text" must be a non-empty string'),
-    ('\n{"text": "a", "dimension": "holografic"}\n', r"mine.jsonl:2: unknown \"dimension\" 'holografic' \(did you mean 'holographic'\?\)"),
+    ('\n{"text": "a", "dimension": "holografic"}\n',
+     r"mine.jsonl:2: unknown \"dimension\" 'holografic' \(did you mean 'holographic'\?\)"),
     ("\n\n", "holds no records"),
 ])
 def test_bad_jsonl_records_name_the_line_and_the_problem(tmp_path, content, words):

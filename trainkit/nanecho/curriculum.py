@@ -152,15 +152,17 @@ class Curriculum:
         if len(set(names)) != len(names):
             raise ConfigError(f"phase names must be unique, got {names}")
         if ps[0].start_pct != 0.0 or ps[-1].end_pct != 100.0:
-            raise ConfigError("phases must cover 0-100%: the first starts at 0 and the last ends at 100")
+            raise ConfigError("phases must cover 0-100%. Fix: start the first phase at 0 and end the last at 100.")
         for i in range(1, len(ps)):
             prev, cur = ps[i - 1], ps[i]
             if not (cur.start_pct > prev.start_pct and cur.end_pct > prev.end_pct):
                 raise ConfigError(f"phase {cur.name!r} must start and end after {prev.name!r}: list phases in order")
             if cur.start_pct > prev.end_pct:
-                raise ConfigError(f"gap between {prev.name!r} (ends {prev.end_pct}%) and {cur.name!r} (starts {cur.start_pct}%)")
+                raise ConfigError(f"gap between {prev.name!r} (ends {prev.end_pct:g}%) and {cur.name!r} "
+                                  f"(starts {cur.start_pct:g}%). Fix: start {cur.name!r} at or before {prev.end_pct:g}%.")
             if i >= 2 and cur.start_pct < ps[i - 2].end_pct:
-                raise ConfigError(f"{cur.name!r} overlaps both {ps[i - 2].name!r} and {prev.name!r}: at most two phases may overlap")
+                raise ConfigError(f"{cur.name!r} overlaps both {ps[i - 2].name!r} and {prev.name!r}: "
+                                  "at most two phases may overlap at any point")
 
     def _weights(self, phase: Phase) -> dict[str, float]:
         raw = {d: (self.focus_weight if d in phase.focus else 1.0) for d in DIMENSIONS}
