@@ -243,7 +243,7 @@ def persona_lines(losses: dict[str, float] | None, state: PhaseState, vocab_size
 
 
 def curriculum_lines(state: PhaseState) -> dict[str, str]:
-    """Phase, how far into it, the blend in an overlap, the next phase, the lr multiplier."""
+    """How far into the phase, the blend in an overlap, the next phase, the lr multiplier."""
     phase = state.phase
     progress = f"{100 * state.progress:.0f}% {bar(state.progress, 10)} ({phase.start_pct:g}-{phase.end_pct:g}% of the run)"
     if state.blending_from is not None:
@@ -252,7 +252,6 @@ def curriculum_lines(state: PhaseState) -> dict[str, str]:
                      f"{100 * (1 - state.blend):.0f}% {state.blending_from.name}")
     nxt = state.next_phase
     return {
-        "Phase": state.label,
         "Phase progress": progress,
         "Next phase": f"{nxt.name} at {nxt.start_pct:g}%" if nxt else "none (final phase)",
         "LR multiplier": f"×{state.lr_multiplier:.3f}",
@@ -358,17 +357,18 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
     state = curriculum.state(100.0 * iter_num / cfg.max_iters)
     next_eval = (iter_num // cfg.eval_interval + 1) * cfg.eval_interval
     # Report sections read these Python values only when a report is built: no device syncs.
-    tracker.set_section("📚 Curriculum", lambda: curriculum_lines(state))
-    tracker.set_section("🧠 Model State", lambda: {
+    # Sections titled like the library's blocks add their lines to those blocks.
+    tracker.set_section("📊 Metrics", lambda: {
         "Connection Ratio": f"{100 * active_conn / total_conn:.2f}% ({active_conn:,}/{total_conn:,} connections)",
-        "Active params": active_params,
-        "Total params": total_params,
+        "Phase": state.label,
     })
-    tracker.set_section("📦 Batch", {
+    tracker.set_section("💾 Memory", {
         "Batch size": f"{cfg.batch_size} × {micro_steps} accumulation"
                       + (f" × {rt.world_size} processes" if rt.ddp else ""),
         "Tokens/batch": tokens_per_iter,
     })
+    tracker.set_section("📚 Curriculum", lambda: curriculum_lines(state))
+    tracker.set_section("🧠 Model State", lambda: {"Active params": active_params, "Total params": total_params})
     tracker.set_section("🎭 Persona Dimensions", lambda: persona_lines(dim_losses, state, data.vocab_size, next_eval))
     milestones = sorted({math.ceil(cfg.max_iters * p / 100) for p in MILESTONES if cfg.max_iters * p / 100 > iter_num})
 
@@ -409,7 +409,8 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
                     loss = loss / micro_steps  # the step's gradient is the mean over micro-batches
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
-            values = dict(first_values)
+            # Also as named values, so that log sinks (JSONL, TensorBoard, W&B) carry them.
+            values = {**first_values, "connection_ratio": active_conn / total_conn, "phase": state.phase.name}
             first_values = {}
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)

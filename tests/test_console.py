@@ -5,7 +5,7 @@ import io
 from helpers import FakeClock
 
 from trainprogress import ConsoleSink, ProgressTracker
-from trainprogress.report import MemoryStats, Report
+from trainprogress.report import MemoryStats, Report, Section
 from trainprogress.sinks.console import render_progress
 
 GIB = 1024**3
@@ -93,3 +93,27 @@ def test_tracker_to_console_with_sections_pauses_and_final_summary():
     assert "   • Total time: 20.0s" in final
     assert "   • Average speed: 20.00 iter/s" in final
     assert "   • Tokens processed: 200,000" in final
+
+
+def test_sections_titled_like_built_in_blocks_join_them():
+    report = reference_report(
+        metrics={"connection_ratio": 0.55, "phase": "hypergraph_patterns", "grad_norm": 0.5},
+        sections=(
+            Section("📊 Metrics", (("Connection Ratio", "55.0%"), ("Phase", "hypergraph_patterns - Learning hypergraph patterns"))),
+            Section("💾 Memory", (("Batch size", "8 × 4 accumulation"), ("Tokens/batch", 8192))),
+            Section("🧠 Model State", (("Active params", 42_350_000),)),
+        ),
+    )
+    lines = render_progress(report)
+    metrics = lines[lines.index("📊 Metrics:") + 1: lines.index("⏱️ Time:")]
+    assert metrics == [
+        "   • Loss: 1.234567",
+        "   • Learning Rate: 6.00e-04",
+        "   • MFU: 42.15%",
+        "   • Grad Norm: 0.5",
+        "   • Connection Ratio: 55.0%",
+        "   • Phase: hypergraph_patterns - Learning hypergraph patterns",
+    ]
+    memory = lines[lines.index("💾 Memory:") + 1: lines.index("🧠 Model State:")]
+    assert memory[-2:] == ["   • Batch size: 8 × 4 accumulation", "   • Tokens/batch: 8,192"]
+    assert lines.count("📊 Metrics:") == 1 and "   • Active params: 42,350,000" in lines

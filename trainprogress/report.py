@@ -50,8 +50,10 @@ class Anomaly:
 class Section:
     """A caller-supplied block of ``label: value`` lines, e.g. the NanEcho "🧠 Model State".
 
-    ``title`` may start with an emoji; the ASCII console mode strips it. Values are already
-    materialised (numbers or strings); the console renders numbers with thousands separators.
+    ``title`` may start with an emoji; the ASCII console mode strips it. A section titled
+    like a built-in block ("📊 Metrics", "⏱️ Time", "💾 Memory") adds its lines to that block.
+    Values are already materialised (numbers or strings); the console renders integers with
+    thousands separators.
     """
 
     title: str

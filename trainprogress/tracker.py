@@ -475,7 +475,10 @@ class ProgressTracker:
     def set_section(self, title: str, source: SectionSource | None) -> None:
         """Add (or replace, or with None remove) a block of extra report lines. ``source`` is
         a mapping of label to value, or a callable returning one, called only when a report
-        is built. Sections render in the order they were first set."""
+        is built. Sections render in the order they were first set; one titled like a
+        built-in block ("📊 Metrics", "⏱️ Time", "💾 Memory") adds its lines to that block,
+        where a line replaces the default line of a named value with the same label (a
+        "Phase" line replaces the one of ``phase=``)."""
         if source is None:
             self._sections.pop(title, None)
         else:

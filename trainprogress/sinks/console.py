@@ -35,6 +35,16 @@ def _block(title: str, lines: list[str]) -> list[str]:
     return [title, *(BULLET + line for line in lines)] if lines else []
 
 
+def _label(name: str) -> str:
+    """A named value's label: "grad_norm" -> "Grad Norm"; names with a "/" stay as given."""
+    return name if "/" in name else name.replace("_", " ").title()
+
+
+# The built-in blocks. A caller section with one of these titles (emoji optional) adds its
+# lines to that block instead of making a block of its own.
+_BUILT_IN = {"Metrics": "📊 Metrics:", "Time": "⏱️ Time:", "Memory": "💾 Memory:"}
+
+
 def render_progress(report: Report) -> list[str]:
     """The lines of a progress block (rules included) for a scheduled or anomaly report."""
     header = (
@@ -42,6 +52,18 @@ def render_progress(report: Report) -> list[str]:
         f"({fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)} iterations)"
     )
     out = [RULE, header, RULE]
+    extra: dict[str, list[tuple[str, object]]] = {name: [] for name in _BUILT_IN}
+    sections = []
+    for section in report.sections:
+        name = fmt.strip_emoji(section.title).strip()
+        if name in extra:
+            extra[name] += section.lines
+        else:
+            sections.append(section)
+
+    def with_extra(name: str, lines: list[str]) -> list[str]:
+        return _block(_BUILT_IN[name], lines + [f"{label}: {fmt.format_value(value)}" for label, value in extra[name]])
+
     if report.anomalies:
         out += _block("⚠️ Anomalies:", [f"{a.message} (since iteration {fmt.format_count(a.since_iter)})" for a in report.anomalies])
 
@@ -58,24 +80,30 @@ def render_progress(report: Report) -> list[str]:
         metrics.append(f"Learning Rate: {fmt.format_lr(report.lr)}")
     if report.mfu is not None:
         metrics.append(f"MFU: {fmt.format_mfu(report.mfu)}")
-    metrics += [f"{name}: {fmt.format_value(value)}" for name, value in report.metrics.items() if name != "val_loss"]
-    out += _block("📊 Metrics:", metrics)
+    # Named values under readable labels, unless a caller line of the same label shows them.
+    shown = {label for label, _ in extra["Metrics"]}
+    metrics += [
+        f"{_label(name)}: {fmt.format_value(value)}"
+        for name, value in report.metrics.items()
+        if name != "val_loss" and _label(name) not in shown
+    ]
+    out += with_extra("Metrics", metrics)
 
     time_lines = [f"Elapsed: {fmt.format_duration(report.elapsed_s)}", f"ETA: {fmt.format_eta(report.eta_s)}"]
     if report.iters_per_s is not None:
         time_lines.append(f"Speed: {fmt.format_rate(report.iters_per_s)}")
     if report.ms_per_iter is not None:
         time_lines.append(f"Time per iter: {fmt.format_ms(report.ms_per_iter)}")
-    out += _block("⏱️ Time:", time_lines)
+    out += with_extra("Time", time_lines)
 
     memory = [_memory_line(m) for m in report.memory]
     if report.tokens_processed is not None:
         memory.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
     if report.tokens_per_s is not None:
         memory.append(f"Throughput: {fmt.format_count(round(report.tokens_per_s))} tokens/s")
-    out += _block("💾 Memory:", memory)
+    out += with_extra("Memory", memory)
 
-    for section in report.sections:
+    for section in sections:
         out += _block(f"{section.title}:", [f"{label}: {fmt.format_value(value)}" for label, value in section.lines])
     out.append(RULE)
     return out
