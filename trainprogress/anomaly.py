@@ -36,7 +36,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from statistics import median
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from .report import Anomaly
 from .schedule import parse_interval
@@ -72,8 +72,8 @@ class AnomalyConfig:
     (compilation, autotuning, allocator warm-up, a resume's reload)."""
 
     loss_spike_sigmas: float = 6.0
-    """How many robust standard deviations above its recent median a check's mean loss must
-    be to count as a spike."""
+    """How many robust standard deviations above the median of its history the pooled median
+    loss must be to count as a spike."""
 
     loss_spike_min_rise: float = 0.1
     """The least rise that counts as a spike, as a fraction of the recent median loss
@@ -88,11 +88,11 @@ class AnomalyConfig:
     detectors judge; the steps of consecutive checks are pooled until there are this many."""
 
     memory_growth: float = 0.05
-    """Growth over the history window, as a fraction of memory at its start, that counts as
-    a probable leak (0.05: 5%)."""
+    """Steady growth that counts as a probable leak, from the first quarter of the history
+    window to its last (their medians), as a fraction of the first (0.05: 5%)."""
 
     memory_min_growth_bytes: int = 64 * 1024**2
-    """The least growth in bytes over the history window that counts as a probable leak."""
+    """The least such growth in bytes that counts as a probable leak."""
 
     grad_norm_factor: float = 10.0
     """How many times its recent median the gradient norm must be to count as exploding."""
@@ -177,15 +177,15 @@ class AnomalyMonitor:
         (bytes). Returns the anomalies active now, in a fixed order of kinds."""
         self._checks += 1
         warm = self._checks > self.config.warmup_checks
-        findings: dict[str, Callable[[], Finding]] = {
-            "nonfinite_loss": lambda: self._nonfinite(iteration, losses),
-            "loss_spike": lambda: self._spike(iteration, losses),
-            "throughput_drop": lambda: self._throughput(iteration, step_times_s) if warm else None,
-            "memory_growth": lambda: self._memory_growth(iteration, memory_bytes) if warm else None,
-            "grad_explosion": lambda: self._grad(iteration, grad_norm),
+        findings: dict[str, Finding] = {
+            "nonfinite_loss": self._nonfinite(iteration, losses),
+            "loss_spike": self._spike(iteration, losses),
+            "throughput_drop": self._throughput(iteration, step_times_s) if warm else None,
+            "memory_growth": self._memory_growth(iteration, memory_bytes) if warm else None,
+            "grad_explosion": self._grad(iteration, grad_norm),
         }
-        for kind, detect in findings.items():
-            self._update(kind, detect())
+        for kind, finding in findings.items():
+            self._update(kind, finding)
         return tuple(self._active[kind] for kind in findings if kind in self._active)
 
     def _update(self, kind: str, finding: Finding) -> None:

@@ -6,9 +6,9 @@ Endpoints and credentials come only from environment variables, and never appear
 output, log line, exception message or repr (failures are logged with them masked):
 
 - ``TRAINPROGRESS_SLACK_WEBHOOK_URL``: an incoming-webhook URL; a JSON ``{"text": ...}`` is
-  POSTed to it (Slack, Mattermost, Rocket.Chat and Discord's /slack endpoints accept it).
-- ``TRAINPROGRESS_SMTP_HOST``, ``TRAINPROGRESS_SMTP_TO`` (comma-separated addresses): e-mail
-  is sent when both are set. Optional: ``TRAINPROGRESS_SMTP_PORT`` (default 587 with
+  POSTed to it (Slack, Mattermost and other Slack-compatible endpoints accept it).
+- ``TRAINPROGRESS_SMTP_HOST`` turns e-mail on and then needs ``TRAINPROGRESS_SMTP_TO``
+  (comma-separated addresses). Optional: ``TRAINPROGRESS_SMTP_PORT`` (default 587 with
   STARTTLS, else 25), ``TRAINPROGRESS_SMTP_USER`` and ``TRAINPROGRESS_SMTP_PASSWORD`` (login),
   ``TRAINPROGRESS_SMTP_FROM`` (default: the user when it is an address, else
   trainprogress@<host name>), ``TRAINPROGRESS_SMTP_STARTTLS`` ("1"/"0"; default on when a user
