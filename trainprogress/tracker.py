@@ -363,8 +363,9 @@ class ProgressTracker:
             return self._emit(ANOMALY, memory=memory)
         return None
 
-    def _drain_steps(self) -> list[tuple[float, int]]:
-        """Feed the timed groups of steps to the estimators; return them as (seconds, steps)."""
+    def _drain_steps(self) -> None:
+        """Feed the timed groups of steps to the estimators (and, as per-step means, to the
+        anomaly monitor's next check)."""
         groups, self._samples = self._samples, []
         if groups:
             self._eta.add_groups(groups, self._sampled_iter - sum(n for _, n in groups) + 1)
@@ -372,7 +373,6 @@ class ProgressTracker:
                 self._speed.add_group(seconds, steps)
             if self._monitor is not None:
                 self._check_times.extend(seconds / steps for seconds, steps in groups)
-        return groups
 
     def _materialise(self) -> None:
         """Copy new losses and tensor values to the host: one sync per device."""
