@@ -10,14 +10,17 @@
 torch is never imported here; it is used only where the caller already imported it.
 """
 
+from .anomaly import AnomalyConfig
 from .flops import gpt_flops_per_token
 from .report import Anomaly, MemoryStats, Report, Section
+from .sinks import build_sinks
 from .sinks.base import Event, RunInfo, Sink, Tick
 from .sinks.console import ConsoleSink
 from .tracker import ProgressTracker
 
 __all__ = [
     "Anomaly",
+    "AnomalyConfig",
     "ConsoleSink",
     "Event",
     "MemoryStats",
@@ -27,6 +30,7 @@ __all__ = [
     "Section",
     "Sink",
     "Tick",
+    "build_sinks",
     "gpt_flops_per_token",
 ]
 __version__ = "0.1.0"
