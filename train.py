@@ -233,7 +233,7 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
     # float32 on CUDA runs matmuls as TF32 (see trainkit.runtime), which sets its peak.
     precision = {"bfloat16": "bf16", "float16": "fp16"}.get(rt.dtype_name, "tf32" if rt.device_type == "cuda" else "fp32")
     flops_per_iter = flops_per_token * tokens_per_iter / rt.world_size  # per device, so MFU is per device
-    tracker = build_tracker(cfg, cfg.max_iters, tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
+    tracker = build_tracker(cfg, cfg.max_iters, out_dir=cfg.out_dir, tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
                             start_iter=iter_num, is_master=rt.is_master, precision=precision)
     peak = detect_peak(precision) if rt.is_master and cfg.log_interval else None  # for the one-line log's MFU
     first_values = {"best_val_loss": best_val_loss} if math.isfinite(best_val_loss) else {}

@@ -351,7 +351,7 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
 
     # -------------------------------------------------------------------- the report
     precision = {"bfloat16": "bf16", "float16": "fp16"}.get(rt.dtype_name, "tf32" if rt.device_type == "cuda" else "fp32")
-    tracker = build_tracker(cfg, cfg.max_iters, tokens_per_iter=tokens_per_iter,
+    tracker = build_tracker(cfg, cfg.max_iters, out_dir=cfg.out_dir, tokens_per_iter=tokens_per_iter,
                             flops_per_iter=flops_per_token * tokens_per_iter / rt.world_size,
                             start_iter=iter_num, is_master=rt.is_master, precision=precision)
     state = curriculum.state(100.0 * iter_num / cfg.max_iters)

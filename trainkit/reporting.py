@@ -1,24 +1,37 @@
 """The progress tracker of a trainer, built from its configuration.
 
 A trainer's config dataclass inherits :class:`ReportingConfig` for the reporting keys and
-calls :func:`build_tracker` once it knows the run's size. Keys for sinks (log files,
-TensorBoard, W&B) belong here too, so every trainer gets them the same way.
+calls :func:`build_tracker` once it knows the run's size. The keys for sinks (bar, JSONL
+log, TensorBoard, W&B, notifications) and anomaly detection live here, so every trainer
+turns them on the same way: a config key, or a flag such as --jsonl_log=True.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
-from trainkit.config import opt, require
+from trainkit.config import ConfigError, opt, require
 
 __all__ = ["ReportingConfig", "build_tracker"]
 
 
 @dataclass
 class ReportingConfig:
-    """Reporting keys shared by the trainers."""
+    """Reporting keys shared by the trainers: how often, and which sinks."""
 
-    report_interval: float = opt(1.0, "percent of the run between progress reports, in (0, 100]")
+    report_interval: float = opt(1.0, "percent of the run between progress reports, in (0, 100]; fractions such as 0.5 work")
+    ascii_report: bool = opt(False, "plain ASCII report blocks without emoji, for log files and plain terminals")
+    progress_bar: bool = opt(False, "a live tqdm bar between the report blocks (plain lines when stderr is no terminal)")
+    jsonl_log: bool = opt(False, "append every report and event to out_dir/progress.jsonl")
+    tensorboard_log: bool = opt(False, "write the report's scalars to out_dir/tensorboard for TensorBoard")
+    wandb_log: bool = opt(False, "log the report's scalars and the config to Weights & Biases (WANDB_MODE=offline works)")
+    wandb_project: str = opt("trainprogress", "W&B project")
+    wandb_run_name: str = opt("", "W&B run name; empty: W&B picks one")
+    notify: bool = opt(False, "webhook/e-mail notifications at start, 25/50/75/100%, anomalies and crashes; "
+                              "endpoints from TRAINPROGRESS_SLACK_WEBHOOK_URL / TRAINPROGRESS_SMTP_* variables")
+    anomaly_detection: bool = opt(True, "watch for NaN loss, loss spikes, slowdowns, memory growth and exploding "
+                                        "gradients; report at once and more often while one lasts")
 
     def __post_init__(self) -> None:
         require(
@@ -31,6 +44,7 @@ def build_tracker(
     cfg: ReportingConfig,
     total_iters: int,
     *,
+    out_dir: str,
     tokens_per_iter: int | None = None,
     flops_per_iter: float | None = None,
     start_iter: int = 0,
@@ -38,13 +52,27 @@ def build_tracker(
     precision: str | None = None,
 ):
     """A ProgressTracker for ``total_iters`` optimizer steps, resumed at ``start_iter``,
-    reporting every ``cfg.report_interval`` percent. ``tokens_per_iter`` is the tokens one
-    optimizer step consumes across all processes; ``flops_per_iter`` the FLOPs one step does
-    on this process's device (so MFU is per device); ``precision`` ("bf16", "fp16", "tf32",
-    "fp32") picks the device's peak from the tracker's table. The whole config is passed on
-    as the run's configuration (sinks such as W&B record it)."""
-    from trainprogress import ProgressTracker
+    reporting every ``cfg.report_interval`` percent to the sinks the config turns on (log
+    files go into ``out_dir``). ``tokens_per_iter`` is the tokens one optimizer step
+    consumes across all processes; ``flops_per_iter`` the FLOPs one step does on this
+    process's device (so MFU is per device); ``precision`` ("bf16", "fp16", "tf32", "fp32")
+    picks the device's peak from the tracker's table. The whole config is passed on as the
+    run's configuration (sinks such as W&B record it). Only the master's sinks ever open
+    anything."""
+    from trainprogress import ProgressTracker, build_sinks
 
+    try:
+        sinks = build_sinks(
+            ascii=True if cfg.ascii_report else None,
+            bar=cfg.progress_bar,
+            jsonl=os.path.join(out_dir, "progress.jsonl") if cfg.jsonl_log else None,
+            tensorboard=os.path.join(out_dir, "tensorboard") if cfg.tensorboard_log else None,
+            wandb=cfg.wandb_project if cfg.wandb_log else None,
+            wandb_run_name=cfg.wandb_run_name or None,
+            notify=cfg.notify,
+        )
+    except (ImportError, ValueError) as exc:  # a missing package or notification setting
+        raise ConfigError(str(exc)) from exc
     return ProgressTracker(
         total_iters,
         start_iter=start_iter,
@@ -52,6 +80,8 @@ def build_tracker(
         tokens_per_iter=tokens_per_iter,
         flops_per_iter=flops_per_iter,
         is_master=is_master,
+        sinks=sinks,
         precision=precision,
+        anomaly=True if cfg.anomaly_detection else None,
         run_config=asdict(cfg),
     )
