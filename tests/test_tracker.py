@@ -191,7 +191,7 @@ def test_steps_past_the_total_warn_once(caplog):
         (dict(tokens_per_iter=0), "tokens_per_iter must be >= 1"),
         (dict(flops_per_iter=-1.0), "flops_per_iter must be > 0"),
         (dict(peak_flops=0.0), "peak_flops must be > 0"),
-        (dict(loss_window=5000), "loss_window must be <= 1024"),
+        (dict(loss_window=500), "loss_window must be <= 128"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, match):

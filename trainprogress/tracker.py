@@ -36,8 +36,9 @@ MIN_SAMPLE_S = 1e-3
 MAX_STRIDE = 1024
 
 # Losses are kept by reference in a ring of this many entries, indexed by iteration; the
-# step below masks with the literal LOSS_RING - 1 (1023), cheaper than an attribute lookup.
-LOSS_RING = 1024
+# step below masks with the literal LOSS_RING - 1 (127), cheaper than an attribute lookup.
+# Small on purpose: a loss passed without .detach() keeps its autograd graph's nodes alive.
+LOSS_RING = 128
 
 
 def detect_is_master() -> bool:
@@ -100,7 +101,6 @@ class ProgressTracker:
         "_lr",
         "_materialised_iter",
         "_monitor",
-        "_new_losses",
         "_next_check",
         "_next_due",
         "_next_report",
@@ -197,7 +197,6 @@ class ProgressTracker:
         # Values materialised at reports and checks.
         self._materialised_iter = start_iter
         self._losses: deque[float] = deque(maxlen=loss_window)
-        self._new_losses: list[float] = []
         # What the anomaly monitor has not seen yet: reports and ticks between two checks
         # consume the per-step lists, so these keep what piles up until the next check.
         self._check_losses: list[float] = []
@@ -251,7 +250,7 @@ class ProgressTracker:
         the Report when one is due at this step, else None."""
         it = self._iter + 1
         self._iter = it
-        self._loss_ring[it & 1023] = loss  # LOSS_RING - 1
+        self._loss_ring[it & 127] = loss  # LOSS_RING - 1
         self._lr = lr
         if values:
             self._record_values(values)
@@ -386,10 +385,10 @@ class ProgressTracker:
             extra.append(self._lr)
         numeric = [i for i, v in enumerate(extra) if is_tensor(v) or isinstance(v, (int, float))]
         floats = materialise(pending + [extra[i] for i in numeric])
-        self._new_losses = floats[:n_new]
-        self._losses.extend(self._new_losses)
+        new_losses = floats[:n_new]
+        self._losses.extend(new_losses)
         if self._monitor is not None:
-            self._check_losses.extend(self._new_losses)
+            self._check_losses.extend(new_losses)
         self._materialised_iter = end
         resolved = dict(zip(names, extra))
         for i, number in zip(numeric, floats[n_new:]):
