@@ -37,7 +37,7 @@ class SampleConfig:
     top_k: int | None = opt(200, "sample only among the top_k likeliest tokens; None: all")
     seed: int = opt(1337, "random seed")
     device: str = opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
-    dtype: str = opt("auto", "auto, float32, bfloat16, float16")
+    dtype: str = opt("auto", "auto (as train.py), float32, bfloat16, float16")
 
     def __post_init__(self) -> None:
         for key in ("num_samples", "max_new_tokens"):

@@ -5,7 +5,7 @@
 
 out_dir = 'out-shakespeare-char'
 eval_interval = 500  # the train/val estimate is cheap at this size; the last one covers the whole val split
-eval_iters = 50
+eval_iters = 20
 log_interval = 100  # the progress report already comes every 1% (20 iterations)
 always_save_checkpoint = False  # only when val loss improves: overfitting is possible on this small corpus
 
