@@ -168,6 +168,7 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_
     (["--gradient_accumulation_steps=3"], {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
      "gradient_accumulation_steps (3) is not divisible by the world size (2)"),
     (["--init_from=resume"], None, "ckpt.pt. Fix: train from scratch first"),
+    (["--dataset=shakespeare"], None, "shakespeare/train.bin not found and there is no"),
     (["--device=cuda:7"], None, "device 'cuda:7' requested but CUDA is not available"),
     (["--dtype=float16"], None, "dtype float16 needs a CUDA device"),
 ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,14 @@ def test_ddp_two_processes_report_once(tmp_path):
     assert result.stdout.count("TRAINING COMPLETE") == 1
     assert "world size 2" in result.stdout
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 8
+
+
+def test_missing_data_is_prepared_from_the_shipped_corpus(tmp_path):
+    dataset = tmp_path / "data" / "shakespeare_char"
+    dataset.mkdir(parents=True)
+    for name in ("input.txt", "prepare.py"):
+        shutil.copy(REPO / "data" / "shakespeare_char" / name, dataset / name)
+    stdout = run("train.py", *TINY, "--max_iters=2", "--final_full_eval=False", f"--data_dir={tmp_path / 'data'}",
+                 f"--out_dir={tmp_path / 'out'}").stdout
+    assert "preparing data" in stdout and "train 932,846 / val 103,650 tokens" in stdout
+    assert sorted(p.name for p in dataset.iterdir()) == ["input.txt", "meta.pkl", "prepare.py", "train.bin", "val.bin"]

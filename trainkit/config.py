@@ -280,6 +280,10 @@ def _split_flags(argv: Sequence[str], prog: str) -> tuple[list[str], list[tuple[
     return files, flags
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
 _BARE_FLAG = object()  # marks "--key" given without a value; only a bool key accepts it (as True)
 
 
@@ -332,7 +336,7 @@ def load_config(cls: type[T], argv: Sequence[str], *, prog: str = "train.py") ->
         except TypeError:
             raise ConfigError(
                 f"config key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r} (from {origin}). "
-                f"Fix: give a value like {fields[key].default!r}."
+                f"Fix: give a value like {_default(fields[key])!r}."
             ) from None
     try:
         return cls(**chosen)
@@ -352,8 +356,7 @@ def format_help(cls: type, prog: str, description: str = "") -> str:
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"  --{f.name}={default!r}  ({_type_name(hints[f.name])})")
+        lines.append(f"  --{f.name}={_default(f)!r}  ({_type_name(hints[f.name])})")
         if f.metadata.get("help"):
             lines.append(f"      {f.metadata['help']}")
     return "\n".join(lines)

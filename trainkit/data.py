@@ -42,8 +42,11 @@ def ensure_prepared(dataset_dir: str) -> None:
         return
     script = os.path.join(dataset_dir, "prepare.py")
     if not os.path.isfile(script):
+        root = os.path.dirname(os.path.abspath(dataset_dir))
+        known = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
+        hint = f" Datasets in {root}: {', '.join(known)}." if known else ""
         raise DataError(
-            f"{missing[0]} not found and there is no {script} to make it. "
+            f"{missing[0]} not found and there is no {script} to make it.{hint} "
             f"Fix: check --dataset, or write the token files (uint16 ids) there."
         )
     print(f"preparing data: {sys.executable} {script}", flush=True)
