@@ -78,7 +78,8 @@ class TrainConfig(ReportingConfig):
     # system
     backend: str = opt("auto", "DDP backend under torchrun: auto (nccl on CUDA, else gloo), nccl, gloo")
     device: str = opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
-    dtype: str = opt("auto", "auto (CUDA: bf16, else fp16 with loss scaling; CPU, MPS: fp32), float32, bfloat16, float16")
+    dtype: str = opt("auto", "auto (bf16 where the GPU or CPU has bf16 units, else fp16+loss scaling on CUDA, "
+                             "fp32 elsewhere), float32, bfloat16, float16")
     compile: bool | None = opt(None, "torch.compile the model; None: on CUDA only")
     seed: int = opt(1337, "random seed (each DDP rank adds its rank)")
 
