@@ -43,6 +43,8 @@ def test_cpu_peak_is_measured_once_and_labelled():
     assert first.flops_per_s > 1e8 and first.source.startswith("measured: CPU fp32 matmul")
     assert measure_cpu_peak() is first
     assert detect_peak() is first  # no CUDA here: the CPU probe
+    bf16 = detect_peak("bf16")  # a bf16 run is measured against bf16 matmuls
+    assert bf16 is not first and bf16.source.startswith("measured: CPU bf16 matmul")
 
 
 def test_memory_probes_on_cpu():

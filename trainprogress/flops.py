@@ -62,22 +62,24 @@ def lookup_peak(device_name: str, precision: str) -> PeakFlops | None:
     return None
 
 
-_cpu_peak: PeakFlops | None = None
+_cpu_peaks: dict[str, PeakFlops] = {}
 
 
-def measure_cpu_peak(seconds: float = 0.25, size: int = 512) -> PeakFlops | None:
-    """Measure the CPU's float32 matmul FLOP/s with torch, once per process (later calls
-    return the first result). Best of repeated size x size matmuls over about ``seconds``.
-    None when torch is not installed."""
-    global _cpu_peak
-    if _cpu_peak is not None:
-        return _cpu_peak
+def measure_cpu_peak(precision: str = "fp32", seconds: float = 0.25, size: int = 512) -> PeakFlops | None:
+    """Measure the CPU's matmul FLOP/s at ``precision`` ("bf16" runs bf16 matmuls, anything
+    else fp32) with torch, once per process and precision (later calls return the first
+    result): the best of repeated size x size matmuls over about ``seconds``. None when
+    torch is not installed."""
+    kind = "bf16" if precision == "bf16" else "fp32"
+    if kind in _cpu_peaks:
+        return _cpu_peaks[kind]
     try:
         import torch
     except ImportError:
         return None
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
+    dtype = torch.bfloat16 if kind == "bf16" else torch.float32
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)  # warm-up: thread pool start and first-touch of memory
     best = float("inf")
     deadline = time.perf_counter() + seconds
@@ -85,8 +87,9 @@ def measure_cpu_peak(seconds: float = 0.25, size: int = 512) -> PeakFlops | None
         start = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
-    _cpu_peak = PeakFlops(2.0 * size**3 / best, f"measured: CPU fp32 matmul, {torch.get_num_threads()} threads")
-    return _cpu_peak
+    peak = PeakFlops(2.0 * size**3 / best, f"measured: CPU {kind} matmul, {torch.get_num_threads()} threads")
+    _cpu_peaks[kind] = peak
+    return peak
 
 
 def default_precision() -> str:
@@ -100,7 +103,7 @@ def default_precision() -> str:
 
 def detect_peak(precision: str | None = None) -> PeakFlops | None:
     """The peak of the device this process trains on: the current CUDA device from the
-    table, else a measured CPU peak. Only looks when torch is already imported, so a run
+    table, else a CPU peak measured at ``precision``. Only looks when torch is already imported, so a run
     without torch never pays for importing it."""
     torch = sys.modules.get("torch")
     if torch is None:
@@ -110,4 +113,4 @@ def detect_peak(precision: str | None = None) -> PeakFlops | None:
         return lookup_peak(name, precision or default_precision())
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return None  # Apple GPUs publish no comparable dense peak; no MFU beats a wrong one.
-    return measure_cpu_peak()
+    return measure_cpu_peak(precision or "fp32")
