@@ -205,3 +205,18 @@ def test_multi_element_loss_tensor_gets_a_clear_error():
     tracker = ProgressTracker(1, sinks=[], is_master=True)
     with pytest.raises(ValueError, match="one-element tensor"):
         tracker.step(loss=torch.ones(3))
+
+
+def test_a_failing_section_is_removed_with_one_warning(caplog):
+    sink = RecordingSink()
+    clock = FakeClock()
+    tracker = ProgressTracker(4, interval_percent=50, sinks=[sink], clock=clock, is_master=True)
+    tracker.set_section("Broken", lambda: {"x": 1 / 0})
+    tracker.set_section("Fine", {"y": 2})
+    with caplog.at_level(logging.WARNING, logger="trainprogress"):
+        for _ in range(4):
+            clock.advance(1.0)
+            tracker.step(loss=1.0)
+    assert [[s.title for s in r.sections] for r in sink.reports] == [["Fine"], ["Fine"]]
+    assert sum("section 'Broken' failed" in r.message for r in caplog.records) == 1
+    tracker.close()

@@ -451,9 +451,14 @@ class ProgressTracker:
 
     def _build_sections(self) -> tuple[Section, ...]:
         sections = []
-        for title, source in self._sections.items():
-            lines = source() if callable(source) else source
-            sections.append(Section(title, tuple((str(k), v) for k, v in lines.items())))
+        for title, source in list(self._sections.items()):
+            try:
+                lines = source() if callable(source) else source
+                sections.append(Section(title, tuple((str(k), v) for k, v in lines.items())))
+            except Exception as exc:  # a broken section must not stop training
+                del self._sections[title]
+                logger.warning("trainprogress: section %r failed and is removed; training goes on (%s: %s)",
+                               title, type(exc).__name__, exc)
         return tuple(sections)
 
     def _send_tick(self) -> None:
