@@ -7,9 +7,10 @@ Train a GPT on a token dataset, reporting progress through trainprogress.
     torchrun --standalone --nproc_per_node=4 train.py config/bench_gpt2_124m.py
     python train.py --help                                          # every key, default and meaning
 
-Settings come from the defaults below, then config files (`key = value` lines, parsed and
-never executed, or JSON), then --key=value flags. A progress report prints every
-report_interval percent; a one-line log every log_interval iterations (0: off).
+Settings come from the defaults (TrainConfig below; the keys shared with other trainers in
+trainkit/settings.py), then config files (`key = value` lines, parsed and never executed, or
+JSON), then --key=value flags. A progress report prints every report_interval percent; a
+one-line log every log_interval iterations (0: off).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -28,9 +28,10 @@ from trainkit.checkpoint import load_checkpoint, save_checkpoint, strip_compile_
 from trainkit.config import ConfigError, format_help, load_config, opt, require
 from trainkit.data import TokenData, ensure_prepared
 from trainkit.model import GPT, GPTConfig
-from trainkit.reporting import ReportingConfig, build_tracker
+from trainkit.reporting import build_tracker
 from trainkit.runtime import Runtime, env_world_size, setup_runtime, split_grad_accum, want_compile
 from trainkit.schedule import CosineSchedule
+from trainkit.settings import GPTTrainingConfig, require_positive
 from trainprogress.flops import detect_peak
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,64 +40,29 @@ SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
 @dataclass
-class TrainConfig(ReportingConfig):
-    """The defaults train GPT-2 small (124M) as nanoGPT does; config files override them."""
+class TrainConfig(GPTTrainingConfig):
+    """The defaults train GPT-2 small (124M) as nanoGPT does (GPTTrainingConfig holds the
+    batch, model, optimizer and system keys); config files override them."""
 
     # I/O
-    out_dir: str = opt("out", "folder for ckpt.pt; created only once the configuration is valid")
     eval_interval: int = opt(2000, "estimate train/val loss every this many iterations (and at the end)")
     log_interval: int = opt(1, "one-line log every this many iterations; 0 turns it off")
     eval_iters: int = opt(200, "batches per split for each loss estimate")
     eval_only: bool = opt(False, "evaluate the model once (resume to evaluate a checkpoint) and exit")
-    always_save_checkpoint: bool = opt(True, "save at every eval, not only when val loss improves")
-    init_from: Literal["scratch", "resume"] = opt("scratch", "'scratch' or 'resume' (from out_dir/ckpt.pt)")
     final_full_eval: bool = opt(True, "at the end, measure val loss over the whole val split")
     # data
     data_dir: str = opt("data", "folder of datasets; a relative path is taken from this script's folder")
     dataset: str = opt("shakespeare_char", "subfolder of data_dir with train.bin, val.bin, meta.pkl")
-    gradient_accumulation_steps: int = opt(5 * 8, "micro-batches per optimizer step, across all processes")
-    batch_size: int = opt(12, "sequences per micro-batch")
-    block_size: int = opt(1024, "context length in tokens")
-    # model
-    n_layer: int = opt(12, "transformer blocks")
-    n_head: int = opt(12, "attention heads per block")
-    n_embd: int = opt(768, "embedding width")
-    dropout: float = opt(0.0, "dropout probability; 0 for pretraining, try 0.1+ for finetuning")
-    bias: bool = opt(False, "biases in Linear and LayerNorm layers")
-    # AdamW optimizer
-    learning_rate: float = opt(6e-4, "peak learning rate")
-    max_iters: int = opt(600000, "optimizer steps in the whole run")
-    weight_decay: float = opt(1e-1, "AdamW weight decay of matrices")
-    beta1: float = opt(0.9, "AdamW beta1")
-    beta2: float = opt(0.95, "AdamW beta2")
-    grad_clip: float = opt(1.0, "clip gradients to this global norm; 0 disables")
     # learning-rate schedule
     decay_lr: bool = opt(True, "warm up and decay the learning rate (else constant)")
     warmup_iters: int = opt(2000, "linear warm-up steps")
     lr_decay_iters: int = opt(600000, "step at which the cosine reaches min_lr; usually max_iters")
     min_lr: float = opt(6e-5, "floor of the learning rate; usually learning_rate / 10")
-    # system
-    backend: str = opt("auto", "DDP backend under torchrun: auto (nccl on CUDA, else gloo), nccl, gloo")
-    device: str = opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
-    dtype: str = opt("auto", "auto (bf16 where the GPU or CPU has bf16 units, else fp16+loss scaling on CUDA, "
-                             "fp32 elsewhere), float32, bfloat16, float16")
-    compile: bool | None = opt(None, "torch.compile the model; None: on CUDA only")
-    seed: int = opt(1337, "random seed (each DDP rank adds its rank)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("max_iters", "batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head",
-                    "n_embd", "eval_interval", "eval_iters"):
-            value = getattr(self, key)
-            require(value > 0, f"{key} must be > 0, got {value}. Fix: pass --{key}=N with N >= 1.")
+        require_positive(self, ("eval_interval", "eval_iters"))
         require(self.log_interval >= 0, f"log_interval must be >= 0 (0 turns the log off), got {self.log_interval}.")
-        require(self.n_embd % self.n_head == 0,
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}). Fix: e.g. --n_embd={self.n_head * 64}.")
-        require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}.")
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
-        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}.")
-        require(bool(self.out_dir), "out_dir must not be empty. Fix: e.g. --out_dir=out.")
 
     def schedule(self) -> CosineSchedule:
         return CosineSchedule(self.learning_rate, self.warmup_iters, self.lr_decay_iters, self.min_lr, self.decay_lr)

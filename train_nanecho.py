@@ -36,9 +36,10 @@ from trainkit.nanecho.connections import ConnectionSchedule, connection_counts, 
 from trainkit.nanecho.curriculum import DEFAULT_PHASES, Curriculum, PhaseState, phases_from_config
 from trainkit.nanecho.data import NanEchoData, load_index
 from trainkit.nanecho.model import NanEchoGPT
-from trainkit.reporting import ReportingConfig, build_tracker
+from trainkit.reporting import build_tracker
 from trainkit.runtime import Runtime, setup_runtime, split_grad_accum, want_compile
 from trainkit.schedule import CosineSchedule
+from trainkit.settings import GPTTrainingConfig, require_positive
 
 log = logging.getLogger("nanecho")
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
@@ -47,36 +48,29 @@ SAMPLE_PROMPT = "Echo Self"
 
 
 @dataclass
-class NanEchoConfig(ReportingConfig):
+class NanEchoConfig(GPTTrainingConfig):
     """Defaults of the "default" preset: a 25M-parameter model for one GPU."""
 
     preset: Literal["tiny", "small", "default"] = opt("default", "tiny (CPU, minutes), small (laptop GPU), default (GPU)")
     # I/O
-    out_dir: str = opt("out-nanecho", "folder for ckpt.pt; created only once the configuration is valid")
     data_dir: str = opt("data/nanecho", "prepared dataset (data/nanecho/prepare.py); the default is built when missing")
-    init_from: Literal["scratch", "resume"] = opt("scratch", "'scratch' or 'resume' (from out_dir/ckpt.pt)")
     eval_interval: int | None = opt(None, "evaluate and checkpoint every this many iterations; None: 10% of the run")
     eval_iters: int = opt(0, "at most this many batches per dimension per evaluation; 0: the whole val split")
-    always_save_checkpoint: bool = opt(True, "checkpoint at every evaluation, not only when val loss improves")
     sample_at_milestones: bool = opt(True, "show a short generated sample in the report at 25/50/75/100%")
     sample_tokens: int = opt(160, "tokens per milestone sample")
-    # data and batch
-    batch_size: int = opt(8, "sequences per micro-batch")
-    gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step, across all processes")
-    block_size: int = opt(256, "context length in tokens")
-    # model
-    n_layer: int = opt(8, "transformer blocks")
-    n_head: int = opt(8, "attention heads per block")
-    n_embd: int = opt(512, "embedding width")
+    # GPTTrainingConfig's keys with this preset's defaults (GPTTrainingConfig has GPT-2 small's)
+    out_dir: str = "out-nanecho"
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 4
+    block_size: int = 256
+    n_layer: int = 8
+    n_head: int = 8
+    n_embd: int = 512
     dropout: float = opt(0.1, "dropout probability (the built-in corpus is small: some helps)")
-    bias: bool = opt(False, "biases in Linear and LayerNorm layers")
-    # optimizer and learning rate
     learning_rate: float = opt(3e-4, "peak learning rate, before the phase multiplier")
-    max_iters: int = opt(50000, "optimizer steps in the whole run")
+    max_iters: int = 50000
     weight_decay: float = opt(0.1, "AdamW weight decay of matrices (masked entries are zero and stay zero)")
-    beta1: float = opt(0.9, "AdamW beta1")
-    beta2: float = opt(0.95, "AdamW beta2")
-    grad_clip: float = opt(1.0, "clip gradients to this global norm; 0 disables")
+    # learning-rate schedule
     warmup_iters: int | None = opt(None, "linear warm-up steps; None: 2% of max_iters")
     lr_decay_iters: int | None = opt(None, "step at which the cosine reaches min_lr; None: max_iters")
     min_lr: float | None = opt(None, "floor of the learning rate; None: learning_rate / 10")
@@ -89,28 +83,11 @@ class NanEchoConfig(ReportingConfig):
     phases: list | None = opt(None, "phase table: a list of {name, start_pct, end_pct, lr_multiplier, "
                                     "description, focus}; None: the five default phases")
     focus_weight: float = opt(3.0, "sampling weight of a phase's focus dimensions relative to the others (>= 1)")
-    # system
-    backend: str = opt("auto", "DDP backend under torchrun: auto (nccl on CUDA, else gloo), nccl, gloo")
-    device: str = opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
-    dtype: str = opt("auto", "auto (bf16, else fp16 on CUDA; fp32 elsewhere), float32, bfloat16, float16")
-    compile: bool | None = opt(None, "torch.compile the model; None: on CUDA only")
-    seed: int = opt(1337, "random seed of weights, masks and batches")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("max_iters", "batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head",
-                    "n_embd", "sample_tokens"):
-            value = getattr(self, key)
-            require(value > 0, f"{key} must be > 0, got {value}. Fix: pass --{key} N with N >= 1.")
+        require_positive(self, ("sample_tokens",))
         require(self.eval_iters >= 0, f"eval_iters must be >= 0 (0: the whole split), got {self.eval_iters}.")
-        require(self.n_embd % self.n_head == 0,
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}). Fix: e.g. --n_embd {self.n_head * 64}.")
-        require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}.")
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
-                f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
-        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}.")
-        require(bool(self.out_dir), "out_dir must not be empty. Fix: e.g. --out_dir out-nanecho.")
         # Settings that follow the run's length unless given.
         if self.eval_interval is None:
             self.eval_interval = max(1, self.max_iters // 10)
@@ -151,9 +128,8 @@ PRESETS: dict[str, dict[str, object]] = {
 def config_class(preset: str) -> type[NanEchoConfig]:
     """NanEchoConfig with the defaults of ``preset`` (so --help shows them too)."""
     hints = typing.get_type_hints(NanEchoConfig)
-    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(NanEchoConfig)}
     changed = {"preset": preset, **PRESETS[preset]}
-    fields = [(key, hints[key], opt(value, helps[key])) for key, value in changed.items()]
+    fields = [(key, hints[key], value) for key, value in changed.items()]  # help: NanEchoConfig's (format_help)
     return dataclasses.make_dataclass(f"NanEchoConfig_{preset}", fields, bases=(NanEchoConfig,))
 
 

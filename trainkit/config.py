@@ -347,7 +347,8 @@ def load_config(cls: type[T], argv: Sequence[str], *, prog: str = "train.py") ->
 
 
 def format_help(cls: type, prog: str, description: str = "") -> str:
-    """A usage text listing every key of ``cls`` with its type, default and help."""
+    """A usage text listing every key of ``cls`` with its type, default and help (a key
+    redeclared without help shows its base class's)."""
     hints = typing.get_type_hints(cls)
     lines = [f"usage: {prog} [CONFIG_FILE ...] [--key=value ...]", ""]
     if description:
@@ -357,6 +358,17 @@ def format_help(cls: type, prog: str, description: str = "") -> str:
         if not f.init:
             continue
         lines.append(f"  --{f.name}={_default(f)!r}  ({_type_name(hints[f.name])})")
-        if f.metadata.get("help"):
-            lines.append(f"      {f.metadata['help']}")
+        text = _help(cls, f.name)
+        if text:
+            lines.append(f"      {text}")
     return "\n".join(lines)
+
+
+def _help(cls: type, name: str) -> str:
+    """The help of field ``name``: its own, else that of the nearest base class declaring it
+    (a subclass that only changes a default writes ``key: type = value``)."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get("help"):
+            return f.metadata["help"]
+    return ""
