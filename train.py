@@ -32,6 +32,7 @@ from trainkit.reporting import build_tracker
 from trainkit.runtime import Runtime, env_world_size, setup_runtime, split_grad_accum, want_compile
 from trainkit.schedule import CosineSchedule
 from trainkit.settings import GPTTrainingConfig, require_positive
+from trainkit.step import optimizer_step
 from trainprogress.flops import detect_peak
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -206,32 +207,28 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
     first_values = {"best_val_loss": best_val_loss} if math.isfinite(best_val_loss) else {}
     final_val_loss = None
     x, y = data.get_batch("train", cfg.batch_size)
+    data_state: dict  # the data's state before the latest prefetch, what a checkpoint saves
+
+    def micro_loss() -> torch.Tensor:
+        nonlocal x, y, data_state
+        with rt.autocast():
+            _, loss = model(x, y)
+        data_state = data.state_dict()  # before the prefetch: a resumed run must draw that batch again
+        x, y = data.get_batch("train", cfg.batch_size)  # fetched while the device computes
+        return loss
+
     t_log, iters_since_log = time.perf_counter(), 0
     with tracker:
         for it in range(iter_num, cfg.max_iters):  # it: optimizer steps done before this one
             lr = schedule(it)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = torch.zeros((), device=rt.device)
-            for micro_step in range(micro_steps):
-                if rt.ddp:
-                    # All-reduce the gradients only on the last micro-step; the others just accumulate.
-                    model.require_backward_grad_sync = micro_step == micro_steps - 1
-                with rt.autocast():
-                    _, loss = model(x, y)
-                    loss = loss / micro_steps  # the step's gradient is the mean over micro-batches
-                data_state = data.state_dict()  # before the prefetch: a resumed run must draw that batch again
-                x, y = data.get_batch("train", cfg.batch_size)  # fetched while the device computes
-                scaler.scale(loss).backward()
-                loss_sum += loss.detach()
+            loss_sum, grad_norm = optimizer_step(rt, model, optimizer, scaler, micro_loss, micro_steps, cfg.grad_clip,
+                                                 raw_model.parameters())
             values = dict(first_values)
             first_values = {}
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                values["grad_norm"] = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            if grad_norm is not None:
+                values["grad_norm"] = grad_norm
             done = it + 1
 
             if done % cfg.eval_interval == 0 or done == cfg.max_iters:

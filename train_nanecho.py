@@ -40,6 +40,7 @@ from trainkit.reporting import build_tracker
 from trainkit.runtime import Runtime, setup_runtime, split_grad_accum, want_compile
 from trainkit.schedule import CosineSchedule
 from trainkit.settings import GPTTrainingConfig, require_positive
+from trainkit.step import optimizer_step
 
 log = logging.getLogger("nanecho")
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
@@ -352,6 +353,13 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
     first_values = {"best_val_loss": best_val_loss} if math.isfinite(best_val_loss) else {}
     # The ratio the masks were grown to: the schedule's target of the last iteration run.
     grown_to = growth.target_ratio(max(iter_num - 1, 0))
+
+    def micro_loss() -> torch.Tensor:
+        x, y = data.get_batch("train", cfg.batch_size, state.sampling_weights)  # the current phase's mix
+        with rt.autocast():
+            _, loss = model(x, y)
+        return loss
+
     with tracker:
         for it in range(iter_num, cfg.max_iters):  # it: optimizer steps done before this one
             state = curriculum.state(100.0 * it / cfg.max_iters)
@@ -374,26 +382,13 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
             lr = lr_schedule(it) * state.lr_multiplier
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = torch.zeros((), device=rt.device)
-            for micro_step in range(micro_steps):
-                if rt.ddp:
-                    # All-reduce the gradients only on the last micro-step; the others just accumulate.
-                    model.require_backward_grad_sync = micro_step == micro_steps - 1
-                x, y = data.get_batch("train", cfg.batch_size, state.sampling_weights)
-                with rt.autocast():
-                    _, loss = model(x, y)
-                    loss = loss / micro_steps  # the step's gradient is the mean over micro-batches
-                scaler.scale(loss).backward()
-                loss_sum += loss.detach()
+            loss_sum, grad_norm = optimizer_step(rt, model, optimizer, scaler, micro_loss, micro_steps, cfg.grad_clip,
+                                                 raw_model.parameters())
             # Also as named values, so that log sinks (JSONL, TensorBoard, W&B) carry them.
             values = {**first_values, "connection_ratio": active_conn / total_conn, "phase": state.phase.name}
             first_values = {}
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                values["grad_norm"] = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            if grad_norm is not None:
+                values["grad_norm"] = grad_norm
             done = it + 1
 
             if rt.is_master and (done % cfg.eval_interval == 0 or done == cfg.max_iters):
