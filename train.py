@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainkit.checkpoint import load_checkpoint, save_checkpoint, strip_compile_prefix
+from trainkit.checkpoint import load_for_resume, save_checkpoint, strip_compile_prefix
 from trainkit.config import ConfigError, format_help, load_config, opt, require
 from trainkit.data import TokenData, ensure_prepared
 from trainkit.model import GPT, GPTConfig
@@ -37,7 +37,6 @@ from trainprogress.flops import detect_peak
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The model's shape: a resumed run must match its checkpoint in these (dropout may change).
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
 @dataclass
@@ -137,20 +136,8 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     iter_num, best_val_loss, ckpt = 0, math.inf, None
     if cfg.init_from == "resume":
-        ckpt = load_checkpoint(ckpt_path, rt.device)
-        saved = ckpt["model_args"]
-        differ = [f"{k}={saved.get(k)!r} (config: {model_args[k]!r})" for k in SHAPE_KEYS if saved.get(k) != model_args[k]]
-        if differ:
-            raise ConfigError(
-                f"{ckpt_path} holds a model with {', '.join(differ)}. "
-                f"Fix: resume with the config the checkpoint was trained with."
-            )
+        ckpt = load_for_resume(ckpt_path, rt.device, model_args, cfg.max_iters, allow_finished=cfg.eval_only)
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-        if iter_num >= cfg.max_iters and not cfg.eval_only:
-            raise ConfigError(
-                f"{ckpt_path} is already at iteration {iter_num:,} of max_iters={cfg.max_iters:,}. "
-                f"Fix: raise --max_iters to continue training (and lr_decay_iters with it)."
-            )
     raw_model = GPT(GPTConfig(**model_args))
     if ckpt is not None:
         raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))
@@ -199,7 +186,7 @@ def train(cfg: TrainConfig, schedule: CosineSchedule, rt: Runtime, micro_steps: 
 
     # -------------------------------------------------------------------- training loop
     # float32 on CUDA runs matmuls as TF32 (see trainkit.runtime), which sets its peak.
-    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(rt.dtype_name, "tf32" if rt.device_type == "cuda" else "fp32")
+    precision = rt.precision
     flops_per_iter = flops_per_token * tokens_per_iter / rt.world_size  # per device, so MFU is per device
     tracker = build_tracker(cfg, cfg.max_iters, out_dir=cfg.out_dir, tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
                             start_iter=iter_num, is_master=rt.is_master, precision=precision)

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainkit.checkpoint import load_checkpoint, save_checkpoint, strip_compile_prefix
+from trainkit.checkpoint import load_for_resume, save_checkpoint, strip_compile_prefix
 from trainkit.config import ConfigError, format_help, load_config, opt, require
 from trainkit.model import GPTConfig
 from trainkit.nanecho.connections import ConnectionSchedule, connection_counts, grow_connections, init_connections, param_counts
@@ -274,17 +274,9 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     iter_num, best_val_loss, phase_name, dim_losses, ckpt = 0, math.inf, None, None, None
     if cfg.init_from == "resume":
-        ckpt = load_checkpoint(ckpt_path, rt.device)
-        saved = ckpt["model_args"]
-        differ = [f"{k}={saved.get(k)!r} (now {model_args[k]!r})" for k in MODEL_KEYS if saved.get(k) != model_args[k]]
-        if differ:
-            raise ConfigError(f"{ckpt_path} holds a model with {', '.join(differ)}. "
-                              f"Fix: resume with the settings (and data) the checkpoint was trained with.")
+        ckpt = load_for_resume(ckpt_path, rt.device, model_args, cfg.max_iters)
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         phase_name, dim_losses = ckpt["phase"], ckpt["val_losses"]
-        if iter_num >= cfg.max_iters:
-            raise ConfigError(f"{ckpt_path} is already at iteration {iter_num:,} of max_iters={cfg.max_iters:,}. "
-                              f"Fix: raise --max_iters to continue training.")
     raw_model = NanEchoGPT(GPTConfig(**model_args))
     if ckpt is not None:
         raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))  # masks are buffers: restored here
@@ -327,7 +319,7 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
         })
 
     # -------------------------------------------------------------------- the report
-    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(rt.dtype_name, "tf32" if rt.device_type == "cuda" else "fp32")
+    precision = rt.precision
     tracker = build_tracker(cfg, cfg.max_iters, out_dir=cfg.out_dir, tokens_per_iter=tokens_per_iter,
                             flops_per_iter=flops_per_token * tokens_per_iter / rt.world_size,
                             start_iter=iter_num, is_master=rt.is_master, precision=precision)

@@ -62,6 +62,32 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     return ckpt
 
 
+# The model settings that fix the weights' shapes: a checkpoint resumes only with the same.
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
+
+
+def load_for_resume(
+    path: str, map_location: str | torch.device, model_args: dict[str, Any], max_iters: int, *, allow_finished: bool = False
+) -> dict[str, Any]:
+    """Load the checkpoint a run resumes from, refusing (ConfigError, with the fix) one whose
+    model shape differs from ``model_args`` or that is already at ``max_iters`` (unless
+    ``allow_finished``, e.g. to evaluate it)."""
+    ckpt = load_checkpoint(path, map_location)
+    saved = ckpt["model_args"]
+    differ = [f"{k}={saved.get(k)!r} (config: {model_args[k]!r})" for k in SHAPE_KEYS if saved.get(k) != model_args[k]]
+    if differ:
+        raise ConfigError(
+            f"{path} holds a model with {', '.join(differ)}. "
+            f"Fix: resume with the config (and data) the checkpoint was trained with."
+        )
+    if ckpt["iter_num"] >= max_iters and not allow_finished:
+        raise ConfigError(
+            f"{path} is already at iteration {ckpt['iter_num']:,} of max_iters={max_iters:,}. "
+            f"Fix: raise --max_iters to continue training (and lr_decay_iters with it)."
+        )
+    return ckpt
+
+
 def strip_compile_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove the ``_orig_mod.`` prefix that a torch.compile'd model adds to every key, so
     state dicts saved from compiled models (as nanoGPT's are) load into plain ones."""

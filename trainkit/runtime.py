@@ -50,6 +50,13 @@ class Runtime:
     def dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
 
+    @property
+    def precision(self) -> str:
+        """The matmul precision for the tracker's peak-FLOPs table: "bf16", "fp16", or for
+        float32 "tf32" on CUDA (enabled in setup_runtime) and "fp32" elsewhere."""
+        names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return names.get(self.dtype, "tf32" if self.device_type == "cuda" else "fp32")
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """The mixed-precision context for forward passes (a no-op in float32)."""
         if self.dtype == torch.float32:
