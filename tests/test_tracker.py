@@ -72,9 +72,10 @@ def test_torchrun_two_processes_only_rank_zero_reports(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
         capture_output=True, text=True, env=env, timeout=240,
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("TRAINING PROGRESS") == 4
-    assert result.stdout.count("TRAINING COMPLETE") == 1
+    output = f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, output
+    assert result.stdout.count("TRAINING PROGRESS") == 4, output
+    assert result.stdout.count("TRAINING COMPLETE") == 1, output
 
 
 def test_core_imports_and_reports_without_torch():

@@ -115,10 +115,6 @@ class Report:
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))
 
-    @property
-    def is_final(self) -> bool:
-        return self.kind == FINAL
-
     def scalars(self) -> dict[str, float]:
         """The report's numbers under one flat, slash-namespaced key scheme with units in the
         names, shared by every backend (JSONL, TensorBoard, W&B). Missing values and

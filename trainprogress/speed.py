@@ -23,9 +23,6 @@ class SpeedWindow:
         if steps > 0:
             self._times.extend([seconds / steps] * min(steps, self._times.maxlen))
 
-    def __len__(self) -> int:
-        return len(self._times)
-
     @property
     def seconds_per_iter(self) -> float | None:
         """Mean seconds per step over the window, None while empty."""
