@@ -2,6 +2,8 @@
 
 import io
 
+import pytest
+
 from helpers import FakeClock
 
 from trainprogress import ConsoleSink, ProgressTracker
@@ -95,13 +97,14 @@ def test_tracker_to_console_with_sections_pauses_and_final_summary():
     assert "   • Tokens processed: 200,000" in final
 
 
-def test_sections_titled_like_built_in_blocks_join_them():
+def test_sections_join_the_block_they_name():
     report = reference_report(
-        metrics={"connection_ratio": 0.55, "phase": "hypergraph_patterns", "grad_norm": 0.5},
+        metrics={"grad_norm": 0.5},
         sections=(
-            Section("📊 Metrics", (("Connection Ratio", "55.0%"), ("Phase", "hypergraph_patterns - Learning hypergraph patterns"))),
-            Section("💾 Memory", (("Batch size", "8 × 4 accumulation"), ("Tokens/batch", 8192))),
+            Section("Connections", (("Connection Ratio", "55.0%"), ("Phase", "hypergraph_patterns - Learning hypergraph patterns")), into="metrics"),
+            Section("Batch", (("Batch size", "8 × 4 accumulation"), ("Tokens/batch", 8192)), into="memory"),
             Section("🧠 Model State", (("Active params", 42_350_000),)),
+            Section("Clock", (("Wall", "12:00"),), into="time"),
         ),
     )
     lines = render_progress(report)
@@ -114,6 +117,21 @@ def test_sections_titled_like_built_in_blocks_join_them():
         "   • Connection Ratio: 55.0%",
         "   • Phase: hypergraph_patterns - Learning hypergraph patterns",
     ]
+    time_lines = lines[lines.index("⏱️ Time:") + 1: lines.index("💾 Memory:")]
+    assert time_lines[-1] == "   • Wall: 12:00"
     memory = lines[lines.index("💾 Memory:") + 1: lines.index("🧠 Model State:")]
     assert memory[-2:] == ["   • Batch size: 8 × 4 accumulation", "   • Tokens/batch: 8,192"]
-    assert lines.count("📊 Metrics:") == 1 and "   • Active params: 42,350,000" in lines
+    assert lines[lines.index("🧠 Model State:") + 1] == "   • Active params: 42,350,000"
+    assert lines.count("📊 Metrics:") == 1 and "Connections:" not in lines and "Batch:" not in lines
+
+
+def test_a_section_titled_like_a_built_in_block_is_a_block_of_its_own():
+    report = reference_report(sections=(Section("📊 Metrics", (("Extra", 1),)),))
+    lines = render_progress(report)
+    assert lines.count("📊 Metrics:") == 2  # titles are never matched: only into= joins a block
+
+
+def test_unknown_block_names_the_choices():
+    tracker = ProgressTracker(10, sinks=[], is_master=True)
+    with pytest.raises(ValueError, match="into must be one of 'metrics', 'time', 'memory' or None, got 'Metrics'"):
+        tracker.set_section("x", {"a": 1}, into="Metrics")

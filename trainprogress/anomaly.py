@@ -36,10 +36,10 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from statistics import median
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from .report import Anomaly
-from .schedule import parse_interval
+from .boundaries import parse_interval
 
 _GIB = 1024.0**3
 _MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 x its MAD
@@ -125,9 +125,13 @@ class AnomalyConfig:
             raise ValueError(f"AnomalyConfig.grad_norm_max must be > 0 or None, got {self.grad_norm_max!r}")
 
 
-# A detector's finding at one check: None when it could not judge (nothing new to look at),
-# else (condition present, message, iteration at which an episode would start).
-Finding = Optional[tuple[bool, str, int]]
+class Finding(NamedTuple):
+    """A detector's verdict at one check (a detector returns None when it could not judge:
+    nothing new to look at)."""
+
+    present: bool  # whether the anomalous condition holds now
+    message: str  # one human sentence saying what was seen
+    since_iter: int  # the iteration at which an episode starting now would begin
 
 
 class _PooledMedian:
@@ -177,7 +181,7 @@ class AnomalyMonitor:
         (bytes). Returns the anomalies active now, in a fixed order of kinds."""
         self._checks += 1
         warm = self._checks > self.config.warmup_checks
-        findings: dict[str, Finding] = {
+        findings: dict[str, Optional[Finding]] = {
             "nonfinite_loss": self._nonfinite(iteration, losses),
             "loss_spike": self._spike(iteration, losses),
             "throughput_drop": self._throughput(iteration, step_times_s) if warm else None,
@@ -188,13 +192,12 @@ class AnomalyMonitor:
             self._update(kind, finding)
         return tuple(self._active[kind] for kind in findings if kind in self._active)
 
-    def _update(self, kind: str, finding: Finding) -> None:
+    def _update(self, kind: str, finding: Optional[Finding]) -> None:
         if finding is None:
             return
-        present, message, since = finding
-        if present:
+        if finding.present:
             old = self._active.get(kind)
-            self._active[kind] = Anomaly(kind, message, old.since_iter if old else since)
+            self._active[kind] = Anomaly(kind, finding.message, old.since_iter if old else finding.since_iter)
             self._absent[kind] = 0
         elif kind in self._active:
             self._absent[kind] += 1
@@ -203,17 +206,17 @@ class AnomalyMonitor:
 
     # ------------------------------------------------------------------ detectors
     @staticmethod
-    def _nonfinite(iteration: int, losses: Sequence[float]) -> Finding:
+    def _nonfinite(iteration: int, losses: Sequence[float]) -> Optional[Finding]:
         if not losses:
             return None
         bad = [i for i, x in enumerate(losses) if not math.isfinite(x)]
         if not bad:
-            return False, "", iteration
+            return Finding(False, "", iteration)
         first = iteration - len(losses) + 1 + bad[0]
         message = f"loss is {losses[bad[-1]]} ({len(bad)} of {len(losses)} losses since the last check not finite)"
-        return True, message, first
+        return Finding(True, message, first)
 
-    def _spike(self, iteration: int, losses: Sequence[float]) -> Finding:
+    def _spike(self, iteration: int, losses: Sequence[float]) -> Optional[Finding]:
         value = self._loss_pool.add([x for x in losses if math.isfinite(x)])
         if value is None:
             return None
@@ -228,11 +231,11 @@ class AnomalyMonitor:
                 message = f"loss {value:.4g} is {rise / sigma:.1f}σ above its recent median {center:.4g}"
             else:
                 message = f"loss {value:.4g} is above its constant recent value {center:.4g}"
-            finding = (rise > threshold, message, iteration)
+            finding = Finding(rise > threshold, message, iteration)
         history.append(value)
         return finding
 
-    def _throughput(self, iteration: int, step_times_s: Sequence[float]) -> Finding:
+    def _throughput(self, iteration: int, step_times_s: Sequence[float]) -> Optional[Finding]:
         recent = self._step_pool.add(step_times_s)
         if recent is None:
             return None
@@ -246,11 +249,11 @@ class AnomalyMonitor:
                 f"throughput fell {lost:.0%}: {1000 * recent:.1f} ms/iter against a typical "
                 f"{1000 * typical:.1f} ms/iter"
             )
-            finding = (slow, message, iteration)
+            finding = Finding(slow, message, iteration)
         history.append(recent)
         return finding
 
-    def _memory_growth(self, iteration: int, memory_bytes: int | None) -> Finding:
+    def _memory_growth(self, iteration: int, memory_bytes: int | None) -> Optional[Finding]:
         if memory_bytes is None:
             return None
         window = self._memory
@@ -267,23 +270,23 @@ class AnomalyMonitor:
             f"memory grew steadily by {growth / _GIB:.2f} GiB (+{growth / max(medians[0], 1):.0%}) "
             f"over the last {len(window)} checks: a probable leak"
         )
-        return (steady and growth >= needed, message, iteration)
+        return Finding(steady and growth >= needed, message, iteration)
 
-    def _grad(self, iteration: int, grad_norm: float | None) -> Finding:
+    def _grad(self, iteration: int, grad_norm: float | None) -> Optional[Finding]:
         if not isinstance(grad_norm, (int, float)) or isinstance(grad_norm, bool):
             return None
         g = float(grad_norm)
         if not math.isfinite(g):
-            return True, f"gradient norm is {g}", iteration
+            return Finding(True, f"gradient norm is {g}", iteration)
         cfg = self.config
         history = self._grad_norms
-        finding: Finding = (False, "", iteration)
+        finding = Finding(False, "", iteration)
         if cfg.grad_norm_max is not None and g > cfg.grad_norm_max:
-            finding = (True, f"gradient norm {g:.4g} exceeds the limit {cfg.grad_norm_max:.4g}", iteration)
+            finding = Finding(True, f"gradient norm {g:.4g} exceeds the limit {cfg.grad_norm_max:.4g}", iteration)
         elif len(history) >= cfg.min_history_checks:
             typical = median(history)
             if g > cfg.grad_norm_factor * typical:
                 ratio = g / typical if typical > 0 else math.inf
-                finding = (True, f"gradient norm {g:.4g} is {ratio:.0f}x its recent median {typical:.4g}", iteration)
+                finding = Finding(True, f"gradient norm {g:.4g} is {ratio:.0f}x its recent median {typical:.4g}", iteration)
         history.append(g)
         return finding

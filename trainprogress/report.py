@@ -16,6 +16,14 @@ SCHEDULED = "scheduled"  # a regular interval boundary (every 1% by default)
 ANOMALY = "anomaly"  # an extra report triggered by an anomaly detector
 FINAL = "final"  # the end-of-run summary from tracker.close()
 
+# How a run ended: the ``outcome`` of its final Report.
+COMPLETED = "completed"  # every iteration done
+STOPPED = "stopped"  # ended early without an exception (a deliberate stop, Ctrl-C)
+CRASHED = "crashed"  # ended by an exception; ``Report.error`` says which
+
+# The built-in blocks of a progress report that a Section may join (``Section.into``).
+BLOCKS = ("metrics", "time", "memory")
+
 
 @dataclass(frozen=True)
 class MemoryStats:
@@ -50,14 +58,16 @@ class Anomaly:
 class Section:
     """A caller-supplied block of ``label: value`` lines, e.g. the NanEcho "🧠 Model State".
 
-    ``title`` may start with an emoji; the ASCII console mode strips it. A section titled
-    like a built-in block ("📊 Metrics", "⏱️ Time", "💾 Memory") adds its lines to that block.
+    ``title`` may start with an emoji; the ASCII console mode strips it. ``into`` names the
+    built-in block ("metrics", "time" or "memory", see ``BLOCKS``) whose lines these join
+    (the title then only names the section); None gives the section a block of its own.
     Values are already materialised (numbers or strings); the console renders integers with
     thousands separators.
     """
 
     title: str
     lines: tuple[tuple[str, object], ...]
+    into: str | None = None
 
 
 def _frozen_mapping(values: Mapping[str, float] | None) -> Mapping[str, float]:
@@ -85,6 +95,10 @@ class Report:
     Throughput: ``tokens_processed`` counts resumed steps too; ``tokens_per_s`` uses the
     speed window. ``mfu`` is a fraction of ``peak_flops`` (FLOP/s), whose origin
     ``peak_flops_source`` names ("given", "table: NVIDIA H100 SXM bf16", "measured: CPU fp32").
+
+    End: ``outcome`` is None until the final report, whose ``outcome`` says how the run ended
+    (``COMPLETED``, ``STOPPED`` or ``CRASHED``) and whose ``error`` names the exception of a
+    crash ("RuntimeError: CUDA out of memory"); both are set once, by ``tracker.close()``.
     """
 
     kind: str
@@ -110,6 +124,8 @@ class Report:
     sections: tuple[Section, ...] = ()
     anomalies: tuple[Anomaly, ...] = ()
     start_iter: int = 0
+    outcome: str | None = None
+    error: str | None = None
     wall_time: float = 0.0  # Unix time at which the report was made
 
     def __post_init__(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def is_tensor(value: Any) -> bool:
@@ -38,3 +38,16 @@ def materialise(values: Sequence[Any]) -> list[float]:
             for i, number in zip(indices, torch.stack(parts).tolist()):
                 out[i] = number
     return out
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is an int, a float (bools included) or a tensor: what becomes a float
+    at a report. Anything else (a phase name) is reported as it is."""
+    return is_tensor(value) or isinstance(value, (int, float))
+
+
+def materialise_named(losses: Sequence[Any], named: Mapping[str, Any]) -> tuple[list[float], dict[str, float]]:
+    """``losses`` and the values of ``named`` as floats, all copied to the host together
+    (one device sync per device, as ``materialise``)."""
+    floats = materialise([*losses, *named.values()])
+    return floats[:len(losses)], dict(zip(named, floats[len(losses):]))

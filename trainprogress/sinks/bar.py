@@ -94,7 +94,7 @@ class BarSink(Sink):
         self._bar.set_postfix_str(postfix)  # redraws the bar
 
     def tick(self, tick: Tick) -> None:
-        postfix = status_text(tick.eta_s, tick.iters_per_s, tick.loss)
+        postfix = status_text(tick.eta_s, tick.iters_per_s, tick.smoothed_loss)
         if self._bar is not None:
             self._show(tick.iteration, postfix)
             return

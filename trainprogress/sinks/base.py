@@ -44,15 +44,15 @@ class Event:
 @dataclass(frozen=True)
 class Tick:
     """Live progress between reports, for sinks with ``wants_ticks`` (the progress bar).
-    Holds only what is known without a device sync: ``loss`` is the last materialised
-    smoothed loss, not the current step's."""
+    Holds only what is known without a device sync: ``smoothed_loss`` is the smoothed loss
+    as of the last report or check, not the current step's loss."""
 
     iteration: int
     total_iters: int
     percent: float
     eta_s: float | None
     iters_per_s: float | None
-    loss: float | None
+    smoothed_loss: float | None
 
 
 class Sink:

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from typing import TextIO
 
 from .. import format as fmt
-from ..report import FINAL, MemoryStats, Report
+from ..report import BLOCKS, COMPLETED, FINAL, MemoryStats, Report
 from .base import Sink
 
 RULE = "=" * 80
@@ -40,9 +40,12 @@ def _label(name: str) -> str:
     return name if "/" in name else name.replace("_", " ").title()
 
 
-# The built-in blocks. A caller section with one of these titles (emoji optional) adds its
-# lines to that block instead of making a block of its own.
-_BUILT_IN = {"Metrics": "📊 Metrics:", "Time": "⏱️ Time:", "Memory": "💾 Memory:"}
+# The built-in blocks' titles, by the name a Section joins them with (Section.into).
+_TITLES = {"metrics": "📊 Metrics:", "time": "⏱️ Time:", "memory": "💾 Memory:"}
+
+
+def _lines(pairs: tuple[tuple[str, object], ...]) -> list[str]:
+    return [f"{label}: {fmt.format_value(value)}" for label, value in pairs]
 
 
 def render_progress(report: Report) -> list[str]:
@@ -52,17 +55,10 @@ def render_progress(report: Report) -> list[str]:
         f"({fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)} iterations)"
     )
     out = [RULE, header, RULE]
-    extra: dict[str, list[tuple[str, object]]] = {name: [] for name in _BUILT_IN}
-    sections = []
+    joined: dict[str, list[str]] = {block: [] for block in BLOCKS}
     for section in report.sections:
-        name = fmt.strip_emoji(section.title).strip()
-        if name in extra:
-            extra[name] += section.lines
-        else:
-            sections.append(section)
-
-    def with_extra(name: str, lines: list[str]) -> list[str]:
-        return _block(_BUILT_IN[name], lines + [f"{label}: {fmt.format_value(value)}" for label, value in extra[name]])
+        if section.into is not None:
+            joined[section.into] += _lines(section.lines)
 
     if report.anomalies:
         out += _block("⚠️ Anomalies:", [f"{a.message} (since iteration {fmt.format_count(a.since_iter)})" for a in report.anomalies])
@@ -80,31 +76,26 @@ def render_progress(report: Report) -> list[str]:
         metrics.append(f"Learning Rate: {fmt.format_lr(report.lr)}")
     if report.mfu is not None:
         metrics.append(f"MFU: {fmt.format_mfu(report.mfu)}")
-    # Named values under readable labels, unless a caller line of the same label shows them.
-    shown = {label for label, _ in extra["Metrics"]}
-    metrics += [
-        f"{_label(name)}: {fmt.format_value(value)}"
-        for name, value in report.metrics.items()
-        if name != "val_loss" and _label(name) not in shown
-    ]
-    out += with_extra("Metrics", metrics)
+    metrics += [f"{_label(name)}: {fmt.format_value(value)}" for name, value in report.metrics.items() if name != "val_loss"]
+    out += _block(_TITLES["metrics"], metrics + joined["metrics"])
 
     time_lines = [f"Elapsed: {fmt.format_duration(report.elapsed_s)}", f"ETA: {fmt.format_eta(report.eta_s)}"]
     if report.iters_per_s is not None:
         time_lines.append(f"Speed: {fmt.format_rate(report.iters_per_s)}")
     if report.ms_per_iter is not None:
         time_lines.append(f"Time per iter: {fmt.format_ms(report.ms_per_iter)}")
-    out += with_extra("Time", time_lines)
+    out += _block(_TITLES["time"], time_lines + joined["time"])
 
     memory = [_memory_line(m) for m in report.memory]
     if report.tokens_processed is not None:
         memory.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
     if report.tokens_per_s is not None:
         memory.append(f"Throughput: {fmt.format_count(round(report.tokens_per_s))} tokens/s")
-    out += with_extra("Memory", memory)
+    out += _block(_TITLES["memory"], memory + joined["memory"])
 
-    for section in sections:
-        out += _block(f"{section.title}:", [f"{label}: {fmt.format_value(value)}" for label, value in section.lines])
+    for section in report.sections:
+        if section.into is None:
+            out += _block(f"{section.title}:", _lines(section.lines))
     out.append(RULE)
     return out
 
@@ -127,7 +118,7 @@ def render_final(report: Report) -> list[str]:
         lines.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
     if report.mfu is not None:
         lines.append(f"Average MFU: {fmt.format_mfu(report.mfu)}")
-    title = "✅ TRAINING COMPLETE!" if report.iteration >= report.total_iters else "⏹️ TRAINING STOPPED"
+    title = "✅ TRAINING COMPLETE!" if report.outcome == COMPLETED else "⏹️ TRAINING STOPPED"
     return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
 
 

@@ -13,24 +13,34 @@ Schema (version 1). Every line has:
 ``peak_flops`` (FLOP/s), ``peak_flops_source``, ``config`` (the caller's run configuration).
 
 ``report`` (each scheduled report, each extra report an anomaly triggered, and the final
-summary): ``kind`` ("scheduled", "anomaly", "final"), then the Report's fields under their
-own names and units: ``total_iters``, ``percent``, ``elapsed_s``, ``paused_s``, ``eta_s``,
-``iters_per_s``, ``ms_per_iter``, ``loss``, ``smoothed_loss``, ``lr``, ``best_val_loss``,
-``mfu`` (a fraction), ``peak_flops``, ``peak_flops_source``, ``tokens_processed``,
-``tokens_per_s``, ``start_iter``, ``memory`` (a list of {``device``, ``used_bytes``,
-``total_bytes``, ``reserved_bytes``, ``peak_bytes``, ``name``}), ``metrics`` (the caller's
-named values), ``sections`` (a list of {``title``, ``lines``: [[label, value], ...]}),
-``anomalies`` (a list of {``kind``, ``message``, ``since_iter``}), and ``scalars``: the
-flat slash-namespaced numbers that TensorBoard and W&B receive (``train/loss``,
-``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ...).
+summary): every field of the Report under its own name and unit, ``wall_time`` being
+``time``:
+
+- ``kind``: "scheduled", "anomaly" or "final"
+- ``total_iters``, ``percent``, ``elapsed_s``, ``paused_s``, ``eta_s``, ``iters_per_s``,
+  ``ms_per_iter``
+- ``loss``, ``smoothed_loss``, ``lr``, ``best_val_loss``
+- ``mfu`` (a fraction), ``peak_flops`` (FLOP/s), ``peak_flops_source``
+- ``tokens_processed``, ``tokens_per_s``
+- ``memory``: a list of {``device``, ``used_bytes``, ``total_bytes``, ``reserved_bytes``,
+  ``peak_bytes``, ``name``}
+- ``metrics``: the caller's named values
+- ``sections``: a list of {``title``, ``lines``: [[label, value], ...], ``into``}
+- ``anomalies``: a list of {``kind``, ``message``, ``since_iter``}
+- ``start_iter``
+- ``outcome``, ``error``: null, except in the final summary (see ``run_end``)
+
+and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B receive
+(``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ...).
 
 ``event``: ``event`` names what happened and ``data`` holds its details. The tracker sends
 "pause" ({name, duration_s}), "anomaly" ({anomaly, message, since_iter}),
 "anomaly_cleared" ({anomaly}) and "crash" ({error}); callers add their own with
 ``tracker.event(kind, **data)``, e.g. "phase_change".
 
-``run_end`` (when the tracker closes): ``status`` is "completed" (all iterations done),
-"crashed" (a crash event came first; ``error`` says what) or "stopped" (ended early).
+``run_end`` (when the tracker closes): ``status`` is the final report's ``outcome``:
+"completed" (all iterations done), "crashed" (ended by an exception; ``error`` says which)
+or "stopped" (ended early).
 
 A value that is unknown is null; so is a non-finite number (NaN, infinity), which strict
 JSON cannot hold (the anomaly that reports it says what it was). Values JSON has no type for
@@ -42,11 +52,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Mapping, TextIO
 
-from ..report import FINAL, Report
+from ..report import CRASHED, FINAL, Report
 from .base import Event, RunInfo, Sink
 
 SCHEMA_VERSION = 1
@@ -63,24 +73,28 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _shallow_fields(instance: Any) -> dict[str, Any]:
+    """A dataclass instance's fields by name (unlike dataclasses.asdict, values are not
+    deep-copied: a caller's section value may be anything)."""
+    return {field.name: getattr(instance, field.name) for field in fields(instance)}
+
+
+# Report fields whose record key differs from the field's name.
+RECORD_KEYS = {"wall_time": "time"}
+
+
 def report_record(report: Report) -> dict[str, Any]:
-    """The JSONL object of a report (before cleaning), as documented in the module."""
-    fields = {name: getattr(report, name) for name in (
-        "kind", "total_iters", "percent", "elapsed_s", "paused_s", "eta_s", "iters_per_s",
-        "ms_per_iter", "loss", "smoothed_loss", "lr", "best_val_loss", "mfu", "peak_flops",
-        "peak_flops_source", "tokens_processed", "tokens_per_s", "start_iter",
-    )}
-    return {
-        "type": "report",
-        "time": report.wall_time,
-        "iteration": report.iteration,
-        **fields,
-        "memory": [asdict(m) for m in report.memory],
-        "metrics": dict(report.metrics),
-        "sections": [{"title": s.title, "lines": [list(line) for line in s.lines]} for s in report.sections],
-        "anomalies": [asdict(a) for a in report.anomalies],
-        "scalars": report.scalars(),
-    }
+    """The JSONL object of a report (before cleaning), as documented in the module: every
+    Report field, nested dataclasses as objects, plus ``type`` and ``scalars``."""
+    record: dict[str, Any] = {"type": "report", "time": report.wall_time, "iteration": report.iteration}
+    for name, value in _shallow_fields(report).items():
+        if isinstance(value, tuple):  # memory, sections, anomalies: tuples of dataclasses
+            value = [_shallow_fields(item) for item in value]
+        elif isinstance(value, Mapping):  # metrics
+            value = dict(value)
+        record[RECORD_KEYS.get(name, name)] = value
+    record["scalars"] = report.scalars()
+    return record
 
 
 class JsonlSink(Sink):
@@ -92,7 +106,6 @@ class JsonlSink(Sink):
         if self.path.exists() and self.path.is_dir():
             raise ValueError(f"JSONL log path {self.path} is a folder; pass a file path such as {self.path / 'progress.jsonl'}")
         self._file: TextIO | None = None
-        self._crash: str | None = None
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is None:
@@ -121,18 +134,12 @@ class JsonlSink(Sink):
     def report(self, report: Report) -> None:
         self._write(report_record(report))
         if report.kind == FINAL:
-            if self._crash is not None:
-                status = "crashed"
-            else:
-                status = "completed" if report.iteration >= report.total_iters else "stopped"
-            end = {"type": "run_end", "time": report.wall_time, "iteration": report.iteration, "status": status}
-            if self._crash is not None:
-                end["error"] = self._crash
+            end = {"type": "run_end", "time": report.wall_time, "iteration": report.iteration, "status": report.outcome}
+            if report.outcome == CRASHED:
+                end["error"] = report.error
             self._write(end)
 
     def event(self, event: Event) -> None:
-        if event.kind == "crash":
-            self._crash = str(event.data.get("error", ""))
         self._write({"type": "event", "time": event.wall_time, "iteration": event.iteration, "event": event.kind, "data": dict(event.data)})
 
     def close(self) -> None:

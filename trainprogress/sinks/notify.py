@@ -37,7 +37,7 @@ from email.message import EmailMessage
 from typing import Iterable, Mapping
 
 from .. import format as fmt
-from ..report import FINAL, Report
+from ..report import CRASHED, FINAL, STOPPED, Report
 from .base import Event, RunInfo, Sink
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,6 @@ class NotifySink(Sink):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._announced: set[float] = set()
-        self._crashed = False
         self._dropped = False
         self._failing: set[str] = set()
 
@@ -222,7 +221,9 @@ class NotifySink(Sink):
     def report(self, report: Report) -> None:
         position = f"{fmt.format_percent(report.percent)} ({fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)})"
         if report.kind == FINAL:
-            if not self._crashed and report.iteration < report.total_iters:
+            if report.outcome == CRASHED:
+                self._put(f"💥 training crashed at iteration {fmt.format_count(report.iteration)}: {report.error}")
+            elif report.outcome == STOPPED:
                 self._put(f"⏹️ training stopped at {position}")
             return
         crossed = [m for m in self.milestones if m not in self._announced and report.percent >= m]
@@ -241,9 +242,6 @@ class NotifySink(Sink):
         where = f"at iteration {fmt.format_count(event.iteration)}"
         if event.kind == "anomaly":
             self._put(f"⚠️ anomaly {where}: {event.data.get('message', event.data.get('anomaly', ''))}")
-        elif event.kind == "crash":
-            self._crashed = True
-            self._put(f"💥 training crashed {where}: {event.data.get('error', '')}")
 
     def close(self) -> None:
         if self._thread is None:

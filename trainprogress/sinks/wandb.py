@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..report import FINAL, Report
-from .base import Event, RunInfo, Sink
+from ..report import CRASHED, FINAL, Report
+from .base import RunInfo, Sink
 
 
 def _import_wandb() -> Any:
@@ -38,7 +38,7 @@ class WandbSink(Sink):
         self._init_kwargs = init_kwargs
         self._run: Any = None
         self._owns_run = False
-        self._crashed = False
+        self._exit_code = 0
 
     def start(self, run: RunInfo) -> None:
         wandb = self._wandb
@@ -62,17 +62,14 @@ class WandbSink(Sink):
             return
         scalars = report.scalars()
         if report.kind == FINAL:
+            self._exit_code = 1 if report.outcome == CRASHED else 0
             self._run.summary.update({f"final/{key}": value for key, value in scalars.items()})
         elif self._owns_run:
             self._run.log(scalars, step=report.iteration)
         else:
             self._run.log(scalars)
 
-    def event(self, event: Event) -> None:
-        if event.kind == "crash":
-            self._crashed = True
-
     def close(self) -> None:
         if self._run is not None and self._owns_run:
-            self._run.finish(exit_code=1 if self._crashed else 0)
+            self._run.finish(exit_code=self._exit_code)
         self._run = None

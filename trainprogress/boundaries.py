@@ -1,4 +1,5 @@
-"""When reports are due: pure arithmetic on iteration counts."""
+"""Report boundaries: at which iterations a report (or an anomaly check) is due. Pure
+arithmetic on iteration counts; the learning-rate schedule is ``trainkit.schedule``."""
 
 from __future__ import annotations
 
