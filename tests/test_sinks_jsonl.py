@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import fields
 
 import pytest
 
 from helpers import FakeClock
 from trainprogress import ProgressTracker
 from trainprogress.anomaly import AnomalyConfig
-from trainprogress.sinks.jsonl import SCHEMA_VERSION, JsonlSink
+from trainprogress.report import Report
+from trainprogress.sinks import jsonl as jsonl_module
+from trainprogress.sinks.jsonl import RECORD_KEYS, SCHEMA_VERSION, JsonlSink, report_record
 
 
 def read(path):
@@ -135,3 +139,19 @@ def test_values_json_cannot_hold_are_written_as_text(tmp_path):
 def test_a_folder_is_not_a_log_path(tmp_path):
     with pytest.raises(ValueError, match="is a folder"):
         JsonlSink(tmp_path)
+
+
+def documented_report_keys():
+    """The keys the module docstring lists for a ``report`` line, one bullet each."""
+    doc = jsonl_module.__doc__
+    part = doc[doc.index("``report`` (each"):doc.index("and ``scalars``")]
+    return set(re.findall(r"^- ``(\w+)``:", part, flags=re.M))
+
+
+def test_the_report_record_is_every_report_field_and_the_docstring_lists_them():
+    record = report_record(Report(kind="final", iteration=3, total_iters=3, percent=100.0, elapsed_s=1.0,
+                                  paused_s=0.0, eta_s=None, iters_per_s=None, ms_per_iter=None))
+    field_keys = {RECORD_KEYS.get(f.name, f.name) for f in fields(Report)}
+    assert set(record) == field_keys | {"type", "scalars"}
+    # Every Report field is documented, and nothing documented is missing from the record.
+    assert documented_report_keys() == field_keys - {"time", "iteration"}

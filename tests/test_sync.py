@@ -49,3 +49,20 @@ def test_one_sync_per_report_and_none_between():
     assert CountingTensor.syncs == 10
     final = sink.reports[-1]
     assert final.kind == "final" and final.smoothed_loss == pytest.approx(3.0 - 949.5 / 1000)  # mean of the last 100
+
+
+def test_a_check_and_a_report_at_one_step_share_one_sync():
+    from trainprogress.anomaly import AnomalyConfig
+
+    CountingTensor.syncs = 0
+    clock = FakeClock()
+    sink = RecordingSink()
+    # Checks every 1% and reports every 10%: every report falls on a check.
+    tracker = ProgressTracker(1000, interval_percent=10, sinks=[sink], clock=clock, is_master=True,
+                              anomaly=AnomalyConfig(check_percent=1.0))
+    for i in range(1000):
+        clock.advance(0.01)
+        tracker.step(loss=counting(3.0 - i / 1000), lr=1e-3)
+    assert [r.kind for r in sink.reports] == ["scheduled"] * 10
+    assert CountingTensor.syncs == 100  # one per check; the reports reuse it
+    tracker.close()

@@ -221,3 +221,22 @@ def test_a_failing_section_is_removed_with_one_warning(caplog):
     assert [[s.title for s in r.sections] for r in sink.reports] == [["Fine"], ["Fine"]]
     assert sum("section 'Broken' failed" in r.message for r in caplog.records) == 1
     tracker.close()
+
+
+@pytest.mark.parametrize("steps, error, outcome", [
+    (10, None, "completed"),
+    (4, None, "stopped"),
+    (10, RuntimeError("disk full"), "crashed"),  # a crash after the last step is still a crash
+])
+def test_close_sets_the_outcome_once(steps, error, outcome):
+    sink = RecordingSink()
+    clock = FakeClock()
+    tracker = ProgressTracker(10, interval_percent=50, sinks=[sink], clock=clock, is_master=True)
+    for _ in range(steps):
+        clock.advance(0.1)
+        tracker.step(loss=1.0)
+    final = tracker.close(error)
+    assert (final.kind, final.outcome) == ("final", outcome)
+    assert final.error == (None if error is None else "RuntimeError: disk full")
+    assert all(r.outcome is None and r.error is None for r in sink.reports[:-1])
+    assert tracker.close() is None

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A tiny model, 40 optimizer steps, a report every 10% (4 steps), evaluations at 20 and 40.
-# Anomaly detection is off: its extra reports (this tiny model's gradient spikes) are tested
-# with the sinks, and here would blur the schedule under test.
-TINY = ["--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
-        "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4", "--lr_decay_iters=40",
-        "--warmup_iters=4", "--eval_interval=20", "--eval_iters=2", "--report_interval=10", "--log_interval=10",
-        "--device=cpu", "--compile=False", "--dropout=0.0"]
 TOKENS_PER_ITER = 4 * 32
 HEADER = re.compile(r"TRAINING PROGRESS: ([\d.]+)% \(([\d,]+)/([\d,]+) iterations\)")
 TOKENS = re.compile(r"Tokens processed: ([\d,]+)")

@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_sinks_notify import TOKEN, Webhook
-from test_sinks_wandb import finished_records, items
-from test_train_e2e import TINY
+from helpers import TINY, TOKEN, Webhook, finished_records, items
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,18 +17,29 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 ``time``:
 
 - ``kind``: "scheduled", "anomaly" or "final"
-- ``total_iters``, ``percent``, ``elapsed_s``, ``paused_s``, ``eta_s``, ``iters_per_s``,
-  ``ms_per_iter``
-- ``loss``, ``smoothed_loss``, ``lr``, ``best_val_loss``
-- ``mfu`` (a fraction), ``peak_flops`` (FLOP/s), ``peak_flops_source``
-- ``tokens_processed``, ``tokens_per_s``
-- ``memory``: a list of {``device``, ``used_bytes``, ``total_bytes``, ``reserved_bytes``,
-  ``peak_bytes``, ``name``}
+- ``total_iters``: optimizer steps in the whole run
+- ``percent``: 100 x iteration / total_iters
+- ``elapsed_s``: wall seconds since this process's tracker started, pauses included
+- ``paused_s``: the part of elapsed_s spent in marked pauses
+- ``eta_s``: estimated wall seconds to the end
+- ``iters_per_s``: steps per second over the speed window (final: the run's average)
+- ``ms_per_iter``: milliseconds per step, likewise
+- ``loss``: the latest loss
+- ``smoothed_loss``: the mean of the recent losses
+- ``lr``: the latest learning rate
+- ``best_val_loss``: the lowest validation loss seen
+- ``mfu``: model FLOP utilisation, a fraction
+- ``peak_flops``: the peak it is a fraction of, in FLOP/s
+- ``peak_flops_source``: where that peak comes from
+- ``tokens_processed``: tokens of every step done, resumed ones included
+- ``tokens_per_s``: tokens per second over the speed window
+- ``memory``: a list of {device, used_bytes, total_bytes, reserved_bytes, peak_bytes, name}
 - ``metrics``: the caller's named values
-- ``sections``: a list of {``title``, ``lines``: [[label, value], ...], ``into``}
-- ``anomalies``: a list of {``kind``, ``message``, ``since_iter``}
-- ``start_iter``
-- ``outcome``, ``error``: null, except in the final summary (see ``run_end``)
+- ``sections``: a list of {title, lines: [[label, value], ...], into}
+- ``anomalies``: a list of {kind, message, since_iter}
+- ``start_iter``: the iteration this process resumed at
+- ``outcome``: null, except in the final summary: how the run ended (see ``run_end``)
+- ``error``: null, except in the final summary of a crash: the exception
 
 and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B receive
 (``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ...).
