@@ -326,17 +326,14 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
     state = curriculum.state(100.0 * iter_num / cfg.max_iters)
     next_eval = (iter_num // cfg.eval_interval + 1) * cfg.eval_interval
     # Report sections read these Python values only when a report is built: no device syncs.
-    # Sections titled like the library's blocks add their lines to those blocks.
-    tracker.set_section("📊 Metrics", lambda: {
-        "Connection Ratio": f"{100 * active_conn / total_conn:.2f}% ({active_conn:,}/{total_conn:,} connections)",
-        "Phase": state.label,
-    })
-    tracker.set_section("💾 Memory", {
+    # The connection ratio and the phase name are named values of step(); these add the rest.
+    tracker.set_section("Connections", lambda: {"Connections": f"{active_conn:,}/{total_conn:,} active"}, into="metrics")
+    tracker.set_section("Batch", {
         "Batch size": f"{cfg.batch_size} × {micro_steps} accumulation"
                       + (f" × {rt.world_size} processes" if rt.ddp else ""),
         "Tokens/batch": tokens_per_iter,
-    })
-    tracker.set_section("📚 Curriculum", lambda: curriculum_lines(state))
+    }, into="memory")
+    tracker.set_section("📚 Curriculum", lambda: {"Focus": state.phase.description, **curriculum_lines(state)})
     tracker.set_section("🧠 Model State", lambda: {"Active params": active_params, "Total params": total_params})
     tracker.set_section("🎭 Persona Dimensions", lambda: persona_lines(dim_losses, state, data.vocab_size, next_eval))
     milestones = sorted({math.ceil(cfg.max_iters * p / 100) for p in MILESTONES if cfg.max_iters * p / 100 > iter_num})
