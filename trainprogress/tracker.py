@@ -546,3 +546,21 @@ class ProgressTracker:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.close(error=exc if isinstance(exc, Exception) else None)
+
+    @property
+    def iters_per_s(self) -> float | None:
+        """Training speed in optimizer steps per second over the recent speed window (pauses
+        excluded), as the next report would show it; None before any step was timed. Reads
+        no device value: no sync."""
+        self._drain_steps()
+        return self._speed.iters_per_s
+
+    @property
+    def mfu(self) -> float | None:
+        """Model FLOPs utilisation as a fraction of the peak, at ``iters_per_s``; None
+        without flops_per_iter, without a known peak, on non-master ranks, or before any
+        step was timed. No sync."""
+        speed = self.iters_per_s
+        if self._peak is None or speed is None:
+            return None
+        return self.flops_per_iter * speed / self._peak.flops_per_s
