@@ -28,6 +28,7 @@ from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
 from trainkit.settings import GPTTrainingConfig, require_positive
 from trainkit.training import Training, start
+from trainprogress import ProgressTracker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,7 +98,7 @@ def full_split_loss(model: torch.nn.Module, data: TokenData, rt: Runtime, split:
     return total / count
 
 
-def log_line(done: int, loss: float, tracker) -> str:
+def log_line(done: int, loss: float, tracker: ProgressTracker) -> str:
     """The one-line log: iteration, loss, and the tracker's own speed and MFU figures."""
     speed, mfu = tracker.iters_per_s, tracker.mfu
     time = f"{1000 / speed:.2f}ms" if speed else "-"

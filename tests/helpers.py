@@ -1,8 +1,22 @@
-"""Shared test helpers: a fake clock and a sink that keeps what it is sent."""
+"""Shared test helpers: a fake clock, a sink that keeps what it is sent, the repository's
+scripts run as real processes, a webhook endpoint on 127.0.0.1, and readers of JSONL logs
+and offline W&B runs."""
 
 from __future__ import annotations
 
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
 from trainprogress import Sink
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeClock:
@@ -44,3 +58,112 @@ class RecordingSink(Sink):
 
     def close(self):
         self.closed += 1
+
+# train.py as a tiny model: 40 steps take seconds on a CPU. Anomaly detection is off: its
+# extra reports (this tiny model's gradient spikes) would blur the report schedule under test.
+TINY_TRAIN = ["--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32",
+              "--batch_size=4", "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4",
+              "--lr_decay_iters=40", "--warmup_iters=4", "--eval_interval=20", "--eval_iters=2", "--report_interval=10",
+              "--log_interval=10", "--device=cpu", "--compile=False", "--dropout=0.0"]
+
+
+def run_script(script: str, *args: str, env: dict[str, str] | None = None, processes: int = 1, timeout: float = 300,
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``script`` (a path from the repository root) with ``args`` as a real process in the
+    repository root, under torchrun with ``processes`` CPU processes (gloo) when more than
+    one, with ``env`` added to the environment. With ``check`` the run must exit 0 (the
+    assertion shows the output's end)."""
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    result = subprocess.run([*launcher, str(REPO / script), *args], capture_output=True, text=True, timeout=timeout,
+                            cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a JSONL log, in order."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+TOKEN = "T0SECRET/B0SECRET/xoxb-s3cr3t-webhook-token"
+
+
+class Webhook:
+    """An incoming-webhook endpoint that records each POST, answering after ``delay_s``."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.posts: list[tuple[str, str, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts.append((self.path, self.headers["Content-Type"], json.loads(body)))
+                time.sleep(delay_s)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:  # the client gave up waiting (the slow-endpoint test)
+                    pass
+
+            def log_message(self, *args):  # keep the test's stderr for the library alone
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/{TOKEN}"
+
+    def texts(self) -> str:
+        return "\n".join(body["text"] for _, _, body in self.posts)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def read_records(path):
+    """The records of a .wandb file: a 7-byte header, then LevelDB-log style chunks
+    (crc32 4 bytes, length 2, type 1: full/first/middle/last) in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, partial, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):  # still being written
+            break
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # full, or last of a split record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(partial + chunk if kind == 4 else chunk)
+            records.append(record)
+            partial = b""
+        elif kind in (2, 3):
+            partial += chunk
+    return records
+
+
+def items(entries):
+    return {"/".join(e.nested_key) if e.nested_key else e.key: json.loads(e.value_json) for e in entries}
+
+
+def finished_records(tmp_path):
+    """The records of the one offline run under ``tmp_path``, once W&B's service process,
+    which writes them after ``finish()`` returns, has written the closing exit record."""
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + 30
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)

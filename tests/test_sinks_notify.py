@@ -15,56 +15,18 @@ import socket
 import socketserver
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import FakeClock
+from helpers import TOKEN, FakeClock, Webhook
 from trainprogress import ProgressTracker
 from trainprogress.anomaly import AnomalyConfig
 from trainprogress.sinks.console import ConsoleSink
 from trainprogress.sinks.jsonl import JsonlSink
 from trainprogress.sinks.notify import NotifySink
 
-TOKEN = "T0SECRET/B0SECRET/xoxb-s3cr3t-webhook-token"
 PASSWORD = "hunter2-smtp-password"
 USER = "bot-user@example.org"
-
-
-class Webhook:
-    """An incoming-webhook endpoint that records each POST, answering after ``delay_s``."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.posts: list[tuple[str, str, dict]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.posts.append((self.path, self.headers["Content-Type"], json.loads(body)))
-                time.sleep(delay_s)
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except OSError:  # the client gave up waiting (the slow-endpoint test)
-                    pass
-
-            def log_message(self, *args):  # keep the test's stderr for the library alone
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/{TOKEN}"
-
-    def texts(self) -> str:
-        return "\n".join(body["text"] for _, _, body in self.posts)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Smtp:

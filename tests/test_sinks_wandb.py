@@ -3,49 +3,16 @@ whose .wandb file is read back record by record with W&B's own protobuf schema."
 
 from __future__ import annotations
 
-import json
-import struct
 import sys
-import time
 
 import pytest
 
-from helpers import FakeClock
+from helpers import FakeClock, finished_records, items
 from trainprogress import ProgressTracker
 
 pytest.importorskip("wandb")
-from wandb.proto import wandb_internal_pb2  # noqa: E402
 
 from trainprogress.sinks.wandb import WandbSink  # noqa: E402
-
-
-def read_records(path):
-    """The records of a .wandb file: a 7-byte header, then LevelDB-log style chunks
-    (crc32 4 bytes, length 2, type 1: full/first/middle/last) in 32 KiB blocks."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, partial, records = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if pos + 7 + length > len(data):  # still being written
-            break
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # full, or last of a split record
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(partial + chunk if kind == 4 else chunk)
-            records.append(record)
-            partial = b""
-        elif kind in (2, 3):
-            partial += chunk
-    return records
-
-
-def items(entries):
-    return {"/".join(e.nested_key) if e.nested_key else e.key: json.loads(e.value_json) for e in entries}
 
 
 @pytest.fixture
@@ -55,18 +22,6 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONSOLE", "off")
     return tmp_path
-
-
-def finished_records(tmp_path):
-    """The records of the one offline run under ``tmp_path``, once W&B's service process,
-    which writes them after ``finish()`` returns, has written the closing exit record."""
-    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    deadline = time.monotonic() + 30
-    while True:
-        records = read_records(path)
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.05)
 
 
 def test_offline_run_holds_scalars_config_and_summary(offline):
