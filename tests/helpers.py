@@ -71,12 +71,14 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None, proce
                check: bool = True) -> subprocess.CompletedProcess:
     """Run ``script`` (a path from the repository root) with ``args`` as a real process in the
     repository root, under torchrun with ``processes`` CPU processes (gloo) when more than
-    one, with ``env`` added to the environment. With ``check`` the run must exit 0 (the
-    assertion shows the output's end)."""
+    one, with ``env`` added to the environment. One thread per process unless ``env`` says
+    otherwise: the tests' tiny models gain nothing from more, and the processes of a test
+    run share the cores. With ``check`` the run must exit 0 (the assertion shows the end of
+    the output)."""
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     result = subprocess.run([*launcher, str(REPO / script), *args], capture_output=True, text=True, timeout=timeout,
-                            cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})})
+                            cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", **(env or {})})
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result

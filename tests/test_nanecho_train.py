@@ -30,7 +30,7 @@ SMALL = ["--preset", "tiny", "--jsonl_log", "True", "--n_layer", str(L), "--n_em
 
 
 def run(*args: str, check: bool = True):
-    return run_script("train_nanecho.py", *args, env={"OMP_NUM_THREADS": "1"}, check=check)
+    return run_script("train_nanecho.py", *args, check=check)
 
 
 def this_run(records: list[dict]) -> list[dict]:
