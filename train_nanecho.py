@@ -18,32 +18,27 @@ also logged (stderr) and sent to the tracker's log sinks as events.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
-import os
 import sys
 import typing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainkit.checkpoint import load_for_resume, save_checkpoint, strip_compile_prefix
 from trainkit.config import ConfigError, format_help, load_config, opt, require
-from trainkit.model import GPTConfig
 from trainkit.nanecho.connections import ConnectionSchedule, connection_counts, grow_connections, init_connections, param_counts
-from trainkit.nanecho.curriculum import DEFAULT_PHASES, Curriculum, PhaseState, phases_from_config
+from trainkit.nanecho.curriculum import DEFAULT_PHASES, DIMENSIONS, Curriculum, PhaseState, phases_from_config
 from trainkit.nanecho.data import NanEchoData, load_index
 from trainkit.nanecho.model import NanEchoGPT
-from trainkit.reporting import build_tracker
-from trainkit.runtime import Runtime, setup_runtime, split_grad_accum, want_compile
+from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
 from trainkit.settings import GPTTrainingConfig, require_positive
-from trainkit.step import optimizer_step
+from trainkit.training import Training, start
 
-log = logging.getLogger("nanecho")
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+logger = logging.getLogger("nanecho")  # phase changes, growth and evaluations, on stderr
 MILESTONES = (25, 50, 75, 100)  # percent of the run at which a sample is generated
 SAMPLE_PROMPT = "Echo Self"
 
@@ -161,24 +156,27 @@ def parse_args(argv: list[str]) -> NanEchoConfig:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: NanEchoData, rt: Runtime, cfg: NanEchoConfig) -> dict[str, float]:
     """Validation loss per persona dimension, in nats per token, over each dimension's whole
-    val split (or its first eval_iters batches), plus "all": the mean over every token."""
+    val split (or its first eval_iters batches), plus "all": the mean over every token.
+    Under DDP each rank evaluates its share of the batches and the sums are added up
+    (every rank calls this)."""
     model.eval()
-    sums, counts = {}, {}
+    sums, counts = [], []
     for dim in data.dimensions:
         total = torch.zeros((), device=rt.device, dtype=torch.float64)
         count = 0
-        for batch, (x, y, n) in enumerate(data.iter_split("val", dim, cfg.batch_size)):
-            if cfg.eval_iters and batch >= cfg.eval_iters:
-                break
+        for x, y, n in rt.share(itertools.islice(data.iter_split("val", dim, cfg.batch_size), cfg.eval_iters or None)):
             with rt.autocast():
                 _, loss = model(x, y)
             total += loss.double() * n
             count += n
-        sums[dim], counts[dim] = total, count
+        sums.append(total)
+        counts.append(count)
     model.train()
-    values = torch.stack([sums[d] for d in data.dimensions]).tolist()  # one device sync for all
-    losses = {d: v / counts[d] for d, v in zip(data.dimensions, values)}
-    losses["all"] = sum(values) / sum(counts.values())
+    both = torch.cat([torch.stack(sums), torch.tensor(counts, dtype=torch.float64, device=rt.device)])
+    both = rt.sum_across_ranks(both).tolist()  # one device sync for all
+    values, counts = both[:len(sums)], both[len(sums):]
+    losses = {d: v / n for d, v, n in zip(data.dimensions, values, counts)}
+    losses["all"] = sum(values) / sum(counts)
     return losses
 
 
@@ -247,7 +245,7 @@ def main(argv: list[str]) -> None:
         print(format_help(config_class(preset), "train_nanecho.py", __doc__.strip()))
         return
     cfg = parse_args(argv)
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend)
+    rt = start(cfg)
     logging.basicConfig(level=logging.INFO if rt.is_master else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
@@ -256,151 +254,99 @@ def main(argv: list[str]) -> None:
         rt.close()
 
 
-def train(cfg: NanEchoConfig, rt: Runtime) -> None:
-    say = print if rt.is_master else (lambda *args, **kwargs: None)
-    micro_steps = split_grad_accum(cfg.gradient_accumulation_steps, rt.world_size)
-    tokens_per_iter = micro_steps * rt.world_size * cfg.batch_size * cfg.block_size
-    lr_schedule, growth, curriculum = cfg.lr_schedule(), cfg.connections(), cfg.curriculum()
+def data_seed(cfg: NanEchoConfig, rank: int) -> int:
+    """The seed of this rank's batches. NanEchoData seeds one generator per dimension past
+    its own (seed + 1 + i), so ranks' seeds lie that many apart and their streams never share
+    a seed; rank 0 keeps cfg.seed."""
+    return cfg.seed + rank * (1 + len(DIMENSIONS))
 
-    # -------------------------------------------------------------------- data
+
+def train(cfg: NanEchoConfig, rt: Runtime) -> None:
+    lr_schedule, growth, curriculum = cfg.lr_schedule(), cfg.connections(), cfg.curriculum()
     if rt.is_master:
         load_index(cfg.data_dir)  # prepares the built-in corpus when it is missing
     rt.barrier()
     torch.manual_seed(cfg.seed + rt.rank)
-    data = NanEchoData(cfg.data_dir, cfg.block_size, rt.device, seed=cfg.seed + rt.rank)
+    data = NanEchoData(cfg.data_dir, cfg.block_size, rt.device, seed=data_seed(cfg, rt.rank))
+    # Masks are drawn from the seed, not the rank: equal on every rank.
+    training = Training(cfg, rt, NanEchoGPT, data, init_fresh=lambda m: init_connections(m, growth.target_ratio(0), seed=cfg.seed))
+    model, iter_num = training.raw_model, training.iter_num
+    phase_name, dim_losses = training.extras.get("phase"), training.extras.get("val_losses")
+    active_conn, total_conn = connection_counts(model)
+    active_params, total_params = param_counts(model)
+    rt.print(f"model: {total_params / 1e6:.2f}M parameters ({active_params:,} active), {cfg.n_layer} layers, "
+             f"{cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size}; data: {cfg.data_dir} "
+             f"({len(data.dimensions)} dimensions, vocabulary {data.vocab_size}, train {data.num_tokens('train'):,} / "
+             f"val {data.num_tokens('val'):,} tokens)")
+    rt.print(f"{training.runtime_line()}; preset {cfg.preset}")
 
-    # -------------------------------------------------------------------- model and resume
-    model_args = {k: getattr(cfg, k) for k in MODEL_KEYS if k != "vocab_size"} | {"vocab_size": data.vocab_size}
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    iter_num, best_val_loss, phase_name, dim_losses, ckpt = 0, math.inf, None, None, None
-    if cfg.init_from == "resume":
-        ckpt = load_for_resume(ckpt_path, rt.device, model_args, cfg.max_iters)
-        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-        phase_name, dim_losses = ckpt["phase"], ckpt["val_losses"]
-    raw_model = NanEchoGPT(GPTConfig(**model_args))
-    if ckpt is not None:
-        raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))  # masks are buffers: restored here
-    else:
-        init_connections(raw_model, growth.target_ratio(0), seed=cfg.seed)
-    raw_model.to(rt.device)
-    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type)
-    scaler = rt.grad_scaler()
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        data.load_state_dict(ckpt["data"])
-        ckpt = None  # free the checkpoint's copy of the weights
-    # MFU counts the dense FLOPs: masked matmuls still run dense on the device.
-    flops_per_token = raw_model.flops_per_token()
-    fast_model = torch.compile(raw_model) if want_compile(cfg.compile, rt.device_type) else raw_model
-    # Masks are equal on every rank (drawn from the seed, not the rank): no buffer broadcasts.
-    model = (DDP(fast_model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None, broadcast_buffers=False)
-             if rt.ddp else fast_model)
-
-    active_conn, total_conn = connection_counts(raw_model)
-    active_params, total_params = param_counts(raw_model)
-    say(f"model: {total_params / 1e6:.2f}M parameters ({active_params:,} active), {cfg.n_layer} layers, "
-        f"{cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size}; data: {cfg.data_dir} "
-        f"({len(data.dimensions)} dimensions, vocabulary {data.vocab_size}, train {data.num_tokens('train'):,} / "
-        f"val {data.num_tokens('val'):,} tokens)")
-    say(f"runtime: {rt.device} {rt.dtype_name}, world size {rt.world_size}, {torch.get_num_threads()} CPU threads, "
-        f"compile {fast_model is not raw_model}; {tokens_per_iter:,} tokens per iteration; preset {cfg.preset}")
-
-    if rt.is_master:
-        os.makedirs(cfg.out_dir, exist_ok=True)  # everything is valid: only now may the run write
-
-    def save(iteration: int, phase: str) -> None:
-        save_checkpoint(ckpt_path, {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "data": data.state_dict(), "model_args": model_args, "iter_num": iteration,
-            "best_val_loss": best_val_loss, "phase": phase, "val_losses": dim_losses, "config": asdict(cfg),
-            "percent": 100.0 * iteration / cfg.max_iters,
-            "connection_ratio": active_conn / total_conn,
-        })
-
-    # -------------------------------------------------------------------- the report
-    precision = rt.precision
-    tracker = build_tracker(cfg, cfg.max_iters, out_dir=cfg.out_dir, tokens_per_iter=tokens_per_iter,
-                            flops_per_iter=flops_per_token * tokens_per_iter / rt.world_size,
-                            start_iter=iter_num, is_master=rt.is_master, precision=precision)
+    tracker = training.tracker()
     state = curriculum.state(100.0 * iter_num / cfg.max_iters)
     next_eval = (iter_num // cfg.eval_interval + 1) * cfg.eval_interval
     # Report sections read these Python values only when a report is built: no device syncs.
     # The connection ratio and the phase name are named values of step(); these add the rest.
     tracker.set_section("Connections", lambda: {"Connections": f"{active_conn:,}/{total_conn:,} active"}, into="metrics")
     tracker.set_section("Batch", {
-        "Batch size": f"{cfg.batch_size} × {micro_steps} accumulation"
+        "Batch size": f"{cfg.batch_size} × {training.micro_steps} accumulation"
                       + (f" × {rt.world_size} processes" if rt.ddp else ""),
-        "Tokens/batch": tokens_per_iter,
+        "Tokens/batch": training.tokens_per_iter,
     }, into="memory")
     tracker.set_section("📚 Curriculum", lambda: {"Focus": state.phase.description, **curriculum_lines(state)})
     tracker.set_section("🧠 Model State", lambda: {"Active params": active_params, "Total params": total_params})
     tracker.set_section("🎭 Persona Dimensions", lambda: persona_lines(dim_losses, state, data.vocab_size, next_eval))
     milestones = sorted({math.ceil(cfg.max_iters * p / 100) for p in MILESTONES if cfg.max_iters * p / 100 > iter_num})
-
-    # -------------------------------------------------------------------- training loop
-    first_values = {"best_val_loss": best_val_loss} if math.isfinite(best_val_loss) else {}
-    # The ratio the masks were grown to: the schedule's target of the last iteration run.
-    grown_to = growth.target_ratio(max(iter_num - 1, 0))
+    values = training.first_values()
+    grown_to = growth.target_ratio(max(iter_num - 1, 0))  # the masks' ratio: the target of the last step run
 
     def micro_loss() -> torch.Tensor:
         x, y = data.get_batch("train", cfg.batch_size, state.sampling_weights)  # the current phase's mix
         with rt.autocast():
-            _, loss = model(x, y)
+            _, loss = training.model(x, y)
         return loss
 
     with tracker:
         for it in range(iter_num, cfg.max_iters):  # it: optimizer steps done before this one
             state = curriculum.state(100.0 * it / cfg.max_iters)
             if state.phase.name != phase_name:
-                log.info("phase %s at iteration %d (%.1f%%): %s; lr multiplier %.3f", "change" if phase_name else "start",
-                         it, 100.0 * it / cfg.max_iters, state.label, state.lr_multiplier)
+                logger.info("phase %s at iteration %d (%.1f%%): %s; lr multiplier %.3f", "change" if phase_name else "start",
+                            it, 100.0 * it / cfg.max_iters, state.label, state.lr_multiplier)
                 tracker.event("phase_change", phase=state.phase.name, previous=phase_name, description=state.phase.description)
                 phase_name = state.phase.name
-            target = growth.target_ratio(it)
-            if target > grown_to:
-                grown_to = target
-                added = grow_connections(raw_model, target, seed=cfg.seed, iteration=it)
-                active_conn, _ = connection_counts(raw_model)  # measured, not the nominal target
-                active_params, _ = param_counts(raw_model)
-                log.info("connection growth at iteration %d: +%d connections, ratio %.2f%% (%d active params)",
-                         it, added, 100 * active_conn / total_conn, active_params)
+            if growth.target_ratio(it) > grown_to:
+                grown_to = growth.target_ratio(it)
+                added = grow_connections(model, grown_to, seed=cfg.seed, iteration=it)
+                active_conn, active_params = connection_counts(model)[0], param_counts(model)[0]  # measured, not nominal
+                logger.info("connection growth at iteration %d: +%d connections, ratio %.2f%% (%d active params)",
+                            it, added, 100 * active_conn / total_conn, active_params)
                 tracker.event("connection_growth", added=added, connection_ratio=active_conn / total_conn,
                               active_params=active_params)
 
             lr = lr_schedule(it) * state.lr_multiplier
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum, grad_norm = optimizer_step(rt, model, optimizer, scaler, micro_loss, micro_steps, cfg.grad_clip,
-                                                 raw_model.parameters())
+            loss, grad_norm = training.step(lr, micro_loss)
             # Also as named values, so that log sinks (JSONL, TensorBoard, W&B) carry them.
-            values = {**first_values, "connection_ratio": active_conn / total_conn, "phase": state.phase.name}
-            first_values = {}
-            if grad_norm is not None:
-                values["grad_norm"] = grad_norm
+            values |= {"connection_ratio": active_conn / total_conn, "phase": state.phase.name, "grad_norm": grad_norm}
             done = it + 1
-
-            if rt.is_master and (done % cfg.eval_interval == 0 or done == cfg.max_iters):
-                with tracker.pause("eval"):
-                    dim_losses = evaluate(fast_model, data, rt, cfg)
-                next_eval = done + cfg.eval_interval
-                values["val_loss"] = dim_losses["all"]
-                log.info("eval at iteration %d: val loss %.4f; %s", done, dim_losses["all"],
-                         ", ".join(f"{d} {v:.4f}" for d, v in dim_losses.items() if d != "all"))
+            if done % cfg.eval_interval == 0 or done == cfg.max_iters:
+                with tracker.pause("eval"):  # every rank evaluates its share
+                    dim_losses = evaluate(training.fast_model, data, rt, cfg)
+                next_eval, values["val_loss"] = done + cfg.eval_interval, dim_losses["all"]
+                logger.info("eval at iteration %d: val loss %.4f; %s", done, dim_losses["all"],
+                            ", ".join(f"{d} {v:.4f}" for d, v in dim_losses.items() if d != "all"))
                 tracker.event("persona_eval", **{f"val_loss/{d}": v for d, v in dim_losses.items()})
-                if dim_losses["all"] < best_val_loss or cfg.always_save_checkpoint or done == cfg.max_iters:
-                    best_val_loss = min(best_val_loss, dim_losses["all"])
+                if training.record_val_loss(dim_losses["all"]) or cfg.always_save_checkpoint or done == cfg.max_iters:
                     with tracker.pause("checkpoint"):
-                        save(done, phase_name)
+                        training.save(done, data.state_dict(), phase=phase_name, val_losses=dim_losses,
+                                      percent=100.0 * done / cfg.max_iters, connection_ratio=active_conn / total_conn)
             if rt.is_master and cfg.sample_at_milestones and milestones and done >= milestones[0]:
                 milestones.pop(0)
-                with tracker.pause("sample"):
-                    text = generate_sample(raw_model, data, rt, cfg)
+                with tracker.pause("sample"):  # rank 0 alone: the others wait in the next step's all-reduce
+                    text = generate_sample(model, data, rt, cfg)
                 # One line per report entry: the sample's newlines shown as " | ".
                 tracker.set_section("✍️ Sample", {f"At {100 * done / cfg.max_iters:.0f}%": text.replace("\n", " | ")})
-            tracker.step(loss=loss_sum, lr=lr, **values)
-    say(f"checkpoint: {ckpt_path} (iteration {cfg.max_iters:,}, phase {phase_name}, "
-        f"connections {100 * active_conn / total_conn:.2f}%, best val loss {best_val_loss:.4f})")
+            tracker.step(loss=loss, lr=lr, **values)
+            values = {}
+    rt.print(f"checkpoint: {training.ckpt_path} (iteration {cfg.max_iters:,}, phase {phase_name}, "
+             f"connections {100 * active_conn / total_conn:.2f}%, best val loss {training.best_val_loss:.4f})")
 
 
 if __name__ == "__main__":

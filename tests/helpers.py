@@ -1,24 +1,22 @@
-"""Shared test helpers: a fake clock, a sink that keeps what it is sent, a webhook endpoint
-on 127.0.0.1, a reader of offline W&B runs, and the tiny GPT trainer configuration. The
-only module test modules import from one another."""
+"""Shared test helpers: a fake clock, a sink that keeps what it is sent, the repository's
+scripts run as real processes, a webhook endpoint on 127.0.0.1, and readers of JSONL logs
+and offline W&B runs."""
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from trainprogress import Sink
 
-# A tiny model, 40 optimizer steps, a report every 10% (4 steps), evaluations at 20 and 40.
-# Anomaly detection is off: its extra reports (this tiny model's gradient spikes) are tested
-# with the sinks, and here would blur the schedule under test.
-TINY = ["--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
-        "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4", "--lr_decay_iters=40",
-        "--warmup_iters=4", "--eval_interval=20", "--eval_iters=2", "--report_interval=10", "--log_interval=10",
-        "--device=cpu", "--compile=False", "--dropout=0.0"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeClock:
@@ -61,8 +59,38 @@ class RecordingSink(Sink):
     def close(self):
         self.closed += 1
 
+# train.py as a tiny model: 40 steps take seconds on a CPU. Anomaly detection is off: its
+# extra reports (this tiny model's gradient spikes) would blur the report schedule under test.
+TINY_TRAIN = ["--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32",
+              "--batch_size=4", "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4",
+              "--lr_decay_iters=40", "--warmup_iters=4", "--eval_interval=20", "--eval_iters=2", "--report_interval=10",
+              "--log_interval=10", "--device=cpu", "--compile=False", "--dropout=0.0"]
+
+
+def run_script(script: str, *args: str, env: dict[str, str] | None = None, processes: int = 1, timeout: float = 300,
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``script`` (a path from the repository root) with ``args`` as a real process in the
+    repository root, under torchrun with ``processes`` CPU processes (gloo) when more than
+    one, with ``env`` added to the environment. One thread per process unless ``env`` says
+    otherwise: the tests' tiny models gain nothing from more, and the processes of a test
+    run share the cores. With ``check`` the run must exit 0 (the assertion shows the end of
+    the output)."""
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    result = subprocess.run([*launcher, str(REPO / script), *args], capture_output=True, text=True, timeout=timeout,
+                            cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a JSONL log, in order."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
 
 TOKEN = "T0SECRET/B0SECRET/xoxb-s3cr3t-webhook-token"
+
 
 class Webhook:
     """An incoming-webhook endpoint that records each POST, answering after ``delay_s``."""

@@ -4,7 +4,6 @@ out_dir written)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Literal
 
 import pytest
 
+from helpers import run_script
 from trainkit.config import ConfigError, format_help, load_config, opt, parse_config_file, parse_value, require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,8 +148,7 @@ def test_help_lists_every_key_with_default_and_help():
 # ----------------------------------------------------------------------------- train.py as a user runs it
 
 def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return run_script("train.py", *args, env=env, timeout=120, check=False)
 
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--max_iters=5",

@@ -2,17 +2,14 @@
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import run_script
+
 HEADER = re.compile(r"TRAINING PROGRESS: ([\d.]+)% \(([\d,]+)/([\d,]+) iterations\)")
 
 
 def demo(*args):
-    return subprocess.run([sys.executable, str(REPO / "test_verbose_logging.py"), *args],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    return run_script("test_verbose_logging.py", *args, check=False)
 
 
 def test_fractional_interval_prints_every_block_and_the_summary(tmp_path):

@@ -3,50 +3,54 @@ and errors."""
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import train_nanecho
+from helpers import read_jsonl, run_script
 from trainkit.checkpoint import load_checkpoint
 from trainkit.config import ConfigError
+from trainkit.model import GPTConfig
 from trainkit.nanecho.connections import ConnectionSchedule
 from trainkit.nanecho.corpus import prepare
 from trainkit.nanecho.curriculum import DIMENSIONS, Curriculum
+from trainkit.nanecho.data import NanEchoData
+from trainkit.nanecho.model import NanEchoGPT
+from trainkit.runtime import setup_runtime
 
-ROOT = Path(__file__).resolve().parents[1]
 L, C, BLOCK, BATCH, ITERS = 1, 32, 32, 8, 40
 GROWTH = ConnectionSchedule(0.10, 0.05, 10, 1.0)
-SMALL = ["--preset", "tiny", "--n_layer", str(L), "--n_embd", str(C), "--n_head", "2", "--block_size", str(BLOCK),
+TOTAL_CONNECTIONS = L * 9 * C * C  # attention's c_proj (C x C) and the MLP's two (4C x C) weights
+SMALL = ["--preset", "tiny", "--jsonl_log", "True", "--n_layer", str(L), "--n_embd", str(C), "--n_head", "2", "--block_size", str(BLOCK),
          "--batch_size", str(BATCH), "--eval_interval", "20", "--eval_iters", "2", "--connection_growth_interval", "10",
          "--report_interval", "10", "--sample_tokens", "24"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "train_nanecho.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=300)
+def run(*args: str, check: bool = True):
+    return run_script("train_nanecho.py", *args, check=check)
 
 
-def parse_reports(stdout: str) -> list[dict]:
-    """Each progress block as {"percent", "iteration", "lines": {label: value}}."""
-    out = []
-    for block in re.split(r"^🔄 TRAINING PROGRESS: ", stdout, flags=re.M)[1:]:
-        head = re.match(r"(\d+)% \(([\d,]+)/([\d,]+) iterations\)", block)
-        lines = dict(re.findall(r"^   • ([^:\n]+): (.*)$", block.split("\n" + "=" * 80 + "\n\n")[0], flags=re.M))
-        out.append({"percent": int(head[1]), "iteration": int(head[2].replace(",", "")), "lines": lines})
-    return out
+def this_run(records: list[dict]) -> list[dict]:
+    """The records of the latest process (a resumed run appends to the same log)."""
+    starts = [i for i, r in enumerate(records) if r["type"] == "run_start"]
+    return records[starts[-1]:]
 
 
-def connections(value: str) -> tuple[int, int]:
-    active, total = re.fullmatch(r"([\d,]+)/([\d,]+) active", value).groups()
-    return int(active.replace(",", "")), int(total.replace(",", ""))
+def parse_reports(records: list[dict]) -> list[dict]:
+    """Each scheduled report as its JSONL record plus "lines": every section line, by label."""
+    reports = [r for r in this_run(records) if r["type"] == "report" and r["kind"] == "scheduled"]
+    return [{**r, "lines": {label: value for s in r["sections"] for label, value in s["lines"]}} for r in reports]
+
+
+def events(records: list[dict], kind: str) -> list[dict]:
+    return [r for r in this_run(records) if r["type"] == "event" and r["event"] == kind]
+
+
+def active_connections(report: dict) -> int:
+    return round(report["metrics"]["connection_ratio"] * TOTAL_CONNECTIONS)
 
 
 def expected_active(iteration: int) -> int:
@@ -65,7 +69,7 @@ def masks_of(ckpt: dict) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
+def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("nanecho_data")
     prepare(folder)
     return folder
@@ -75,89 +79,86 @@ def data_dir(tmp_path_factory) -> Path:
 def full_run(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     result = run(*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(out))
-    assert result.returncode == 0, result.stderr
-    return result, out
+    return read_jsonl(out / "progress.jsonl"), out, result
 
 
 def test_reports_every_interval_with_the_nanecho_fields(full_run):
-    result, _ = full_run
-    reports = parse_reports(result.stdout)
-    assert [r["percent"] for r in reports] == list(range(10, 101, 10))
+    records, _, result = full_run
+    reports = parse_reports(records)
+    assert [r["percent"] for r in reports] == [float(p) for p in range(10, 101, 10)]
     assert [r["iteration"] for r in reports] == list(range(4, 41, 4))
     for r in reports:
-        lines = r["lines"]
-        for label in ("Loss (smoothed)", "Learning Rate", "Elapsed", "ETA", "Speed", "Process Memory (RSS)",
-                      "Phase", "Focus", "Phase progress", "Next phase", "Connection Ratio", "Connections", "Active params",
-                      "Total params"):
-            assert label in lines, (label, r["percent"])
-        assert lines["Batch size"] == f"{BATCH} × 1 accumulation"
-        assert lines["Tokens/batch"] == f"{BATCH * BLOCK}"
-        assert re.fullmatch(r"[\d,]+/[\d,]+ active", lines["Connections"])
-        assert 0 < float(lines["Connection Ratio"]) <= 1
-    assert "✅ TRAINING COMPLETE!" in result.stdout
+        assert r["smoothed_loss"] > 0 and r["lr"] > 0 and r["elapsed_s"] > 0 and r["iters_per_s"] > 0
+        assert r["eta_s"] is not None and r["memory"]
+        for label in ("Connections", "Focus", "Phase progress", "Next phase", "LR multiplier", "Active params", "Total params"):
+            assert label in r["lines"], (label, r["percent"])
+        assert r["lines"]["Batch size"] == f"{BATCH} × 1 accumulation"
+        assert r["lines"]["Tokens/batch"] == BATCH * BLOCK
+    assert [r["type"] for r in records[-2:]] == ["report", "run_end"] and records[-1]["status"] == "completed"
+    assert "TRAINING COMPLETE" in result.stdout
 
 
 def test_connection_ratio_is_the_mask_density_and_grows_on_schedule(full_run):
-    result, out = full_run
-    reports = parse_reports(result.stdout)
+    records, out, _ = full_run
+    reports = parse_reports(records)
     for r in reports:
-        active, total = connections(r["lines"]["Connections"])
-        assert total == L * 9 * C * C
-        assert active == expected_active(r["iteration"]), r["iteration"]
-        assert float(r["lines"]["Connection Ratio"]) == pytest.approx(active / total, rel=1e-5)
-    assert connections(reports[0]["lines"]["Connections"])[0] < connections(reports[-1]["lines"]["Connections"])[0]
+        assert active_connections(r) == expected_active(r["iteration"]), r["iteration"]
+    assert active_connections(reports[0]) < active_connections(reports[-1])
     masks = masks_of(load_checkpoint(str(out / "ckpt.pt")))
-    measured = sum(int(m.sum()) for m in masks.values())
-    assert (measured, sum(m.numel() for m in masks.values())) == connections(reports[-1]["lines"]["Connections"])
-    for it in (10, 20, 30):
-        assert f"connection growth at iteration {it}:" in result.stderr
+    assert sum(m.numel() for m in masks.values()) == TOTAL_CONNECTIONS
+    assert sum(int(m.sum()) for m in masks.values()) == active_connections(reports[-1])
+    growth = events(records, "connection_growth")
+    assert [e["iteration"] for e in growth] == [10, 20, 30]
+    assert [round(e["data"]["connection_ratio"] * TOTAL_CONNECTIONS) for e in growth] == [expected_active(i + 1) for i in (10, 20, 30)]
 
 
 def test_active_params_are_exact_against_a_hand_count(full_run, data_dir):
-    result, _ = full_run
+    records, _, _ = full_run
     vocab = json.loads((data_dir / "meta.json").read_text())["vocab_size"]
-    for r in parse_reports(result.stdout):
-        active, total = connections(r["lines"]["Connections"])
-        assert r["lines"]["Total params"] == f"{hand_total(vocab):,}"
-        assert r["lines"]["Active params"] == f"{hand_total(vocab) - (total - active):,}"
+    for r in parse_reports(records):
+        assert r["lines"]["Total params"] == hand_total(vocab)
+        assert r["lines"]["Active params"] == hand_total(vocab) - (TOTAL_CONNECTIONS - active_connections(r))
 
 
 def test_phases_follow_the_curriculum_and_changes_are_logged(full_run):
-    result, out = full_run
+    records, out, _ = full_run
     curriculum = Curriculum()
-    for r in parse_reports(result.stdout):
+    for r in parse_reports(records):
         state = curriculum.state(100 * (r["iteration"] - 1) / ITERS)  # the phase of the last step run
-        assert r["lines"]["Phase"] == state.phase.name and r["lines"]["Focus"] == state.phase.description
+        assert r["metrics"]["phase"] == state.phase.name and r["lines"]["Focus"] == state.phase.description
         assert r["lines"]["LR multiplier"] == f"×{state.lr_multiplier:.3f}"
-    changes = re.findall(r"phase change at iteration (\d+) \([\d.]+%\): (\w+)", result.stderr)
     # Phases start at 15, 40, 60 and 80% of 40 iterations.
-    assert changes == [("6", "persona_dimensions"), ("16", "hypergraph_patterns"),
-                       ("24", "recursive_reasoning"), ("32", "adaptive_mastery")]
+    assert [(e["iteration"], e["data"]["phase"]) for e in events(records, "phase_change")] == [
+        (0, "basic_awareness"), (6, "persona_dimensions"), (16, "hypergraph_patterns"),
+        (24, "recursive_reasoning"), (32, "adaptive_mastery")]
     ckpt = load_checkpoint(str(out / "ckpt.pt"))
     assert ckpt["phase"] == "adaptive_mastery" and ckpt["percent"] == 100.0
 
 
 def test_per_dimension_validation_losses_in_report_and_log(full_run):
-    result, out = full_run
-    last = parse_reports(result.stdout)[-1]["lines"]
+    records, out, _ = full_run
+    reports = parse_reports(records)
     ckpt = load_checkpoint(str(out / "ckpt.pt"))
+    last = reports[-1]
     for dim in DIMENSIONS:
         loss = ckpt["val_losses"][dim]
-        assert re.fullmatch(rf"{loss:.4f} [█░]{{20}} \d+%( \(focus\))?", last[dim])
-        assert f"{dim} {loss:.4f}" in result.stderr
-    assert last["Validation Loss"] == f"{ckpt['val_losses']['all']:.6f}"
-    assert re.search(r"first evaluation at iteration 20", result.stdout)  # before the first eval
-    assert "At 100%" in last and "At 25%" in parse_reports(result.stdout)[2]["lines"]
+        assert re.fullmatch(rf"{loss:.4f} [█░]{{20}} \d+%( \(focus\))?", last["lines"][dim])
+    evals = events(records, "persona_eval")
+    assert len(evals) == 2  # after steps 20 and 40
+    assert evals[-1]["data"] == {f"val_loss/{d}": v for d, v in ckpt["val_losses"].items()}
+    assert last["metrics"]["val_loss"] == ckpt["val_losses"]["all"]
+    assert reports[0]["lines"]["Validation loss"] == "first evaluation at iteration 20"
+    assert "At 100%" in last["lines"] and "At 25%" in reports[2]["lines"]
 
 
 def test_evaluate_matches_a_direct_per_dimension_computation(full_run, data_dir):
-    _, out = full_run
+    _, out, _ = full_run
     ckpt = load_checkpoint(str(out / "ckpt.pt"))
     cfg = train_nanecho.parse_args([*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--eval_iters", "0"])
-    model = train_nanecho.NanEchoGPT(train_nanecho.GPTConfig(**ckpt["model_args"]))
+    model = NanEchoGPT(GPTConfig(**ckpt["model_args"]))
     model.load_state_dict(ckpt["model"])
-    rt = train_nanecho.setup_runtime("cpu", "float32")
-    data = train_nanecho.NanEchoData(str(data_dir), BLOCK, "cpu", seed=0)
+    rt = setup_runtime("cpu", "float32")
+    data = NanEchoData(str(data_dir), BLOCK, "cpu", seed=0)
     losses = train_nanecho.evaluate(model, data, rt, cfg)
     assert set(losses) == set(DIMENSIONS) | {"all"}
     model.eval()
@@ -179,17 +180,15 @@ def test_evaluate_matches_a_direct_per_dimension_computation(full_run, data_dir)
 
 
 def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
-    _, full_out = full_run
-    first = run(*SMALL, "--max_iters", "20", "--data_dir", str(data_dir), "--out_dir", str(tmp_path))
-    assert first.returncode == 0, first.stderr
+    _, full_out, _ = full_run
+    run(*SMALL, "--max_iters", "20", "--data_dir", str(data_dir), "--out_dir", str(tmp_path))
     half = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert half["iter_num"] == 20
-    resumed = run(*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(tmp_path),
-                  "--init_from", "resume")
-    assert resumed.returncode == 0, resumed.stderr
-    reports = parse_reports(resumed.stdout)
-    assert [r["percent"] for r in reports] == [60, 70, 80, 90, 100]  # 50% was passed before the resume
-    assert reports[0]["lines"]["Tokens processed"] == f"{24 * BATCH * BLOCK:,}"  # the first 20 steps count too
+    run(*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(tmp_path), "--init_from", "resume")
+    records = read_jsonl(tmp_path / "progress.jsonl")
+    reports = parse_reports(records)
+    assert [r["percent"] for r in reports] == [60.0, 70.0, 80.0, 90.0, 100.0]  # 50% was passed before the resume
+    assert reports[0]["tokens_processed"] == 24 * BATCH * BLOCK  # the first 20 steps count too
     end = load_checkpoint(str(tmp_path / "ckpt.pt"))
     for name, mask in masks_of(end).items():
         assert bool((mask | ~masks_of(half)[name]).all())  # every restored connection kept
@@ -197,7 +196,9 @@ def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
     uninterrupted = masks_of(load_checkpoint(str(full_out / "ckpt.pt")))
     assert all(torch.equal(mask, uninterrupted[name]) for name, mask in masks_of(end).items())
     # At 50% of the longer run the phase is hypergraph_patterns, not the checkpoint's final phase.
-    assert re.search(r"phase change at iteration 20 \(50.0%\): hypergraph_patterns", resumed.stderr)
+    first_change = events(records, "phase_change")[0]
+    assert (first_change["iteration"], first_change["data"]["phase"]) == (20, "hypergraph_patterns")
+    assert first_change["data"]["previous"] == "adaptive_mastery"
 
 
 def test_bad_flags_and_bad_data_exit_non_zero_with_the_fix(data_dir, tmp_path):
@@ -210,7 +211,7 @@ def test_bad_flags_and_bad_data_exit_non_zero_with_the_fix(data_dir, tmp_path):
         (["--init_from", "resume", "--data_dir", str(data_dir)], "no checkpoint at"),
     ]
     for args, words in cases:
-        result = run("--preset", "tiny", "--out_dir", str(out), *args)
+        result = run("--preset", "tiny", "--out_dir", str(out), *args, check=False)
         assert result.returncode != 0, args
         assert re.search(words, result.stderr), (args, result.stderr)
         assert "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ from helpers import FakeClock, finished_records, items
 from trainprogress import ProgressTracker
 
 pytest.importorskip("wandb")
+
 from trainprogress.sinks.wandb import WandbSink  # noqa: E402
 
 

@@ -6,27 +6,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, TINY_TRAIN, read_jsonl, run_script
 
+# TINY_TRAIN: a tiny model; here 40 optimizer steps, a report every 10% (4 steps), evaluations at 20 and 40.
 TOKENS_PER_ITER = 4 * 32
 HEADER = re.compile(r"TRAINING PROGRESS: ([\d.]+)% \(([\d,]+)/([\d,]+) iterations\)")
 TOKENS = re.compile(r"Tokens processed: ([\d,]+)")
 FINAL_VAL = re.compile(r"final val loss over the whole val split \(103,649 tokens\): ([\d.]+)")
-
-
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True,
-                            timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    return result
 
 
 def reports(stdout: str) -> list[tuple[float, int, int, int | None]]:
@@ -44,15 +34,15 @@ def reports(stdout: str) -> list[tuple[float, int, int, int | None]]:
 def straight(tmp_path_factory) -> tuple[Path, str]:
     """40 steps in one process."""
     out_dir = tmp_path_factory.mktemp("straight")
-    return out_dir, run("train.py", *TINY, "--max_iters=40", f"--out_dir={out_dir}").stdout
+    return out_dir, run_script("train.py", *TINY_TRAIN, "--max_iters=40", "--jsonl_log=True", f"--out_dir={out_dir}").stdout
 
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory) -> tuple[Path, str, str]:
     """The same 40 steps as 20, then a second process resuming to 40."""
     out_dir = tmp_path_factory.mktemp("resumed")
-    first = run("train.py", *TINY, "--max_iters=20", f"--out_dir={out_dir}").stdout
-    second = run("train.py", *TINY, "--max_iters=40", "--init_from=resume", f"--out_dir={out_dir}").stdout
+    first = run_script("train.py", *TINY_TRAIN, "--max_iters=20", f"--out_dir={out_dir}").stdout
+    second = run_script("train.py", *TINY_TRAIN, "--max_iters=40", "--init_from=resume", f"--out_dir={out_dir}").stdout
     return out_dir, first, second
 
 
@@ -78,8 +68,11 @@ def test_report_carries_loss_lr_speed_memory_and_validation(straight):
 
 
 def test_one_line_log_and_final_full_val_loss(straight):
-    _, stdout = straight
+    out_dir, stdout = straight
     assert re.findall(r"^iter (\d+): loss [\d.]+, time [\d.]+ms", stdout, flags=re.M) == ["10", "20", "30", "40"]
+    # The line shows the tracker's own speed: at iteration 40 the same as the 100% report's.
+    last = next(r for r in read_jsonl(out_dir / "progress.jsonl") if r["type"] == "report" and r["iteration"] == 40)
+    assert re.search(rf"^iter 40: loss [\d.]+, time {last['ms_per_iter']:.2f}ms", stdout, flags=re.M)
     assert re.findall(r"^step (\d+): train loss [\d.]+, val loss [\d.]+$", stdout, flags=re.M) == ["20", "40"]
     val = float(FINAL_VAL.search(stdout).group(1))
     assert 2.0 < val < 4.0  # below ln(76) = 4.33: it learned something in 40 tiny steps
@@ -87,12 +80,13 @@ def test_one_line_log_and_final_full_val_loss(straight):
 
 def test_checkpoint_is_written(straight):
     out_dir, _ = straight
-    assert sorted(os.listdir(out_dir)) == ["ckpt.pt"]
+    assert sorted(os.listdir(out_dir)) == ["ckpt.pt", "progress.jsonl"]
     ckpt = torch.load(out_dir / "ckpt.pt", weights_only=True)
     assert ckpt["iter_num"] == 40
     assert ckpt["model_args"]["n_layer"] == 2 and ckpt["model_args"]["vocab_size"] == 76
     assert ckpt["config"]["max_iters"] == 40
-    assert set(ckpt) >= {"model", "optimizer", "best_val_loss", "data"}
+    assert set(ckpt) >= {"model", "optimizer", "scaler", "best_val_loss", "data"}
+    assert len(ckpt["data"]) == 1  # one data-sampler state per process
 
 
 def test_resume_continues_percent_and_tokens(resumed):
@@ -113,7 +107,7 @@ def test_resumed_run_matches_the_uninterrupted_one(straight, resumed):
 
 
 def test_log_interval_zero_leaves_only_the_reports(tmp_path):
-    stdout = run("train.py", *TINY, "--max_iters=3", "--log_interval=0", "--report_interval=1",
+    stdout = run_script("train.py", *TINY_TRAIN, "--max_iters=3", "--log_interval=0", "--report_interval=1",
                  "--final_full_eval=False", f"--out_dir={tmp_path}").stdout
     assert not re.search(r"^(iter|step) \d+", stdout, flags=re.M)
     got = reports(stdout)
@@ -127,15 +121,14 @@ def test_resume_errors(resumed):
         (["--max_iters=40"], "is already at iteration 40 of max_iters=40. Fix: raise --max_iters"),
         (["--max_iters=80", "--n_layer=3"], "holds a model with n_layer=2 (config: 3)"),
     ):
-        result = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, *args, "--init_from=resume",
-                                 f"--out_dir={out_dir}"], capture_output=True, text=True, timeout=120)
+        result = run_script("train.py", *TINY_TRAIN, *args, "--init_from=resume", f"--out_dir={out_dir}", check=False)
         assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_eval_only_leaves_the_checkpoint_alone(resumed):
     out_dir = resumed[0]
     before = (out_dir / "ckpt.pt").stat().st_mtime_ns
-    stdout = run("train.py", *TINY, "--max_iters=40", "--init_from=resume", "--eval_only",
+    stdout = run_script("train.py", *TINY_TRAIN, "--max_iters=40", "--init_from=resume", "--eval_only",
                  f"--out_dir={out_dir}").stdout
     assert re.search(r"^step 40: train loss [\d.]+, val loss [\d.]+$", stdout, flags=re.M)
     assert "TRAINING PROGRESS" not in stdout
@@ -144,7 +137,7 @@ def test_eval_only_leaves_the_checkpoint_alone(resumed):
 
 def test_sample_prints_text_from_the_checkpoint(straight):
     out_dir, _ = straight
-    stdout = run("sample.py", f"--out_dir={out_dir}", "--start=ROMEO:", "--num_samples=2",
+    stdout = run_script("sample.py", f"--out_dir={out_dir}", "--start=ROMEO:", "--num_samples=2",
                  "--max_new_tokens=50", "--device=cpu").stdout
     samples = stdout.split("---------------\n")
     assert len(samples) == 3 and samples[2] == ""
@@ -154,13 +147,8 @@ def test_sample_prints_text_from_the_checkpoint(straight):
 
 def test_ddp_two_processes_report_once(tmp_path):
     """torchrun with two CPU processes (gloo): only rank 0 prints, tokens count both ranks."""
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py"),
-         *TINY, "--gradient_accumulation_steps=2", "--max_iters=8", "--report_interval=25", "--eval_interval=8",
-         "--final_full_eval=False", f"--out_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    result = run_script("train.py", *TINY_TRAIN, "--gradient_accumulation_steps=2", "--max_iters=8", "--report_interval=25",
+                        "--eval_interval=8", "--final_full_eval=False", f"--out_dir={tmp_path}", processes=2)
     got = reports(result.stdout)
     assert [(r[0], r[1]) for r in got] == [(25, 2), (50, 4), (75, 6), (100, 8)]
     assert got[-1][3] == 8 * 2 * TOKENS_PER_ITER  # 2 micro-batches per step: one on each rank
@@ -174,7 +162,7 @@ def test_missing_data_is_prepared_from_the_shipped_corpus(tmp_path):
     dataset.mkdir(parents=True)
     for name in ("input.txt", "prepare.py"):
         shutil.copy(REPO / "data" / "shakespeare_char" / name, dataset / name)
-    stdout = run("train.py", *TINY, "--max_iters=2", "--final_full_eval=False", f"--data_dir={tmp_path / 'data'}",
+    stdout = run_script("train.py", *TINY_TRAIN, "--max_iters=2", "--final_full_eval=False", f"--data_dir={tmp_path / 'data'}",
                  f"--out_dir={tmp_path / 'out'}").stdout
     assert "preparing data" in stdout and "train 932,846 / val 103,650 tokens" in stdout
     assert sorted(p.name for p in dataset.iterdir()) == ["input.txt", "meta.pkl", "prepare.py", "train.bin", "val.bin"]

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from helpers import TINY, TOKEN, Webhook, finished_records, items
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(script, *args, env_extra=None):
-    env = {**os.environ, **(env_extra or {})}
-    result = subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True,
-                            timeout=300, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    return result
-
-
-def jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from helpers import TINY_TRAIN, TOKEN, Webhook, finished_records, items, read_jsonl, run_script
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +19,14 @@ def gpt_run(tmp_path_factory, webhook):
     out = tmp_path_factory.mktemp("gpt")
     env = {"WANDB_MODE": "offline", "WANDB_DIR": str(out), "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
            "TRAINPROGRESS_SLACK_WEBHOOK_URL": webhook.url}
-    result = run("train.py", *TINY, "--max_iters=40", f"--out_dir={out}", "--jsonl_log=True", "--tensorboard_log=True",
-                 "--wandb_log=True", "--wandb_run_name=tiny", "--progress_bar=True", "--notify=True", env_extra=env)
+    result = run_script("train.py", *TINY_TRAIN, "--max_iters=40", f"--out_dir={out}", "--jsonl_log=True", "--tensorboard_log=True",
+                 "--wandb_log=True", "--wandb_run_name=tiny", "--progress_bar=True", "--notify=True", env=env)
     return out, result
 
 
 def test_gpt_jsonl_log(gpt_run):
     out, _ = gpt_run
-    records = jsonl(out / "progress.jsonl")
+    records = read_jsonl(out / "progress.jsonl")
     assert records[0]["type"] == "run_start" and records[0]["config"]["max_iters"] == 40
     reports = [r for r in records if r["type"] == "report" and r["kind"] == "scheduled"]
     assert [r["percent"] for r in reports] == [10.0 * k for k in range(1, 11)]
@@ -90,9 +71,9 @@ def test_gpt_bar_on_a_pipe_writes_no_carriage_returns(gpt_run):
 
 
 def test_nanecho_logs_phase_changes_and_connection_ratio(tmp_path):
-    run("train_nanecho.py", "--preset=tiny", "--max_iters=40", "--report_interval=10", "--eval_interval=20",
+    run_script("train_nanecho.py", "--preset=tiny", "--max_iters=40", "--report_interval=10", "--eval_interval=20",
         f"--out_dir={tmp_path}", "--jsonl_log=True", "--tensorboard_log=True")
-    records = jsonl(tmp_path / "progress.jsonl")
+    records = read_jsonl(tmp_path / "progress.jsonl")
     phases = [r["data"]["phase"] for r in records if r["type"] == "event" and r["event"] == "phase_change"]
     assert phases == ["basic_awareness", "persona_dimensions", "hypergraph_patterns", "recursive_reasoning", "adaptive_mastery"]
     reports = [r for r in records if r["type"] == "report" and r["kind"] == "scheduled"]

@@ -2,7 +2,9 @@
 
 Modules: ``config`` (safe nanoGPT-style configuration), ``model`` (GPT), ``data`` (token
 files and batches), ``schedule`` (learning rate), ``checkpoint`` (atomic save, safe load),
-``runtime`` (device, dtype, DDP) and ``reporting`` (the progress tracker from a config).
+``runtime`` (device, dtype, DDP), ``step`` (one optimizer step), ``reporting`` (the progress
+tracker from a config) and ``training`` (the setup both trainers share, and their one
+checkpoint point).
 Import the modules you need; importing the package itself does not import torch.
 """
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from trainkit.config import ConfigError
+from trainkit.model import SHAPE_KEYS
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "strip_compile_prefix"]
 
@@ -60,10 +61,6 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry).")
     return ckpt
-
-
-# The model settings that fix the weights' shapes: a checkpoint resumes only with the same.
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
 def load_for_resume(

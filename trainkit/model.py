@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-__all__ = ["GPTConfig", "GPT"]
+__all__ = ["GPTConfig", "GPT", "SHAPE_KEYS", "model_args"]
+
+# The settings that fix the weights' shapes: a checkpoint resumes only with the same ones.
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
 @dataclass
@@ -40,6 +43,14 @@ class GPTConfig:
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}). "
                 f"Fix: choose n_embd as a multiple of n_head."
             )
+
+
+def model_args(settings: object, vocab_size: int) -> dict:
+    """The GPTConfig keyword arguments for a run: the shape keys (``vocab_size`` from the
+    data, the others read from ``settings``, e.g. a trainer's config) and ``dropout``,
+    which may change between a checkpoint and its resumed run."""
+    args = {key: getattr(settings, key) for key in SHAPE_KEYS if key != "vocab_size"}
+    return {**args, "vocab_size": vocab_size, "dropout": settings.dropout}
 
 
 class LayerNorm(nn.Module):
@@ -149,10 +160,6 @@ class GPT(nn.Module):
         if non_embedding:
             n -= self.transformer.wpe.weight.numel()
         return n
-
-    def model_args(self) -> dict:
-        """The shape as a plain dict, for checkpoints."""
-        return asdict(self.config)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.size()

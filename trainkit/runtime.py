@@ -5,13 +5,18 @@
 bf16 units (AVX512-BF16, AMX); else fp16 with a GradScaler on CUDA, fp32 on other CPUs and
 on MPS), and joins the process group when launched by ``torchrun`` (which sets RANK,
 LOCAL_RANK and WORLD_SIZE). A plain ``python train.py`` is a single process of world size 1.
+
+Several processes assume one shared filesystem: rank 0 prepares the data and writes the
+checkpoint, and every rank reads them from the same paths.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
+from typing import Iterable, Iterator, TypeVar
 
 import torch
 
@@ -19,6 +24,7 @@ from trainkit.config import ConfigError
 
 __all__ = ["Runtime", "setup_runtime", "env_world_size", "want_compile", "split_grad_accum"]
 
+T = TypeVar("T")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -67,9 +73,28 @@ class Runtime:
         """A GradScaler, enabled only for float16 (bf16 and fp32 need no loss scaling)."""
         return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
 
+    def print(self, *args: object) -> None:
+        """``print`` on the master only: the other ranks stay silent."""
+        if self.is_master:
+            print(*args, flush=True)
+
     def barrier(self) -> None:
         if self.ddp:
             torch.distributed.barrier()
+
+    def share(self, items: Iterable[T]) -> Iterator[T]:
+        """This rank's share of ``items``: every world_size-th one, from the rank's index.
+        Every rank walks all of them, so any random draws stay in step across ranks."""
+        for index, item in enumerate(items):
+            if index % self.world_size == self.rank:
+                yield item
+
+    def sum_across_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (on this process's device) summed over all ranks, in place; unchanged
+        in a single process. Every rank must call it (a collective)."""
+        if self.ddp:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
 
     def close(self) -> None:
         """Leave the process group (no-op without DDP)."""
@@ -128,9 +153,10 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
-def setup_runtime(device: str = "auto", dtype: str = "auto", backend: str = "auto") -> Runtime:
+def setup_runtime(device: str = "auto", dtype: str = "auto", backend: str = "auto", timeout_s: float | None = None) -> Runtime:
     """Resolve device and dtype, and under torchrun join the process group with ``backend``
-    ("auto": nccl for CUDA, else gloo). Raises ConfigError for an unavailable choice."""
+    ("auto": nccl for CUDA, else gloo); a collective that waits longer than ``timeout_s``
+    seconds fails (None: the backend's default). Raises ConfigError for an unavailable choice."""
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = env_world_size()
@@ -139,7 +165,8 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", backend: str = "aut
     if world_size > 1:
         if backend == "auto":
             backend = "nccl" if dev.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+        timeout = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+        torch.distributed.init_process_group(backend=backend, timeout=timeout)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         # TF32 matmuls: about 8x the fp32 rate on Ampere+, accuracy ample for training.

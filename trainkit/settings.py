@@ -51,6 +51,7 @@ class GPTTrainingConfig(ReportingConfig):
     grad_clip: float = opt(1.0, "clip gradients to this global norm; 0 disables")
     # system
     backend: str = opt("auto", "DDP backend under torchrun: auto (nccl on CUDA, else gloo), nccl, gloo")
+    dist_timeout: float = opt(600.0, "seconds a rank waits in a collective (for a dead or stuck rank) before the run fails")
     device: str = opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     dtype: str = opt("auto", "auto (bf16 where the GPU or CPU has bf16 units, else fp16+loss scaling on CUDA, "
                              "fp32 elsewhere), float32, bfloat16, float16")
@@ -68,3 +69,4 @@ class GPTTrainingConfig(ReportingConfig):
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
         require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}.")
         require(bool(self.out_dir), "out_dir must not be empty. Fix: e.g. --out_dir=out.")
+        require(self.dist_timeout > 0, f"dist_timeout must be > 0 seconds, got {self.dist_timeout}. Fix: e.g. --dist_timeout=600.")

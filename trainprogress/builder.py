@@ -73,6 +73,13 @@ class ReportBuilder:
         self.peak = peak
         self.sections = sections
 
+    def mfu(self, iters_per_s: float | None) -> float | None:
+        """Model FLOPs utilisation, a fraction of the peak, at ``iters_per_s`` optimizer steps
+        per second; None without FLOPs per step, a peak or a speed."""
+        if self.peak is None or self.flops_per_iter is None or iters_per_s is None:
+            return None
+        return self.flops_per_iter * iters_per_s / self.peak.flops_per_s
+
     def report(
         self,
         kind: str,
@@ -91,9 +98,7 @@ class ReportBuilder:
         Report fields of the same names."""
         iteration = values.iteration
         tokens = self.tokens_per_iter
-        mfu = None
-        if self.peak is not None and self.flops_per_iter is not None and iters_per_s is not None:
-            mfu = self.flops_per_iter * iters_per_s / self.peak.flops_per_s
+        mfu = self.mfu(iters_per_s)
         return Report(
             kind=kind,
             iteration=iteration,

@@ -401,6 +401,21 @@ class ProgressTracker:
             return remaining
         return max(0.0, remaining - self._timer.unsampled_s(self._timer.now()))
 
+    @property
+    def iters_per_s(self) -> float | None:
+        """Training speed in optimizer steps per second over the recent speed window (pauses
+        excluded), as the next report would show it; None before any step was timed. Reads
+        no device value: no sync."""
+        self._drain_step_times()
+        return self._speed.iters_per_s
+
+    @property
+    def mfu(self) -> float | None:
+        """Model FLOPs utilisation as a fraction of the peak, at ``iters_per_s``; None
+        without flops_per_iter, without a known peak, on non-master ranks, or before any
+        step was timed. No sync."""
+        return self._builder.mfu(self.iters_per_s)
+
     def close(self, error: BaseException | None = None) -> Report | None:
         """End the run: send the final summary (on the master) and close the sinks. Safe to
         call more than once; later calls do nothing and return None. ``error``, when the run

@@ -1,0 +1,182 @@
+"""What both trainers set up the same way, and the loop's one checkpoint point.
+
+``start(cfg)`` checks the accumulation steps against torchrun's world size, then joins the
+process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` builds
+the model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler,
+best validation loss and this rank's data-sampler state), the optimizer, torch.compile and
+DDP. Then a trainer's loop calls ``step`` once per optimizer step and ``save`` wherever it
+checkpoints; ``save`` is the single place a checkpoint is written, so stopping early (a
+signal, a stop request) saves through it too.
+
+Several processes share one filesystem: rank 0 writes the checkpoint and every rank reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict
+from typing import Any, Callable, Protocol
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainkit.checkpoint import CheckpointError, load_for_resume, save_checkpoint, strip_compile_prefix
+from trainkit.model import GPT, GPTConfig, model_args
+from trainkit.reporting import build_tracker
+from trainkit.runtime import Runtime, env_world_size, setup_runtime, split_grad_accum, want_compile
+from trainkit.settings import GPTTrainingConfig
+from trainkit.step import optimizer_step
+
+__all__ = ["start", "Training"]
+
+# What a resumable checkpoint holds besides the trainer's own entries.
+CORE_KEYS = ("model", "optimizer", "scaler", "data", "model_args", "iter_num", "best_val_loss", "config")
+
+
+class SampledData(Protocol):
+    """Data whose batch sampler has a state to save and restore (TokenData, NanEchoData)."""
+
+    vocab_size: int
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def start(cfg: GPTTrainingConfig) -> Runtime:
+    """The runtime for ``cfg``: the accumulation steps are checked against torchrun's world
+    size first (a bad value fails before any process group exists), then the device, dtype
+    and, under torchrun, the process group with a ``cfg.dist_timeout`` seconds timeout."""
+    split_grad_accum(cfg.gradient_accumulation_steps, env_world_size())
+    return setup_runtime(cfg.device, cfg.dtype, cfg.backend, cfg.dist_timeout)
+
+
+class Training:
+    """One run's model, optimizer, loss scaler and resume state, built as ``cfg`` says.
+
+    ``raw_model`` is the plain module (for state dicts, sampling, masks); ``fast_model`` the
+    same after torch.compile, for evaluation; ``model`` the one to train (DDP-wrapped under
+    torchrun). ``iter_num`` and ``best_val_loss`` are where the run starts; ``extras`` holds
+    the trainer's own entries of the checkpoint resumed from (empty for a fresh run).
+    ``init_fresh(raw_model)`` runs on a fresh model only (a resumed one has its weights).
+    """
+
+    def __init__(
+        self,
+        cfg: GPTTrainingConfig,
+        rt: Runtime,
+        model_class: type[GPT],
+        data: SampledData,
+        *,
+        init_fresh: Callable[[GPT], Any] | None = None,
+        allow_finished: bool = False,
+    ) -> None:
+        self.cfg, self.rt, self.data = cfg, rt, data
+        self.micro_steps = split_grad_accum(cfg.gradient_accumulation_steps, rt.world_size)
+        self.tokens_per_iter = self.micro_steps * rt.world_size * cfg.batch_size * cfg.block_size
+        self.model_args = model_args(cfg, data.vocab_size)
+        self.ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+        self.iter_num, self.best_val_loss, self.extras = 0, math.inf, {}
+
+        ckpt = None
+        if cfg.init_from == "resume":
+            ckpt = load_for_resume(self.ckpt_path, rt.device, self.model_args, cfg.max_iters, allow_finished=allow_finished)
+            missing = [key for key in CORE_KEYS if key not in ckpt]
+            if missing:
+                raise CheckpointError(f"{self.ckpt_path} has no {', '.join(missing)}: it was not written by this trainer. "
+                                      f"Fix: train from scratch (--init_from=scratch) or point --out_dir elsewhere.")
+        self.raw_model = model_class(GPTConfig(**self.model_args))
+        if ckpt is not None:
+            self.raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))
+        elif init_fresh is not None:
+            init_fresh(self.raw_model)
+        self.raw_model.to(rt.device)
+        self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                                             rt.device_type)
+        self.scaler = rt.grad_scaler()
+        if ckpt is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self._restore_data_state(ckpt["data"])
+            self.iter_num, self.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+            self.extras = {key: value for key, value in ckpt.items() if key not in CORE_KEYS}
+            del ckpt  # free the checkpoint's copy of the weights before compiling
+
+        self.fast_model = torch.compile(self.raw_model) if want_compile(cfg.compile, rt.device_type) else self.raw_model
+        self.model = self.fast_model
+        if rt.ddp:
+            # device_ids: the device this rank runs on (--device=cuda:N may differ from
+            # LOCAL_RANK). Buffers (NanEcho's masks) are equal on every rank: they are synced
+            # once at construction and change identically on every rank after.
+            device_ids = [rt.device.index] if rt.device_type == "cuda" else None
+            self.model = DDP(self.fast_model, device_ids=device_ids, forward_sync_buffers=False)
+
+    def _restore_data_state(self, states: list[dict] | dict) -> None:
+        """Give this rank its own sampler state back, so ranks keep drawing different batches."""
+        states = states if isinstance(states, list) else [states]  # one process's state
+        if self.rt.rank < len(states):
+            self.data.load_state_dict(states[self.rt.rank])
+        if len(states) != self.rt.world_size:
+            self.rt.print(f"note: {self.ckpt_path} holds the data-sampler state of {len(states)} process(es) and this run "
+                          f"has {self.rt.world_size}: processes from rank {len(states)} on start their own fresh streams.")
+
+    # ------------------------------------------------------------------ the loop's parts
+    def tracker(self):
+        """The ProgressTracker of this run, resumed at ``iter_num``, with the sinks that the
+        config turns on. MFU is per device and counts dense FLOPs (masked weights still
+        multiply densely)."""
+        flops_per_iter = self.raw_model.flops_per_token() * self.tokens_per_iter / self.rt.world_size
+        return build_tracker(self.cfg, self.cfg.max_iters, out_dir=self.cfg.out_dir, tokens_per_iter=self.tokens_per_iter,
+                             flops_per_iter=flops_per_iter, start_iter=self.iter_num, is_master=self.rt.is_master,
+                             precision=self.rt.precision)
+
+    def first_values(self) -> dict[str, float]:
+        """Named values for the first ``tracker.step`` of a resumed run: its earlier best."""
+        return {"best_val_loss": self.best_val_loss} if math.isfinite(self.best_val_loss) else {}
+
+    def step(self, lr: float, micro_loss: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step at learning rate ``lr`` over ``micro_steps`` calls of
+        ``micro_loss()`` (see trainkit.step.optimizer_step): the step's loss, a device tensor,
+        and the gradient norm before clipping (None without clipping)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return optimizer_step(self.rt, self.model, self.optimizer, self.scaler, micro_loss, self.micro_steps,
+                              self.cfg.grad_clip, self.raw_model.parameters())
+
+    def record_val_loss(self, val_loss: float) -> bool:
+        """Keep ``val_loss`` if it is the best so far; True when it is."""
+        improved = val_loss < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, val_loss)
+        return improved
+
+    def save(self, iteration: int, data_state: dict, **extras: Any) -> None:
+        """Checkpoint the run after ``iteration`` optimizer steps: weights, optimizer, loss
+        scaler, every rank's data-sampler state (``data_state`` is this rank's, taken where
+        the next batch would be drawn), best validation loss, config and the trainer's
+        ``extras``. A collective: every rank calls it at the same iteration; rank 0 writes
+        (atomically, creating out_dir on the first save)."""
+        states = [data_state]
+        if self.rt.ddp:
+            states = [None] * self.rt.world_size if self.rt.is_master else None
+            torch.distributed.gather_object(data_state, states, dst=0)
+        if not self.rt.is_master:
+            return
+        os.makedirs(self.cfg.out_dir, exist_ok=True)
+        save_checkpoint(self.ckpt_path, {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": states,
+            "model_args": self.model_args,
+            "iter_num": iteration,
+            "best_val_loss": self.best_val_loss,
+            "config": asdict(self.cfg),
+            **extras,
+        })
+
+    def runtime_line(self) -> str:
+        """One line on where and how this run trains, for the start of the log."""
+        rt = self.rt
+        return (f"runtime: {rt.device} {rt.dtype_name}, world size {rt.world_size}, {torch.get_num_threads()} CPU threads, "
+                f"compile {self.fast_model is not self.raw_model}; {self.tokens_per_iter:,} tokens per iteration")
