@@ -153,7 +153,8 @@ def _draw_memory(ax: Any, runs: list[RunSeries]) -> None:
             _line(ax, series, color=colour, linestyle=MEMORY_STYLES.get(kind, "-"), linewidth=1.5,
                   label=label if single else f"{run.name}: {label}")
     if any(r.memory_gib for r in runs):
-        ax.set_ylim(bottom=0)
+        highest = max(max(series.y) for r in runs for series in r.memory_gib.values() if series)
+        ax.set_ylim(0, 1.15 * highest)  # a flat line stays off the frame
         ax.legend(fontsize=7.5, loc="lower right")
     else:
         _no_data(ax, "no memory figures in this log")
@@ -241,7 +242,7 @@ def _title(runs: Sequence[Run]) -> str:
         figures.append(f"{fmt.format_count(round(s['tokens_per_s']))} tokens/s")
     if s["mfu"] is not None:
         figures.append(f"MFU {fmt.format_mfu(s['mfu'])}")
-    if s["paused_s"]:
+    if s["paused_s"] >= 0.05:
         figures.append(f"paused {fmt.format_duration(s['paused_s'])}")
     return f"{runs[0].name}\n" + "  ·  ".join(figures)
 
