@@ -105,6 +105,17 @@ def test_a_resume_is_marked_and_gaps_are_left_out_of_the_time_axis(tmp_path):
     assert "resumed" in labels
 
 
+@pytest.mark.parametrize("ending", [{"stop_at": 60}, {"crash_at": 61}])
+def test_a_run_that_did_not_complete_has_no_actual_end(tmp_path, ending):
+    path = tmp_path / "progress.jsonl"
+    write_log(path, 100, clock=FakeClock(), **ending)
+    (run,) = read_log(path).runs
+    figure = build_figure([run])
+    eta_ax = panels(figure)["ETA convergence: estimated end vs actual end"]
+    assert [line.get_label() for line in eta_ax.get_lines()] == ["estimated end"]
+    assert figure._suptitle.get_text().splitlines()[1].startswith(f"{run.status} at iteration 6")
+
+
 def test_several_files_overlay_with_a_legend_by_run_name(tmp_path):
     paths = []
     for name, total in (("small", 100), ("large", 200)):

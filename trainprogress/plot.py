@@ -180,7 +180,7 @@ def _draw_eta(ax: Any, runs: list[RunSeries], unit: str) -> None:
     # keeps the part worth reading and says what it cut.
     ordered = sorted(estimates)
     ends = [r.actual_end for r in runs if r.actual_end is not None]
-    top = 1.3 * max(ordered[int(0.9 * (len(ordered) - 1))], *ends)
+    top = 1.3 * max([ordered[int(0.9 * (len(ordered) - 1))], *ends])
     if ordered[-1] > top:
         ax.set_ylim(0, top)
         cut = sum(e > top for e in estimates)

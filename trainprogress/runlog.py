@@ -103,6 +103,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self._views: tuple[int, list[Record], list[Record], int] | None = None
+        self._timeline_cache: tuple[int, list[float], list[float]] | None = None
 
     def _reconstruct(self) -> tuple[list[Record], list[Record], int]:
         size = sum(len(s.reports) + len(s.events) for s in self.segments)
@@ -220,20 +221,27 @@ class Run:
         """The run_start records of the segments after the first, one per resume."""
         return [s.start for s in self.segments[1:] if s.start is not None]
 
+    def _timeline(self) -> tuple[list[float], list[float]]:
+        """Each segment's start time and the active seconds before it."""
+        size = sum(len(s.reports) + len(s.events) + (s.end is not None) for s in self.segments)
+        if self._timeline_cache is None or self._timeline_cache[0] != size:
+            starts, offsets = [], []
+            offset = 0.0
+            for segment in self.segments:
+                begin, last = segment.start_time, segment.last_record
+                if begin is None or last is None:
+                    continue
+                starts.append(begin)
+                offsets.append(offset)
+                offset += max(0.0, last["time"] - begin)
+            self._timeline_cache = (size, starts, offsets)
+        return self._timeline_cache[1:]
+
     def active_seconds(self, unix_time: float) -> float:
         """Seconds from the run's start to ``unix_time`` counting only the time its processes
         ran: the gaps between a crash and its resume are left out, so that a resumed run's
         timeline has no hole."""
-        starts, offsets = [], []
-        offset = 0.0
-        for segment in self.segments:
-            begin = segment.start_time
-            last = segment.last_record
-            if begin is None or last is None:
-                continue
-            starts.append(begin)
-            offsets.append(offset)
-            offset += max(0.0, last["time"] - begin)
+        starts, offsets = self._timeline()
         if not starts:
             return 0.0
         i = max(0, bisect_right(starts, unix_time) - 1)
