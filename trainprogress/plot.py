@@ -12,7 +12,6 @@ on an Agg canvas, so pyplot's global state and the caller's backend are never to
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,13 +177,14 @@ def _draw_eta(ax: Any, runs: list[RunSeries], unit: str) -> None:
         return
     # The first estimates come before the speed has settled and can be far off; the axis
     # keeps the part worth reading and says what it cut.
+    estimates = [e for e in estimates if e == e]  # without the NaN breaks at resumes
     ordered = sorted(estimates)
     ends = [r.actual_end for r in runs if r.actual_end is not None]
     top = 1.3 * max([ordered[int(0.9 * (len(ordered) - 1))], *ends])
     if ordered[-1] > top:
         ax.set_ylim(0, top)
         cut = sum(e > top for e in estimates)
-        ax.text(0.01, 0.98, f"{cut} early estimate(s) above {top:.3g} {unit} not shown", transform=ax.transAxes,
+        ax.text(0.01, 0.98, f"{cut} estimate(s) above {top:.3g} {unit} not shown", transform=ax.transAxes,
                 va="top", fontsize=7.5, color="#737373")
     else:
         ax.set_ylim(bottom=0)
@@ -303,12 +303,14 @@ def save_plot(runs: Sequence[Run], path: str | os.PathLike[str], **options: Any)
     path = Path(path)
     figure = build_figure(runs, **options)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    # A name of its own in the same folder (so the rename is atomic), opened through the
+    # umask like any file the user writes.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(temporary, "wb") as handle:
             figure.savefig(handle, format="png")
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path

@@ -43,6 +43,12 @@ class Series:
             self.x.append(x)
             self.y.append(float(y))
 
+    def add_break(self) -> None:
+        """End the line here: matplotlib leaves a gap at a NaN point."""
+        if self.x and not math.isnan(self.x[-1]):
+            self.x.append(math.nan)
+            self.y.append(math.nan)
+
     def __bool__(self) -> bool:
         return bool(self.x)
 
@@ -121,8 +127,16 @@ def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0) -> RunSeries
         return run.active_seconds(record["time"]) / unit_s
 
     x_of = seconds if x_axis == TIME else (lambda record: float(record["iteration"]))
+    resume_times = [start["time"] for start in run.resumes]
+    previous_time = -math.inf
+    line_series = (out.loss, out.smoothed_loss, out.lr, out.iters_per_s, out.tokens_per_s, out.mfu_pct, out.estimated_end)
     for report in run.reports:
         x = x_of(report)
+        if any(previous_time < t <= report["time"] for t in resume_times):
+            # No line across a resume: what happened between is another process's story.
+            for series in (*line_series, *out.memory_gib.values()):
+                series.add_break()
+        previous_time = report["time"]
         out.loss.add(x, report.get("loss"))
         out.smoothed_loss.add(x, report.get("smoothed_loss"))
         out.lr.add(x, report.get("lr"))
