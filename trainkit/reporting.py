@@ -8,6 +8,7 @@ turns them on the same way: a config key, or a flag such as --jsonl_log=True.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import asdict, dataclass
 
@@ -23,7 +24,8 @@ class ReportingConfig:
     report_interval: float = opt(1.0, "percent of the run between progress reports, in (0, 100]; fractions such as 0.5 work")
     ascii_report: bool = opt(False, "plain ASCII report blocks without emoji, for log files and plain terminals")
     progress_bar: bool = opt(False, "a live tqdm bar between the report blocks (plain lines when stderr is no terminal)")
-    jsonl_log: bool = opt(False, "append every report and event to out_dir/progress.jsonl")
+    jsonl_log: bool = opt(False, "append every report and event to out_dir/progress.jsonl (and, with the plot "
+                                 "extra installed, draw out_dir/progress.png when the run ends)")
     tensorboard_log: bool = opt(False, "write the report's scalars to out_dir/tensorboard for TensorBoard")
     wandb_log: bool = opt(False, "log the report's scalars and the config to Weights & Biases (WANDB_MODE=offline works)")
     wandb_project: str = opt("trainprogress", "W&B project")
@@ -73,6 +75,12 @@ def build_tracker(
         )
     except (ImportError, ValueError) as exc:  # a missing package or notification setting
         raise ConfigError(str(exc)) from exc
+    if cfg.jsonl_log and importlib.util.find_spec("matplotlib") is not None:
+        from trainprogress.sinks.plot import ProgressPlotSink
+
+        # After the JSONL sink: at the end of the run (completed, stopped or crashed) it
+        # draws out_dir/progress.png from the finished log.
+        sinks.append(ProgressPlotSink(os.path.join(out_dir, "progress.jsonl"), os.path.join(out_dir, "progress.png")))
     return ProgressTracker(
         total_iters,
         start_iter=start_iter,

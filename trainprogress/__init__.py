@@ -13,6 +13,7 @@ torch is never imported here; it is used only where the caller already imported 
 from .anomaly import AnomalyConfig
 from .flops import gpt_flops_per_token
 from .report import Anomaly, MemoryStats, Report, Section
+from .runlog import LogFileError, read_log
 from .sinks import build_sinks
 from .sinks.base import Event, RunInfo, Sink, Tick
 from .sinks.console import ConsoleSink
@@ -23,6 +24,7 @@ __all__ = [
     "AnomalyConfig",
     "ConsoleSink",
     "Event",
+    "LogFileError",
     "MemoryStats",
     "ProgressTracker",
     "Report",
@@ -32,5 +34,6 @@ __all__ = [
     "Tick",
     "build_sinks",
     "gpt_flops_per_token",
+    "read_log",
 ]
 __version__ = "0.1.0"

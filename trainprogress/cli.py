@@ -1,0 +1,129 @@
+"""The ``trainprogress`` command: plot, summarise or watch a run from its JSONL log.
+
+    trainprogress plot out/progress.jsonl -o run.png
+    trainprogress plot a/progress.jsonl b/progress.jsonl -o compare.png
+    trainprogress summary out/progress.jsonl [--json]
+    trainprogress watch out/progress.jsonl [--once]
+
+A trainer's out_dir may be given instead of its progress.jsonl. Bad input (a missing or
+empty file, a file that is not a progress log, a newer schema) ends with a message naming
+the fix and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .plot import PlotExtraMissing
+from .runlog import LogFileError, Run, RunLog, read_log, resolve_log_path
+from .summary import format_summary, summarize
+
+__all__ = ["main"]
+
+ERROR_EXIT = 1
+
+
+def _note_skipped(log: RunLog) -> None:
+    if log.skipped_lines:
+        print(f"trainprogress: note: {log.path}: {log.skipped_lines} unreadable line(s) skipped "
+              f"(torn or garbled writes)", file=sys.stderr)
+
+
+def _runs(log: RunLog, all_runs: bool) -> list[Run]:
+    return list(log.runs) if all_runs else log.runs[-1:]
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plot import save_plot
+
+    runs: list[Run] = []
+    for path in args.logs:
+        log = read_log(path)
+        _note_skipped(log)
+        runs += _runs(log, args.all_runs)
+    output = args.output or resolve_log_path(args.logs[0]).with_suffix(".png")
+    save_plot(runs, output, x_axis=args.x)
+    print(f"Wrote {output} ({', '.join(run.name for run in runs)})")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    log = read_log(args.log)
+    _note_skipped(log)
+    summaries = [summarize(run, log) for run in _runs(log, args.all_runs)]
+    if args.json:
+        print(json.dumps(summaries if args.all_runs else summaries[0], indent=2))
+        return 0
+    if len(log.runs) > 1 and not args.all_runs:
+        print(f"({log.path} holds {len(log.runs)} runs; the latest below, --all-runs for every one)")
+    for summary in summaries:
+        print("\n".join(format_summary(summary)))
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from .watch import Watcher
+
+    if args.interval <= 0:
+        raise LogFileError(f"--interval must be a positive number of seconds, got {args.interval}. Fix: e.g. --interval 0.5.")
+    watcher = Watcher(args.log)
+    if args.once:
+        _note_skipped(read_log(args.log))  # the clear errors for a missing, empty or foreign file
+        watcher.show_once()
+        return 0
+    try:
+        return watcher.run(interval_s=args.interval)
+    except KeyboardInterrupt:
+        print()
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="trainprogress",
+        description="Look at a training run from its JSONL progress log (--jsonl_log=True writes out_dir/progress.jsonl).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{plot,summary,watch}")
+
+    plot = commands.add_parser("plot", help="draw the run (or several, overlaid) as one PNG",
+                               description="Draw loss, learning rate, speed, MFU, memory and ETA convergence as one PNG.")
+    plot.add_argument("logs", nargs="+", metavar="RUN.jsonl", help="progress logs (or out_dirs); several are overlaid")
+    plot.add_argument("-o", "--output", type=Path, help="the PNG to write (default: the first log's name with .png)")
+    plot.add_argument("--x", choices=("auto", "time", "iteration"), default="auto",
+                      help="x axis: time since start, or iteration (auto: time for one run, iteration for several)")
+    plot.add_argument("--all-runs", action="store_true", help="every run a file holds, not only its latest")
+    plot.set_defaults(handler=_plot)
+
+    summary = commands.add_parser("summary", help="how the run ended, or where it stands, with its key figures")
+    summary.add_argument("log", metavar="RUN.jsonl", help="a progress log (or an out_dir)")
+    summary.add_argument("--json", action="store_true", help="one JSON object (a list with --all-runs), for scripts")
+    summary.add_argument("--all-runs", action="store_true", help="every run the file holds, not only its latest")
+    summary.set_defaults(handler=_summary)
+
+    watch = commands.add_parser("watch", help="follow a live run: the latest report and a live bar, until it ends",
+                                description="Follow a live run from another terminal until it ends. Exit code 0 when "
+                                            "it completes, 2 when it stops early or crashes.")
+    watch.add_argument("log", metavar="RUN.jsonl", help="a progress log (or an out_dir); it may not exist yet")
+    watch.add_argument("--once", action="store_true", help="print the current state and exit")
+    watch.add_argument("--interval", type=float, default=0.5, help="seconds between looks at the file (default 0.5)")
+    watch.set_defaults(handler=_watch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (LogFileError, PlotExtraMissing) as exc:
+        print(f"trainprogress {args.command}: error: {exc}", file=sys.stderr)
+        return ERROR_EXIT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

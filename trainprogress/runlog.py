@@ -1,0 +1,415 @@
+"""Reading a JSONL progress log back: the runs in the file, their reports and events.
+
+The log is the one :class:`trainprogress.sinks.jsonl.JsonlSink` writes (its module
+docstring has the schema). One file can hold several runs: every process appends a
+``run_start`` record, and a ``run_start`` with ``start_iter`` > 0 continues (resumes) the
+run before it, while one starting at iteration 0 begins a new run. A resumed run's
+processes are its *segments*. Iterations that a crashed process did after its last
+checkpoint are done again by the next segment; their first records are *superseded*, so
+that the reconstructed view holds every scheduled report once.
+
+Records stay the dicts the JSON lines hold (unknown keys are kept and ignored), which keeps
+reading a 100,000-report log well under a second; :func:`report_from_record` rebuilds a
+:class:`trainprogress.report.Report` from one when a renderer needs it.
+
+    from trainprogress import read_log
+    log = read_log("out/progress.jsonl")
+    run = log.runs[-1]
+    print(run.status, run.iteration, len(run.reports), log.skipped_lines)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from bisect import bisect_right
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+from .report import Anomaly, MemoryStats, Report, Section
+from .sinks.jsonl import SCHEMA_VERSION
+
+__all__ = ["LogFileError", "LogReader", "Run", "RunLog", "Segment", "read_log", "report_from_record", "resolve_log_path"]
+
+Record = dict[str, Any]
+
+# Statuses a run can have: the run_end record's, or "running" while the last process has
+# written no end (still running, or killed before it could).
+RUNNING = "running"
+
+
+class LogFileError(Exception):
+    """A file that cannot be read as a progress log; the message names the problem and the fix."""
+
+
+def resolve_log_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or ``path/progress.jsonl`` when ``path`` is a folder (a trainer's
+    out_dir)."""
+    path = Path(path)
+    return path / "progress.jsonl" if path.is_dir() else path
+
+
+@dataclass
+class Segment:
+    """What one process of a run wrote: its ``run_start`` record (None when the file begins
+    without one), its reports (scheduled, anomaly and final, in file order), its events and
+    its ``run_end`` record (None while it runs, or when it was killed)."""
+
+    start: Record | None
+    reports: list[Record] = field(default_factory=list)
+    events: list[Record] = field(default_factory=list)
+    end: Record | None = None
+
+    @property
+    def start_iter(self) -> int:
+        """Iterations done before this process started."""
+        if self.start is not None:
+            return int(self.start.get("start_iter") or self.start["iteration"])
+        first = self.reports[:1] or self.events[:1]
+        return int(first[0]["iteration"]) if first else 0
+
+    @property
+    def start_time(self) -> float | None:
+        """Unix time (s) at which this process started, as far as the log tells."""
+        records = [r for r in (self.start, *self.reports[:1], *self.events[:1]) if r is not None]
+        return min((r["time"] for r in records), default=None)
+
+    @property
+    def last_record(self) -> Record | None:
+        """The latest record this process wrote."""
+        candidates = [r for r in (self.start, self.end, *self.reports[-1:], *self.events[-1:]) if r is not None]
+        return max(candidates, key=lambda r: r["time"], default=None)
+
+    @property
+    def final(self) -> Record | None:
+        """This process's final summary report, if it wrote one."""
+        for record in reversed(self.reports):
+            if record.get("kind") == "final":
+                return record
+        return None
+
+
+@dataclass
+class Run:
+    """One training run: one segment per process (a resumed run has several).
+
+    ``reports`` and ``events`` are the reconstructed view: every segment's scheduled and
+    anomaly reports (finals are in ``final``) and events, with the records of iterations
+    that a later segment did again dropped; ``superseded`` counts those."""
+
+    name: str
+    segments: list[Segment]
+
+    def __post_init__(self) -> None:
+        self._views: tuple[int, list[Record], list[Record], int] | None = None
+        self._timeline_cache: tuple[int, list[float], list[float]] | None = None
+
+    def _reconstruct(self) -> tuple[list[Record], list[Record], int]:
+        size = sum(len(s.reports) + len(s.events) for s in self.segments)
+        if self._views is None or self._views[0] != size:
+            reports: list[Record] = []
+            events: list[Record] = []
+            superseded = 0
+            for segment in self.segments:
+                resume_at = segment.start_iter
+                kept_reports = [r for r in reports if r["iteration"] <= resume_at]
+                kept_events = [e for e in events if e["iteration"] <= resume_at]
+                superseded += len(reports) - len(kept_reports) + len(events) - len(kept_events)
+                reports = kept_reports + [r for r in segment.reports if r.get("kind") != "final"]
+                events = kept_events + segment.events
+            self._views = (size, reports, events, superseded)
+        return self._views[1:]
+
+    @property
+    def reports(self) -> list[Record]:
+        """Scheduled and anomaly report records, each iteration's latest, in order."""
+        return self._reconstruct()[0]
+
+    @property
+    def events(self) -> list[Record]:
+        """Event records (pauses, phase changes, anomalies, crashes, ...), superseded ones dropped."""
+        return self._reconstruct()[1]
+
+    @property
+    def superseded(self) -> int:
+        """Records dropped because a later segment redid their iterations after a resume."""
+        return self._reconstruct()[2]
+
+    @property
+    def start(self) -> Record | None:
+        """The first segment's run_start record."""
+        return self.segments[0].start
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The caller's run configuration, as the latest segment recorded it."""
+        for segment in reversed(self.segments):
+            if segment.start is not None and isinstance(segment.start.get("config"), dict):
+                return segment.start["config"]
+        return {}
+
+    @property
+    def final(self) -> Record | None:
+        """The final summary report of the latest segment (None while it runs)."""
+        return self.segments[-1].final
+
+    @property
+    def end(self) -> Record | None:
+        """The latest segment's run_end record (None while it runs)."""
+        return self.segments[-1].end
+
+    @property
+    def latest_report(self) -> Record | None:
+        """The newest report of any kind: the final summary once there is one."""
+        last = self.segments[-1]
+        if last.reports:
+            return last.reports[-1]
+        return self.reports[-1] if self.reports else None
+
+    @property
+    def last_record(self) -> Record | None:
+        """The newest record of the run."""
+        return self.segments[-1].last_record
+
+    @property
+    def total_iters(self) -> int | None:
+        """The run's planned iterations, as the latest record says."""
+        for record in (self.latest_report, self.segments[-1].start):
+            if record is not None and record.get("total_iters") is not None:
+                return int(record["total_iters"])
+        return None
+
+    @property
+    def iteration(self) -> int:
+        """Iterations completed, as the newest record says."""
+        last = self.last_record
+        return int(last["iteration"]) if last is not None else 0
+
+    @property
+    def status(self) -> str:
+        """"completed", "stopped" or "crashed" once the latest process wrote its end;
+        "running" before (still running, or killed without a chance to write it)."""
+        end = self.end
+        if end is not None and end.get("status"):
+            return str(end["status"])
+        final = self.final
+        if final is None:
+            return RUNNING
+        if final.get("outcome"):
+            return str(final["outcome"])
+        if self.error is not None:
+            return "crashed"
+        total = self.total_iters
+        return "completed" if total is not None and final["iteration"] >= total else "stopped"
+
+    @property
+    def error(self) -> str | None:
+        """What stopped a crashed run, from its end record, final report or crash event."""
+        last = self.segments[-1]
+        for record in (last.end, last.final):
+            if record is not None and record.get("error"):
+                return str(record["error"])
+        for event in reversed(last.events):
+            if event.get("event") == "crash":
+                data = event.get("data")
+                return str(data.get("error", "")) if isinstance(data, dict) else ""
+        return None
+
+    @property
+    def resumes(self) -> list[Record]:
+        """The run_start records of the segments after the first, one per resume."""
+        return [s.start for s in self.segments[1:] if s.start is not None]
+
+    def _timeline(self) -> tuple[list[float], list[float]]:
+        """Each segment's start time and the active seconds before it."""
+        size = sum(len(s.reports) + len(s.events) + (s.end is not None) for s in self.segments)
+        if self._timeline_cache is None or self._timeline_cache[0] != size:
+            starts, offsets = [], []
+            offset = 0.0
+            for segment in self.segments:
+                begin, last = segment.start_time, segment.last_record
+                if begin is None or last is None:
+                    continue
+                starts.append(begin)
+                offsets.append(offset)
+                offset += max(0.0, last["time"] - begin)
+            self._timeline_cache = (size, starts, offsets)
+        return self._timeline_cache[1:]
+
+    def active_seconds(self, unix_time: float) -> float:
+        """Seconds from the run's start to ``unix_time`` counting only the time its processes
+        ran: the gaps between a crash and its resume are left out, so that a resumed run's
+        timeline has no hole."""
+        starts, offsets = self._timeline()
+        if not starts:
+            return 0.0
+        i = max(0, bisect_right(starts, unix_time) - 1)
+        return offsets[i] + unix_time - starts[i]
+
+
+@dataclass
+class RunLog:
+    """The runs in one log file, oldest first, and how many lines could not be read:
+    ``skipped_lines`` (torn or garbled lines, skipped), ``incomplete_tail`` (the file ends
+    in a line still being written)."""
+
+    path: Path
+    runs: list[Run]
+    skipped_lines: int = 0
+    incomplete_tail: bool = False
+
+
+class LogReader:
+    """Builds runs from records as they come: all at once (:func:`read_log`) or as a live
+    run appends them (``trainprogress watch``). ``feed`` takes complete lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs: list[Run] = []
+        self.skipped_lines = 0
+        self.records = 0
+        self._base_names: list[str] = []
+
+    def _segment_for_record(self) -> Segment:
+        if not self.runs:
+            self._new_run(None)
+        return self.runs[-1].segments[-1]
+
+    def _new_run(self, start: Record | None) -> None:
+        run = Run(name=_base_name(self.path, start), segments=[Segment(start)])
+        self._base_names.append(run.name)
+        self.runs.append(run)
+
+    def feed(self, lines: Iterable[bytes | str]) -> None:
+        """Parse complete lines and add their records; unreadable lines are counted in
+        ``skipped_lines``. Raises LogFileError for a record of a newer schema version."""
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:  # a torn or garbled line (UnicodeDecodeError is one too)
+                self.skipped_lines += 1
+                continue
+            if not isinstance(record, dict) or "type" not in record or not isinstance(record.get("schema"), int):
+                self.skipped_lines += 1
+                continue
+            if record["schema"] > SCHEMA_VERSION:
+                raise LogFileError(
+                    f"{self.path} was written with log schema version {record['schema']}, and this "
+                    f"trainprogress reads versions up to {SCHEMA_VERSION}. Fix: upgrade trainprogress "
+                    f"(pip install -U trainprogress) to read it."
+                )
+            if not isinstance(record.get("iteration"), int) or not isinstance(record.get("time"), (int, float)):
+                self.skipped_lines += 1
+                continue
+            self._add(record)
+
+    def _add(self, record: Record) -> None:
+        self.records += 1
+        kind = record["type"]
+        if kind == "report":
+            self._segment_for_record().reports.append(record)
+        elif kind == "event":
+            self._segment_for_record().events.append(record)
+        elif kind == "run_start":
+            if self.runs and (record.get("start_iter") or record["iteration"]) > 0:
+                self.runs[-1].segments.append(Segment(record))
+            else:
+                self._new_run(record)
+        elif kind == "run_end":
+            self._segment_for_record().end = record
+        # Other types are newer additions this reader does not use.
+
+    def name_runs(self) -> None:
+        """Number the runs' names ("out #1", "out #2") when the file holds several."""
+        for index, (run, base) in enumerate(zip(self.runs, self._base_names), start=1):
+            run.name = f"{base} #{index}" if len(self.runs) > 1 else base
+
+
+def _base_name(path: Path, start: Record | None) -> str:
+    config = start.get("config") if start else None
+    if isinstance(config, dict):
+        for key in ("run_name", "wandb_run_name"):
+            if config.get(key):
+                return str(config[key])
+    # A trainer's log is out_dir/progress.jsonl: the folder names the run.
+    if path.name == "progress.jsonl" and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return path.stem
+
+
+def read_log(path: str | os.PathLike[str]) -> RunLog:
+    """Read a JSONL progress log (or the progress.jsonl in a trainer's out_dir).
+
+    Returns a :class:`RunLog` with the runs in the file, oldest first; see :class:`Run` for
+    the reconstructed view of a resumed run. Torn and garbled lines are skipped and counted.
+    Raises :class:`LogFileError`, naming the problem and the fix, for a missing file, an
+    empty file, a file that is not a progress log, or a newer schema version."""
+    path = resolve_log_path(path)
+    if not path.exists():
+        raise LogFileError(
+            f"{path}: no such file. Fix: pass the log a run writes with --jsonl_log=True "
+            f"(out_dir/progress.jsonl) or with build_sinks(jsonl=...)."
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LogFileError(f"{path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from exc
+    if not data.strip():
+        raise LogFileError(
+            f"{path} is empty: the run has not written its first record yet. Fix: wait until "
+            f"training starts, or check that this is the right file."
+        )
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline, else a line still being written
+    reader = LogReader(path)
+    reader.feed(lines)
+    incomplete = False
+    if tail.strip():
+        complete_lines = reader.skipped_lines
+        reader.feed([tail])
+        incomplete = reader.skipped_lines > complete_lines
+        reader.skipped_lines = complete_lines
+    if reader.records == 0:
+        raise LogFileError(
+            f"{path} is not a trainprogress JSONL log: none of its {len(lines) + bool(tail.strip())} lines is a "
+            f"record with 'schema' and 'type' keys. Fix: pass the file the JSONL sink writes "
+            f"(out_dir/progress.jsonl with --jsonl_log=True)."
+        )
+    reader.name_runs()
+    return RunLog(path=path, runs=reader.runs, skipped_lines=reader.skipped_lines, incomplete_tail=incomplete)
+
+
+_REPORT_FIELDS = {f.name for f in fields(Report)}
+
+
+def report_from_record(record: Record) -> Report:
+    """The :class:`Report` a report record was written from (for the console's renderers);
+    keys this version does not know are ignored, missing ones left unknown."""
+    values = {name: record.get(name) for name in _REPORT_FIELDS & record.keys()}
+    values["wall_time"] = record.get("time", 0.0)
+    values.setdefault("kind", "scheduled")
+    values.setdefault("total_iters", record["iteration"])
+    values["percent"] = values.get("percent") if values.get("percent") is not None else 0.0
+    values["elapsed_s"] = values.get("elapsed_s") or 0.0
+    values["paused_s"] = values.get("paused_s") or 0.0
+    for name in ("eta_s", "iters_per_s", "ms_per_iter"):
+        values.setdefault(name, None)
+    values["start_iter"] = values.get("start_iter") or 0
+    values["metrics"] = {k: v for k, v in (record.get("metrics") or {}).items() if v is not None}
+    memory_keys = {f.name for f in fields(MemoryStats)}
+    values["memory"] = tuple(
+        MemoryStats(**{k: v for k, v in m.items() if k in memory_keys})
+        for m in record.get("memory") or () if isinstance(m, dict) and m.get("used_bytes") is not None
+    )
+    values["sections"] = tuple(
+        Section(str(s.get("title", "")), tuple((str(line[0]), line[1]) for line in s.get("lines", ()) if len(line) == 2))
+        for s in record.get("sections") or () if isinstance(s, dict)
+    )
+    values["anomalies"] = tuple(
+        Anomaly(str(a.get("kind", "")), str(a.get("message", "")), int(a.get("since_iter") or 0))
+        for a in record.get("anomalies") or () if isinstance(a, dict)
+    )
+    return Report(**values)

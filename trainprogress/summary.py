@@ -1,0 +1,187 @@
+"""A run's summary from its log: how it ended (or where it stands), and its key figures."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from . import format as fmt
+from .runlog import RUNNING, Run, RunLog
+from .sinks.console import BULLET
+
+# A running run whose log has been silent for this many report intervals (and at least
+# STALE_MIN_S) has probably been killed without a chance to write its end.
+STALE_INTERVALS = 10
+STALE_MIN_S = 120.0
+
+
+def _iso(unix_time: float | None) -> str | None:
+    if unix_time is None:
+        return None
+    return datetime.fromtimestamp(unix_time, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _best_val_loss(run: Run) -> float | None:
+    values = []
+    for segment in run.segments:
+        for report in segment.reports:
+            values.append(report.get("best_val_loss"))
+            metrics = report.get("metrics")
+            if isinstance(metrics, dict):
+                values.append(metrics.get("val_loss"))
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return min(finite) if finite else None
+
+
+def _pauses(run: Run) -> dict[str, dict[str, float]]:
+    """Time in marked pauses by name, over every process of the run (redone parts included:
+    that time was spent)."""
+    pauses: dict[str, dict[str, float]] = {}
+    for segment in run.segments:
+        for event in segment.events:
+            data = event.get("data")
+            if event.get("event") != "pause" or not isinstance(data, dict):
+                continue
+            entry = pauses.setdefault(str(data.get("name", "pause")), {"count": 0, "seconds": 0.0})
+            entry["count"] += 1
+            entry["seconds"] += float(data.get("duration_s") or 0.0)
+    return pauses
+
+
+def _throughput(run: Run) -> dict[str, float | None]:
+    """Iterations done, training seconds (pauses excluded) and the averages, over every
+    process of the run."""
+    iterations, training_s, wall_s = 0, 0.0, 0.0
+    for segment in run.segments:
+        last_report = segment.reports[-1] if segment.reports else None
+        begin, last = segment.start_time, segment.last_record
+        if begin is not None and last is not None:
+            wall_s += last["time"] - begin
+        if last_report is not None:
+            iterations += last_report["iteration"] - segment.start_iter
+            training_s += max(0.0, (last_report.get("elapsed_s") or 0.0) - (last_report.get("paused_s") or 0.0))
+    iters_per_s = iterations / training_s if iterations and training_s > 0 else None
+    start = run.segments[-1].start or {}
+    tokens_per_iter = start.get("tokens_per_iter")
+    flops, peak = start.get("flops_per_iter"), start.get("peak_flops")
+    return {
+        "iterations_done": iterations,
+        "training_s": training_s,
+        "wall_s": wall_s,
+        "iters_per_s": iters_per_s,
+        "tokens_per_s": iters_per_s * tokens_per_iter if iters_per_s and tokens_per_iter else None,
+        "mfu": iters_per_s * flops / peak if iters_per_s and flops and peak else None,
+    }
+
+
+def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> dict[str, Any]:
+    """The run's key figures as plain JSON-ready values (seconds, Unix times as ISO strings,
+    ``mfu`` a fraction): status, iteration, times, losses, speed, tokens, pauses, resumes,
+    anomalies, and the error of a crashed run."""
+    now = time.time() if now is None else now
+    latest = run.latest_report or {}
+    last = run.last_record or {}
+    total = run.total_iters
+    pauses = _pauses(run)
+    speed = _throughput(run)
+    summary: dict[str, Any] = {
+        "name": run.name,
+        "file": str(log.path) if log else None,
+        "status": run.status,
+        "iteration": run.iteration,
+        "total_iters": total,
+        "percent": 100.0 * run.iteration / total if total else None,
+        "started": _iso(run.segments[0].start_time),
+        "last_record": _iso(last.get("time")),
+        "seconds_since_last_record": now - last["time"] if last else None,
+        "eta_s": None,
+        "wall_s": speed["wall_s"],
+        "training_s": speed["training_s"],
+        "paused_s": sum(p["seconds"] for p in pauses.values()),
+        "pauses": pauses,
+        "loss": latest.get("loss"),
+        "smoothed_loss": latest.get("smoothed_loss"),
+        "best_val_loss": _best_val_loss(run),
+        "iters_per_s": speed["iters_per_s"],
+        "tokens_per_s": speed["tokens_per_s"],
+        "tokens_processed": latest.get("tokens_processed"),
+        "mfu": speed["mfu"],
+        "error": run.error,
+        "resumed_at": [r["iteration"] for r in run.resumes],
+        "superseded_records": run.superseded,
+        "anomalies": [
+            {"iteration": e["iteration"], **(e.get("data") or {})}
+            for e in run.events if e.get("event") == "anomaly"
+        ],
+        "reports": len(run.reports),
+        "skipped_lines": log.skipped_lines if log else 0,
+    }
+    if run.status == RUNNING and latest.get("eta_s") is not None and "time" in latest:
+        summary["eta_s"] = max(0.0, latest["eta_s"] - (now - latest["time"]))
+    summary["probably_killed"] = run.status == RUNNING and _is_stale(run, summary["seconds_since_last_record"])
+    return summary
+
+
+def _is_stale(run: Run, silent_s: float | None) -> bool:
+    if silent_s is None:
+        return False
+    times = [r["time"] for r in run.reports[-20:]]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    typical = gaps[len(gaps) // 2] if gaps else 0.0
+    return silent_s > max(STALE_MIN_S, STALE_INTERVALS * typical)
+
+
+def _state_line(s: dict[str, Any]) -> str:
+    where = f"{fmt.format_count(s['iteration'])}"
+    if s["total_iters"]:
+        where += f"/{fmt.format_count(s['total_iters'])} iterations ({fmt.format_percent(s['percent'])})"
+    status = s["status"]
+    if status == RUNNING:
+        if s["probably_killed"]:
+            return f"no end record, silent for {fmt.format_duration(s['seconds_since_last_record'])}: probably killed at {where}"
+        return f"running at {where}, ETA {fmt.format_eta(s['eta_s'])}"
+    return f"{status} at {where}"
+
+
+def format_summary(s: dict[str, Any]) -> list[str]:
+    """The summary as text lines for a terminal."""
+    lines = [f"{s['name']}: {_state_line(s)}"]
+    if s["error"]:
+        lines.append(f"{BULLET}Error: {s['error']}")
+    age = s["seconds_since_last_record"]
+    lines.append(f"{BULLET}Started {s['started']}; last record {s['last_record']}"
+                 + (f" ({fmt.format_duration(age)} ago)" if age is not None else ""))
+    pauses = ", ".join(f"{name} {fmt.format_duration(p['seconds'])} ×{p['count']}" for name, p in s["pauses"].items())
+    lines.append(f"{BULLET}Wall time: {fmt.format_duration(s['wall_s'])} (training {fmt.format_duration(s['training_s'])}"
+                 + (f"; pauses {fmt.format_duration(s['paused_s'])}: {pauses})" if pauses else ")"))
+    losses = []
+    if s["loss"] is not None:
+        losses.append(f"loss {fmt.format_loss(s['loss'])}")
+    if s["smoothed_loss"] is not None:
+        losses.append(f"smoothed {fmt.format_loss(s['smoothed_loss'])}")
+    if s["best_val_loss"] is not None:
+        losses.append(f"best validation loss {fmt.format_loss(s['best_val_loss'])}")
+    if losses:
+        lines.append(f"{BULLET}{'; '.join(losses).capitalize()}")
+    speed = []
+    if s["iters_per_s"] is not None:
+        speed.append(fmt.format_rate(s["iters_per_s"]))
+    if s["tokens_per_s"] is not None:
+        speed.append(f"{fmt.format_count(round(s['tokens_per_s']))} tokens/s")
+    if s["mfu"] is not None:
+        speed.append(f"MFU {fmt.format_mfu(s['mfu'])}")
+    if speed:
+        lines.append(f"{BULLET}Average speed: {', '.join(speed)}")
+    if s["tokens_processed"] is not None:
+        lines.append(f"{BULLET}Tokens processed: {fmt.format_count(s['tokens_processed'])}")
+    if s["resumed_at"]:
+        at = ", ".join(fmt.format_count(i) for i in s["resumed_at"])
+        lines.append(f"{BULLET}Resumed {len(s['resumed_at'])}× (at iteration {at}); "
+                     f"{s['superseded_records']} records of redone iterations superseded")
+    if s["anomalies"]:
+        shown = "; ".join(f"{a.get('anomaly', '?')} at iteration {fmt.format_count(a['iteration'])}" for a in s["anomalies"][:5])
+        more = f" (+{len(s['anomalies']) - 5} more)" if len(s["anomalies"]) > 5 else ""
+        lines.append(f"{BULLET}Anomalies: {shown}{more}")
+    return lines
