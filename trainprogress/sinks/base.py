@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from ..report import Report
-from .runner import CLOSE_TIME_LIMIT_S, SINK_TIME_LIMIT_S, SinkRunner
+from .runner import CLOSE_TIME_LIMIT_S, SINK_TIME_LIMIT_S, START_TIME_LIMIT_S, SinkRunner
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ class Sink:
 
 
 class SinkGroup:
-    """Sends each message to every sink, each on a thread of its own (see ``runner``). A
-    sink that raises (SystemExit included) or stays slow is switched off with one clear
-    warning, and the others, and training, go on. After ``close()`` nothing is sent."""
+    """Sends each message to every sink; a slow one is moved off the training thread (see
+    ``runner``). A sink that raises (SystemExit included) or stays slow is switched off with
+    one clear warning, and the others, and training, go on. After ``close()`` nothing is sent."""
 
     def __init__(self, sinks: Iterable[Sink]) -> None:
         self._runners = [SinkRunner(sink) for sink in sinks]
@@ -107,7 +107,8 @@ class SinkGroup:
             elif runner.background and not was_background:
                 logger.warning(
                     "trainprogress: sink %s took over %.1f s in %s(); it now runs in the background and "
-                    "training no longer waits for it", runner.name, SINK_TIME_LIMIT_S, method,
+                    "training no longer waits for it", runner.name,
+                    START_TIME_LIMIT_S if method == "start" else SINK_TIME_LIMIT_S, method,
                 )
 
     def start(self, run: RunInfo) -> None:
