@@ -271,3 +271,14 @@ def test_read_only_out_dir_is_refused_before_training(tmp_path):
         expected = "Permission denied"
     assert result.returncode == 0, result.stderr
     assert f"out_dir '{out_dir}' cannot be written: {expected}. Fix: set --out_dir" in result.stdout
+
+
+def test_a_model_keeping_infinities_on_purpose_can_opt_out(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    state = {"model": {"causal_mask": torch.full((4, 4), float("-inf")).triu(1)}, "iter_num": 1}
+    with pytest.raises(NonFiniteStateError):
+        save_checkpoint(str(path), state)
+    save_checkpoint(str(path), state, check_finite_state=False)
+    assert torch.equal(load_checkpoint(str(path))["model"]["causal_mask"], state["model"]["causal_mask"])
+    with pytest.raises(NonFiniteStateError, match="the loss is nan"):  # the loss is still checked
+        save_checkpoint(str(path), state, check_finite_state=False, loss=float("nan"))

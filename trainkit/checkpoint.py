@@ -208,14 +208,18 @@ def _save_failure(path: str, exc: OSError, needed: int) -> CheckpointSaveError:
     return CheckpointSaveError(message)
 
 
-def save_checkpoint(path: str, payload: dict[str, Any], *, loss: float | torch.Tensor | None = None) -> None:
+def save_checkpoint(
+    path: str, payload: dict[str, Any], *, loss: float | torch.Tensor | None = None, check_finite_state: bool = True
+) -> None:
     """Write ``payload`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically.
     The folder must exist (see prepare_out_dir).
 
     Raises NonFiniteStateError, writing nothing, when ``loss`` (the latest loss, optional) or
-    a tensor in ``payload`` is NaN or infinite; CheckpointSaveError when writing fails. In
-    every case the previous file at ``path`` is untouched and no temporary file remains."""
-    check_finite(payload, path, loss)
+    a tensor in ``payload`` is NaN or infinite (``check_finite_state=False`` skips the
+    tensors, for a model that keeps infinities on purpose, such as a -inf attention mask
+    buffer); CheckpointSaveError when writing fails. In every case the previous file at
+    ``path`` is untouched and no temporary file remains."""
+    check_finite(payload if check_finite_state else {}, path, loss)
     remove_stale_temp_files(path)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
