@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_compile_prefix
+from trainkit.checkpoint import CheckpointError, CheckpointSaveError, load_checkpoint, save_checkpoint, strip_compile_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", torch_save_that_dies)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointSaveError, match="disk full"):
         save_checkpoint(path, payload(2.0))
     assert load_checkpoint(path)["iter_num"] == 1
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # the temporary file is gone too

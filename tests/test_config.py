@@ -111,11 +111,25 @@ def test_type_coercions():
     (["--max_iters"], "flag '--max_iters' has no value. Fix: write --max_iters=VALUE."),
     (["--max_iters=0"], "max_iters must be > 0, got 0"),
     (["-x"], "unknown option '-x'"),
+    (["--learning_rate=1e999"], "config key 'learning_rate' must be a finite number, got inf (from --learning_rate=1e999)"),
+    (["--learning_rate=-1e999"], "config key 'learning_rate' must be a finite number, got -inf"),
+    (["--learning_rate=1e999-1e999"], "config key 'learning_rate' must be a finite number, got nan"),
+    (["--betas=(0.9, 1e999)"], "config key 'betas' must be a finite number, got (0.9, inf)"),
 ])
 def test_errors_name_the_problem_and_the_fix(argv, expected):
     with pytest.raises(ConfigError) as err:
         load_config(Demo, argv, prog="demo.py")
     assert expected in str(err.value)
+
+
+def test_non_finite_values_in_files_are_refused(tmp_path):
+    py = write(tmp_path, "c.py", "learning_rate = 1e308 * 10\n")
+    js = write(tmp_path, "c.json", '{"learning_rate": NaN}')
+    for path, shown in ((py, "inf"), (js, "nan")):
+        with pytest.raises(ConfigError) as err:
+            load_config(Demo, [path])
+        assert f"config key 'learning_rate' must be a finite number, got {shown} (from {path}" in str(err.value)
+        assert "Fix: give a finite value like 0.001" in str(err.value)
 
 
 def test_unknown_key_in_a_file_names_the_file(tmp_path):
@@ -163,6 +177,9 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_
     (["--batch_size=-1"], None, "batch_size must be > 0, got -1"),
     (["--report_interval=0"], None, "report_interval must be a percent in (0, 100], got 0.0"),
     (["--min_lr=1"], None, "min_lr (1.0) must lie in [0, learning_rate=0.0006]"),
+    (["--learning_rate=1e999"], None, "config key 'learning_rate' must be a finite number, got inf"),
+    (["--learning_rate=1e999-1e999"], None, "config key 'learning_rate' must be a finite number, got nan"),
+    (["--grad_clip=1e999"], None, "config key 'grad_clip' must be a finite number, got inf"),
     (["--block_size=200000"], None, "val.bin holds 103,650 tokens, fewer than the 200,001 needed (block_size + 1)"),
     (["--gradient_accumulation_steps=3"], {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
      "gradient_accumulation_steps (3) is not divisible by the world size (2)"),

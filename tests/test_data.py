@@ -136,6 +136,17 @@ def small_dataset(tmp_path) -> Path:
     return tmp_path
 
 
+def test_missing_meta_is_an_error_not_the_gpt2_vocabulary(small_dataset):
+    """Character data without its meta.pkl used to train silently with 50,257 tokens."""
+    (small_dataset / "prepare.py").write_text("")
+    (small_dataset / "meta.pkl").unlink()
+    with pytest.raises(DataError) as err:
+        TokenData(str(small_dataset), block_size=8, device="cpu", seed=0)
+    message = str(err.value)
+    assert f"{small_dataset / 'meta.pkl'} not found" in message
+    assert f"Fix: re-run {small_dataset / 'prepare.py'}" in message and "{'vocab_size': 50257}" in message
+
+
 def test_batches_are_shifted_windows(small_dataset):
     data = TokenData(str(small_dataset), block_size=8, device="cpu", seed=0)
     x, y = data.get_batch("train", 5)

@@ -118,6 +118,26 @@ def test_resume_appends_and_never_truncates(tmp_path):
     assert second[-1]["status"] == "completed"
 
 
+def test_a_torn_last_line_does_not_swallow_the_next_run_start(tmp_path):
+    """A process killed in the middle of writing a line leaves it partial; the resumed run
+    must start on a fresh line, leaving exactly one unreadable line behind."""
+    path = tmp_path / "progress.jsonl"
+    run(path, 200, stop_at=90)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: whole.rindex(b"\n", 0, len(whole) - 1) + 20])  # 19 bytes into the last line
+    run(path, 200, start_iter=90)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    unreadable = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            unreadable.append(line)
+    assert len(unreadable) == 1 and len(unreadable[0]) == 19
+    starts = [json.loads(line) for line in lines if line not in unreadable and json.loads(line)["type"] == "run_start"]
+    assert [s["start_iter"] for s in starts] == [0, 90]
+
+
 def test_each_line_is_on_disk_as_soon_as_it_is_written(tmp_path):
     path = tmp_path / "progress.jsonl"
     clock = FakeClock()

@@ -21,6 +21,7 @@ import ast
 import dataclasses
 import difflib
 import json
+import math
 import operator
 import os
 import types
@@ -254,6 +255,17 @@ def _coerce(value: Any, tp: Any) -> Any:
     raise TypeError
 
 
+def _all_finite(value: Any) -> bool:
+    """False when ``value`` is, or holds (in a tuple, list or dict), an infinite or NaN float."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    return True
+
+
 def _split_flags(argv: Sequence[str], prog: str) -> tuple[list[str], list[tuple[str, str | None]]]:
     """Split argv into config files and (key, raw value) overrides, in order. A flag with
     no value (``--eval_only`` followed by another flag or nothing) has raw value None."""
@@ -300,7 +312,7 @@ def load_config(cls: type[T], argv: Sequence[str], *, prog: str = "train.py") ->
     files named in ``argv`` and its ``--key=value`` / ``--key value`` flags, in that order.
 
     Raises ConfigError for a missing or unparsable file, an unknown key (with a did-you-mean),
-    a value of the wrong type, or a value that ``cls.__post_init__`` rejects (it may raise
+    a value of the wrong type, an infinite or NaN number (``1e999``, ``1e999-1e999``), or a value that ``cls.__post_init__`` rejects (it may raise
     ConfigError or ValueError). ``--help``/``-h`` is not handled here: see format_help.
     """
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -338,6 +350,11 @@ def load_config(cls: type[T], argv: Sequence[str], *, prog: str = "train.py") ->
                 f"config key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r} (from {origin}). "
                 f"Fix: give a value like {_default(fields[key])!r}."
             ) from None
+        if not _all_finite(chosen[key]):
+            raise ConfigError(
+                f"config key '{key}' must be a finite number, got {value!r} (from {origin}); infinity and NaN "
+                f"would train on NaN. Fix: give a finite value like {_default(fields[key])!r}."
+            )
     try:
         return cls(**chosen)
     except ConfigError:

@@ -1,6 +1,7 @@
 """Token datasets as nanoGPT stores them: ``<data_dir>/<dataset>/train.bin`` and ``val.bin``
-(flat uint16 token ids, memory-mapped, never read whole) and an optional ``meta.pkl``
-(``vocab_size``, ``stoi``, ``itos`` for character vocabularies).
+(flat uint16 token ids, memory-mapped, never read whole) and ``meta.pkl`` (``vocab_size``,
+and ``stoi``, ``itos`` for character vocabularies). Training needs ``meta.pkl``: guessing a
+vocabulary (nanoGPT falls back to GPT-2's 50,257) would silently train the wrong model.
 
 ``ensure_prepared`` runs the dataset's ``prepare.py`` when its files are missing;
 ``TokenData`` checks the files and serves random training batches and full-split
@@ -105,8 +106,17 @@ class TokenData:
 
     def __init__(self, dataset_dir: str, block_size: int, device: torch.device | str, seed: int) -> None:
         self.dataset_dir = dataset_dir
-        self.meta = load_meta(dataset_dir)
-        self.vocab_size = self.meta["vocab_size"] if self.meta else 50257  # GPT-2 BPE otherwise
+        meta = load_meta(dataset_dir)
+        if meta is None:
+            script = os.path.join(dataset_dir, "prepare.py")
+            raise DataError(
+                f"{os.path.join(dataset_dir, 'meta.pkl')} not found, so the vocabulary size is unknown. Fix: re-run "
+                f"{script if os.path.isfile(script) else 'the prepare.py that made the token files'} (it writes "
+                f"train.bin, val.bin and meta.pkl together); for GPT-2 BPE tokens, write a meta.pkl holding "
+                f"{{'vocab_size': 50257}}."
+            )
+        self.meta = meta
+        self.vocab_size = meta["vocab_size"]
         self.block_size = block_size
         # One memmap per split for the whole run: the corpora here are small, so the pages
         # it keeps resident cost little (nanoGPT re-opens per batch to bound that for huge ones).

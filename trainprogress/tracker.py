@@ -22,6 +22,7 @@ from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, Memo
 from .sinks.base import Event, RunInfo, Sink, SinkGroup
 from .speed import SpeedWindow
 from .timing import MAX_PENDING_GROUPS, StepClock
+from .values import is_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,22 @@ def detect_is_master() -> bool:
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
+
+
+# Types step() has accepted as a loss; any other type is checked once, then joins them.
+_LOSS_TYPES: set[type] = {float, int, type(None)}
+
+
+def _check_loss(loss: Any) -> None:
+    """Accept a number or a tensor as a loss (remembering its type), else raise TypeError."""
+    kind = type(loss)
+    if kind is bool or not (is_tensor(loss) or hasattr(kind, "__float__")):
+        shown = repr(loss)
+        raise TypeError(
+            f"trainprogress: step(loss=...) takes a number or a one-element tensor, got {kind.__name__} "
+            f"{shown if len(shown) <= 40 else shown[:37] + '...'}; pass loss.detach() or float(loss)"
+        )
+    _LOSS_TYPES.add(kind)
 
 
 def _check_int(name: str, value: Any, minimum: int, fix: str) -> int:
@@ -100,6 +117,7 @@ class ProgressTracker:
         "_speed",
         "_timer",
         "_unchecked_step_times",
+        "_warned_after_close",
         "interval_percent",
         "is_master",
         "schedule",
@@ -173,6 +191,7 @@ class ProgressTracker:
         self._overrun_warned = False
         self._pause_depth = 0
         self._closed = False
+        self._warned_after_close = False
         start_wall = time.time()
         self._timer = StepClock(clock, start_iter)
         self._next_tick = self._timer.t_start + TICK_INTERVAL_S if self._sinks.wants_ticks else math.inf
@@ -220,7 +239,10 @@ class ProgressTracker:
     def step(self, loss: Any = None, lr: Any = None, **values: Any) -> Report | None:
         """Record one completed optimizer step. ``loss`` and any named ``values`` may be
         floats or one-element tensors (kept by reference, read at the next report). Returns
-        the Report when one is due at this step, else None."""
+        the Report when one is due at this step, else None. A ``loss`` of another type
+        raises TypeError at the first step and at every step where the clock is read (every
+        step of a loop slower than 1 ms per step): a type check, never a device sync. After
+        ``close()`` a step is ignored, with one warning."""
         it = self._iter + 1
         self._iter = it
         self._loss_ring[it & 127] = loss  # LOSS_RING - 1
@@ -236,6 +258,16 @@ class ProgressTracker:
         """A boundary of any kind: the step clock's group closes; an anomaly check, a report
         and a live tick run when due. A check and a report at the same step share one
         materialisation and one memory probe."""
+        if self._closed:
+            return self._step_after_close()
+        loss = self._loss_ring[self._iter & 127]
+        if type(loss) not in _LOSS_TYPES:  # here, off the fastest path, where the clock is read
+            try:
+                _check_loss(loss)
+            except TypeError:
+                self._loss_ring[self._iter & 127] = None
+                self._iter -= 1  # the rejected step does not count
+                raise
         it = self._iter
         now = self._timer.sample(it)
         if self._timer.backlog >= MAX_PENDING_GROUPS:
@@ -264,6 +296,13 @@ class ProgressTracker:
             self._timer.exclude(cost)
             self._eta.add_pause("report", cost, it)
         return report
+
+    def _step_after_close(self) -> None:
+        self._iter -= 1  # the step is ignored: the run is over
+        if not self._warned_after_close and self.is_master:
+            self._warned_after_close = True
+            logger.warning("trainprogress: step() called after close() is ignored; the run's summary is already "
+                           "written. Call close() once, after the last step (or use the tracker as a context manager).")
 
     def _advance(self) -> None:
         it = self._iter
@@ -425,6 +464,7 @@ class ProgressTracker:
         if self._closed:
             return None
         self._closed = True
+        self._next_due = 0  # every later step() goes to _on_due, which ignores it
         if not self.is_master:
             return None
         if error is not None:

@@ -22,7 +22,15 @@ def materialise(values: Sequence[Any]) -> list[float]:
         if is_tensor(value):
             tensors_by_device.setdefault(value.device, []).append(i)
         else:
-            out[i] = float(value)
+            try:
+                out[i] = float(value)
+            except (TypeError, ValueError):
+                shown = repr(value)
+                raise TypeError(
+                    f"trainprogress: a loss or metric must be a number or a one-element tensor, got "
+                    f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:37] + '...'}; "
+                    f"pass loss.detach() or float(loss)"
+                ) from None
     if tensors_by_device:
         torch = sys.modules["torch"]
         for indices in tensors_by_device.values():

@@ -4,11 +4,13 @@ that sends each message to every sink and switches off one that fails."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from ..report import Report
+from .runner import CLOSE_TIME_LIMIT_S, SINK_TIME_LIMIT_S, START_TIME_LIMIT_S, SinkRunner
 
 logger = logging.getLogger(__name__)
 
@@ -79,26 +81,34 @@ class Sink:
 
 
 class SinkGroup:
-    """Sends each message to every sink. A sink that raises is switched off with one clear
-    warning, and the others, and training, go on."""
+    """Sends each message to every sink; a slow one is moved off the training thread (see
+    ``runner``). A sink that raises (SystemExit included) or stays slow is switched off with
+    one clear warning, and the others, and training, go on. After ``close()`` nothing is sent."""
 
     def __init__(self, sinks: Iterable[Sink]) -> None:
-        self._sinks = list(sinks)
-        self.wants_ticks = any(s.wants_ticks for s in self._sinks)
+        self._runners = [SinkRunner(sink) for sink in sinks]
+        self.wants_ticks = any(r.sink.wants_ticks for r in self._runners)
 
     def __bool__(self) -> bool:
-        return bool(self._sinks)
+        return bool(self._runners)
+
+    def _switch_off(self, runner: SinkRunner, why: str) -> None:
+        self._runners.remove(runner)
+        runner.stop()
+        self.wants_ticks = any(r.sink.wants_ticks for r in self._runners)
+        logger.warning("trainprogress: sink %s %s and is switched off; training goes on", runner.name, why)
 
     def _call(self, method: str, *args: object) -> None:
-        for sink in list(self._sinks):
-            try:
-                getattr(sink, method)(*args)
-            except Exception as exc:
-                self._sinks.remove(sink)
-                self.wants_ticks = any(s.wants_ticks for s in self._sinks)
+        for runner in list(self._runners):
+            was_background = runner.background
+            why = runner.call(method, args)
+            if why is not None:
+                self._switch_off(runner, why)
+            elif runner.background and not was_background:
                 logger.warning(
-                    "trainprogress: sink %s failed in %s() and is switched off; training goes on (%s: %s)",
-                    type(sink).__name__, method, type(exc).__name__, exc,
+                    "trainprogress: sink %s took over %.1f s in %s(); it now runs in the background and "
+                    "training no longer waits for it", runner.name,
+                    START_TIME_LIMIT_S if method == "start" else SINK_TIME_LIMIT_S, method,
                 )
 
     def start(self, run: RunInfo) -> None:
@@ -114,4 +124,15 @@ class SinkGroup:
         self._call("event", event)
 
     def close(self) -> None:
-        self._call("close")
+        """Close every sink, giving them together up to CLOSE_TIME_LIMIT_S to finish."""
+        runners, self._runners = self._runners, []
+        self.wants_ticks = False
+        for runner in runners:
+            runner.close()
+        deadline = time.monotonic() + CLOSE_TIME_LIMIT_S
+        for runner in runners:
+            if not runner.join(max(0.0, deadline - time.monotonic())):
+                logger.warning("trainprogress: sink %s did not finish closing within %.0f s; it is left behind",
+                               runner.name, CLOSE_TIME_LIMIT_S)
+            elif runner.error is not None:
+                logger.warning("trainprogress: sink %s %s; training goes on", runner.name, runner.error)

@@ -1,5 +1,7 @@
 """A JSON Lines log of the run: one JSON object per line, flushed as it is written, appended
-to (never truncated), so a resumed run continues the same file.
+to (never truncated), so a resumed run continues the same file. A last line left partial by
+a killed process is ended before appending, so that it stays one unreadable line (readers
+skip it) and the next run's records start on a line of their own.
 
 Schema (version 1). Every line has:
 
@@ -118,6 +120,18 @@ class JsonlSink(Sink):
             raise ValueError(f"JSONL log path {self.path} is a folder; pass a file path such as {self.path / 'progress.jsonl'}")
         self._file: TextIO | None = None
 
+    def _ends_torn(self) -> bool:
+        """Whether the existing log ends inside a line (its last byte is not a newline)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() == 0:
+                    return False
+                f.seek(-1, os.SEEK_END)
+                return f.read(1) != b"\n"
+        except FileNotFoundError:
+            return False
+
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             return
@@ -127,7 +141,10 @@ class JsonlSink(Sink):
 
     def start(self, run: RunInfo) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = self._ends_torn()
         self._file = open(self.path, "a", encoding="utf-8")
+        if torn:  # a process killed mid-write: end its partial line so this run's start is whole
+            self._file.write("\n")
         self._write({
             "type": "run_start",
             "time": run.wall_time,

@@ -3,10 +3,13 @@ starts, at milestones (default 25/50/75/100%), on an anomaly, on a crash, and wh
 stops early.
 
 Endpoints and credentials come only from environment variables, and never appear in any
-output, log line, exception message or repr (failures are logged with them masked):
+output, log line, exception message or repr, not even in part: a failure is logged by its
+type and code alone (an exception's text may quote the URL or the server's reply), with
+every piece of every secret masked besides:
 
 - ``TRAINPROGRESS_SLACK_WEBHOOK_URL``: an incoming-webhook URL; a JSON ``{"text": ...}`` is
-  POSTed to it (Slack, Mattermost and other Slack-compatible endpoints accept it).
+  POSTed to it (Slack, Mattermost and other Slack-compatible endpoints accept it). A
+  ``user:password@`` in it is sent as HTTP basic authentication.
 - ``TRAINPROGRESS_SMTP_HOST`` turns e-mail on and then needs ``TRAINPROGRESS_SMTP_TO``
   (comma-separated addresses). Optional: ``TRAINPROGRESS_SMTP_PORT`` (default 587 with
   STARTTLS, else 25), ``TRAINPROGRESS_SMTP_USER`` and ``TRAINPROGRESS_SMTP_PASSWORD`` (login),
@@ -24,14 +27,18 @@ one warning until it works again. Training never waits on an endpoint, except th
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import queue
+import re
 import smtplib
 import socket
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from typing import Iterable, Mapping
@@ -55,23 +62,41 @@ _STOP = object()
 
 
 class _Webhook:
-    """POSTs ``{"text": ...}`` as JSON to the webhook URL."""
+    """POSTs ``{"text": ...}`` as JSON to the webhook URL. Credentials in the URL
+    (``https://user:password@host/...``) are sent as HTTP basic authentication."""
 
     name = "webhook"
 
     def __init__(self, url: str) -> None:
         if not url.startswith(("https://", "http://")):
             raise ValueError(f"{ENV_WEBHOOK} must be an http(s):// URL (its value is not shown)")
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise ValueError(f"{ENV_WEBHOOK} contains a space or a control character; remove it, or percent-encode "
+                             f"it (%20) (its value is not shown)")
+        parts = urllib.parse.urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(f"{ENV_WEBHOOK} has a port that is not a number (its value is not shown)") from None
+        self._secrets = _secret_parts(url)
+        self._headers = {"Content-Type": "application/json"}
+        if parts.username is not None or parts.password is not None:
+            login = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password or '')}"
+            self._headers["Authorization"] = "Basic " + base64.b64encode(login.encode("utf-8")).decode("ascii")
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            if parts.port is not None:
+                netloc += f":{parts.port}"
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
         self._url = url
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (self._url,)
+        return self._secrets
 
     def send(self, subject: str, text: str, timeout_s: float) -> None:
         request = urllib.request.Request(
-            self._url, data=json.dumps({"text": text}).encode("utf-8"),
-            headers={"Content-Type": "application/json"}, method="POST",
+            self._url, data=json.dumps({"text": text}).encode("utf-8"), headers=self._headers, method="POST",
         )
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # raises on HTTP >= 400
             response.read()
@@ -107,7 +132,7 @@ class _Email:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self._host, self._user, self._password) if s)
+        return tuple(part for s in (self._host, self._user, self._password) if s for part in _secret_parts(s))
 
     def send(self, subject: str, text: str, timeout_s: float) -> None:
         message = EmailMessage()
@@ -134,6 +159,37 @@ def channels_from_env(environ: Mapping[str, str]) -> list[_Webhook | _Email]:
     if environ.get(ENV_SMTP_HOST):
         channels.append(_Email(environ))
     return channels
+
+
+# Pieces of a secret shorter than this are not masked on their own ("http", "443", "com"
+# would otherwise be starred everywhere); the whole value and its longer pieces are.
+MIN_SECRET_PART = 4
+
+
+def _secret_parts(secret: str) -> tuple[str, ...]:
+    """``secret`` and every piece of it that an error message could quote alone: its
+    percent-decoded form, and the runs between URL delimiters (user, password, host, each
+    path segment, query values), both as written and decoded."""
+    pieces = {secret, urllib.parse.unquote(secret)}
+    for text in tuple(pieces):
+        pieces.update(re.split(r"[/:@?#&=;,\s]+", text))
+    return tuple(p for p in pieces if len(p) >= MIN_SECRET_PART)
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """What went wrong, from the exception's type and codes only: an exception's text can
+    quote the URL, the host or the server's reply, any of which may hold a secret."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP status {exc.code}"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__} (SMTP code {exc.smtp_code})"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"{type(exc).__name__}: timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
 
 
 def _mask(text: str, secrets: Iterable[str]) -> str:
@@ -281,12 +337,12 @@ class NotifySink(Sink):
         for channel in self._channels:
             try:
                 channel.send(subject, body, self._timeout_s)
-            except Exception as exc:  # a failing endpoint must never reach training
+            except BaseException as exc:  # a failing endpoint must never reach training (SystemExit included)
                 if channel.name not in self._failing:
                     self._failing.add(channel.name)
                     logger.warning(
                         "trainprogress: %s notification failed; training goes on (%s)",
-                        channel.name, _mask(f"{type(exc).__name__}: {exc}", self._secrets),
+                        channel.name, _mask(_describe_failure(exc), self._secrets),
                     )
             else:
                 self._failing.discard(channel.name)
