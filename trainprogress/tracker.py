@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from .eta import EtaEstimator
 from .flops import PeakFlops, detect_peak
 from .memory import probe_memory
+from .ranks import DataWaitTimer, make_cross_rank
 from .report import ANOMALY, FINAL, SCHEDULED, Report, Section
 from .schedule import ReportSchedule
 from .sinks.base import Event, RunInfo, Sink, SinkGroup, Tick
@@ -92,6 +93,7 @@ class ProgressTracker:
         "_check_times",
         "_clock",
         "_closed",
+        "_data_wait",
         "_dense_schedule",
         "_eta",
         "_iter",
@@ -105,11 +107,14 @@ class ProgressTracker:
         "_next_due",
         "_next_report",
         "_next_sample",
+        "_next_sync",
         "_next_tick",
         "_overrun_warned",
         "_pause_depth",
         "_paused_s",
         "_peak",
+        "_phase",
+        "_ranks",
         "_sampled_iter",
         "_samples",
         "_sections",
@@ -119,6 +124,7 @@ class ProgressTracker:
         "_t_last",
         "_t_start",
         "_values",
+        "_watchdog",
         "flops_per_iter",
         "interval_percent",
         "is_master",
@@ -145,6 +151,8 @@ class ProgressTracker:
         loss_window: int = 100,
         anomaly: Any = None,
         run_config: Mapping[str, object] | None = None,
+        cross_rank: Any = False,
+        watchdog: Any = False,
     ) -> None:
         self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
         self.start_iter = _check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
@@ -182,6 +190,9 @@ class ProgressTracker:
         self._dense_schedule: ReportSchedule | None = None
         if anomaly is not None and self.is_master:
             self._init_anomaly(anomaly)
+        self._data_wait = DataWaitTimer(clock)
+        self._phase = "compute"
+        self._ranks = make_cross_rank(cross_rank, clock, start_iter)
 
         # Per-step state, kept minimal: the hot path touches only these.
         self._iter = start_iter
@@ -205,6 +216,8 @@ class ProgressTracker:
         self._best_val_loss: float | None = None
         self._sections: dict[str, SectionSource] = {}
         self._anomalies: tuple = ()
+        if self._ranks is not None and self.is_master:
+            self._sections["🛰️ Ranks"] = lambda: self._ranks.figures.section_lines() if self._ranks.figures else {}
 
         self._overrun_warned = False
         self._pause_depth = 0
@@ -218,7 +231,8 @@ class ProgressTracker:
             self._next_report = self.schedule.next_due(start_iter) or math.inf
             if self._check_schedule is not None:
                 self._next_check = self._check_schedule.next_due(start_iter) or math.inf
-        self._next_due = min(self._next_report, self._next_check, self._next_sample)
+        self._next_sync = (self.schedule.next_due(start_iter) or math.inf) if self._ranks is not None else math.inf
+        self._next_due = min(self._next_report, self._next_check, self._next_sample, self._next_sync)
         self._sinks.start(RunInfo(
             total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
             tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
@@ -226,6 +240,7 @@ class ProgressTracker:
             peak_flops_source=self._peak.source if self._peak else None,
             config=dict(run_config or {}), wall_time=self._start_wall,
         ))
+        self._watchdog = self._start_watchdog(watchdog)
 
     @staticmethod
     def _build_sinks(sinks: Iterable[Sink] | None) -> list[Sink]:
@@ -301,6 +316,9 @@ class ProgressTracker:
                 "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
                 "Call step() once per optimizer step and pass the real total.", self.total_iters,
             )
+        synced = self._iter >= self._next_sync
+        if synced:
+            self._sync_ranks()
         checked = self._iter >= self._next_check
         report = self._check_anomalies() if checked else None
         if report is None and self._iter >= self._next_report:
@@ -309,7 +327,7 @@ class ProgressTracker:
         if ticked:
             self._send_tick()
         self._advance()
-        if report is not None or ticked or checked:
+        if report is not None or ticked or checked or synced:
             if self._sinks.wants_ticks:
                 self._next_tick = now + TICK_INTERVAL_S
             # The time spent reporting is the tracker's, not the next step's: keep it out of
@@ -325,7 +343,9 @@ class ProgressTracker:
             self._next_report = self._next_report_after(it)
         if self._check_schedule is not None and self._next_check <= it:
             self._next_check = self._check_schedule.next_due(it) or math.inf
-        self._next_due = min(self._next_report, self._next_check, self._next_sample)
+        if self._next_sync <= it:
+            self._next_sync = self.schedule.next_due(it) or math.inf
+        self._next_due = min(self._next_report, self._next_check, self._next_sample, self._next_sync)
 
     def _next_report_after(self, iteration: int) -> float:
         nxt = self.schedule.next_due(iteration)
@@ -347,7 +367,7 @@ class ProgressTracker:
             step_times_s=step_times,
             grad_norm=self._values.get("grad_norm"),
             memory_bytes=memory[0].used_bytes if memory else None,
-        )
+        ) + self._rank_anomalies()
         now_kinds = {a.kind for a in self._anomalies}
         for anomaly in self._anomalies:
             if anomaly.kind not in was:
@@ -361,6 +381,31 @@ class ProgressTracker:
         if now_kinds - was:
             return self._emit(ANOMALY, memory=memory)
         return None
+
+    def _sync_ranks(self) -> None:
+        """Every rank, at each scheduled boundary: the cross-rank exchange (trainprogress.ranks).
+        On rank 0 a straggler found there joins the anomalies, with its events."""
+        self._drain_steps()
+        self._materialise()
+        losses = self._losses
+        phase, self._phase = self._phase, "collective"
+        figures = self._ranks.exchange(self._iter, self._paused_s, self._data_wait.total_s,
+                                       losses[-1] if losses else None, fmean(losses) if losses else None)
+        self._phase = phase
+        if figures is None:
+            return
+        was = any(a.kind == "straggler" for a in self._anomalies)
+        self._anomalies = tuple(a for a in self._anomalies if a.kind != "straggler") + self._rank_anomalies()
+        anomaly = self._ranks.anomaly
+        if anomaly is not None and not was:
+            self._sinks.event(self._event("anomaly", anomaly=anomaly.kind, message=anomaly.message, since_iter=anomaly.since_iter))
+        elif anomaly is None and was:
+            self._sinks.event(self._event("anomaly_cleared", anomaly="straggler"))
+        if was != (anomaly is not None):
+            self._next_report = self._next_report_after(self._iter - 1)
+
+    def _rank_anomalies(self) -> tuple:
+        return (self._ranks.anomaly,) if self._ranks is not None and self._ranks.anomaly is not None else ()
 
     def _drain_steps(self) -> None:
         """Feed the timed groups of steps to the estimators (and, as per-step means, to the
@@ -419,6 +464,9 @@ class ProgressTracker:
         else:
             iters_per_s = self._speed.iters_per_s
         tokens = self.tokens_per_iter
+        # Losses are the mean over ranks when this iteration's cross-rank figures are in.
+        figures = self._ranks.figures if self._ranks is not None else None
+        figures = figures if figures is not None and figures.iteration == self._iter else None
         mfu = None
         if self._peak is not None and iters_per_s is not None:
             mfu = self.flops_per_iter * iters_per_s / self._peak.flops_per_s
@@ -432,8 +480,8 @@ class ProgressTracker:
             eta_s=self._eta.remaining_s(self._iter),
             iters_per_s=iters_per_s,
             ms_per_iter=None if iters_per_s is None else 1000.0 / iters_per_s,
-            loss=self._losses[-1] if self._losses else None,
-            smoothed_loss=fmean(self._losses) if self._losses else None,
+            loss=figures.global_loss if figures else self._losses[-1] if self._losses else None,
+            smoothed_loss=figures.global_smoothed_loss if figures else fmean(self._losses) if self._losses else None,
             lr=self._lr if isinstance(self._lr, float) else None,
             best_val_loss=self._best_val_loss,
             mfu=mfu,
@@ -445,6 +493,7 @@ class ProgressTracker:
             metrics=self._values,
             sections=self._build_sections(),
             anomalies=self._anomalies,
+            ranks=figures.scalars() if figures else {},
             start_iter=self.start_iter,
             wall_time=time.time(),
         )
@@ -500,16 +549,51 @@ class ProgressTracker:
         once, under the outermost name."""
         self._pause_depth += 1
         start = self._clock()
+        phase, self._phase = self._phase, name
         try:
             yield
         finally:
             self._pause_depth -= 1
+            self._phase = phase
             if self._pause_depth == 0:
                 duration = self._clock() - start
                 self._t_last += duration  # so the next step's time excludes the pause
                 self._paused_s += duration
                 self._eta.add_pause(name, duration, self._iter)
                 self._sinks.event(self._event("pause", name=name, duration_s=duration))
+
+    def data_wait(self) -> DataWaitTimer:
+        """``with tracker.data_wait():`` around the wait for the next batch: that time counts as
+        data time in the cross-rank figures (the rest of a step is compute) and names the phase
+        a stall is reported in. Two clock reads, no device sync. A wait measured elsewhere can be
+        added with ``tracker.data_wait().add(seconds)``."""
+        return self._data_wait
+
+    def _start_watchdog(self, setting: Any) -> Any:
+        if not setting:
+            return None
+        from .watchdog import Watchdog, WatchdogConfig
+
+        config = WatchdogConfig() if setting is True else setting
+        if not isinstance(config, WatchdogConfig):
+            raise TypeError(f"watchdog must be a bool or a WatchdogConfig, got {setting!r}")
+        dog = Watchdog(config, lambda: self._iter, self._current_phase,
+                       lambda stall: self._on_stall("stalled", stall), lambda stall: self._on_stall("stall_ended", stall))
+        dog.start()
+        return dog
+
+    def _current_phase(self) -> str:
+        return "data" if self._data_wait.active else self._phase
+
+    def _on_stall(self, kind: str, stall: Any) -> None:
+        """From the watchdog thread: the master tells its sinks; another rank logs a warning."""
+        data = {"stalled_s": stall.stalled_s, "phase": stall.phase, "typical_step_s": stall.typical_step_s,
+                "threshold_s": stall.threshold_s}
+        if self.is_master:
+            self._sinks.event(Event(kind=kind, iteration=stall.iteration, wall_time=time.time(), data=data))
+        elif kind == "stalled":
+            logger.warning("trainprogress: rank %s: no step for %.0f s after iteration %d (phase: %s)",
+                           os.environ.get("RANK", "?"), stall.stalled_s, stall.iteration, stall.phase)
 
     @property
     def iteration(self) -> int:
@@ -533,6 +617,10 @@ class ProgressTracker:
         if self._closed:
             return None
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.close()
+        if self._ranks is not None:
+            self._ranks.close()
         if not self.is_master:
             return None
         if error is not None:
