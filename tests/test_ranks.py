@@ -46,7 +46,8 @@ def test_scalars_are_the_ranks_key_family():
 def test_section_names_the_slowest_and_biggest_ranks():
     lines = figures().section_lines()
     assert lines["Ranks"] == "4 (2 nodes), at iteration 300"
-    assert lines["Data wait"] == "median 0.3 ms/iter, max 20.6 ms on rank 2 (node-b)"
+    assert lines["Data wait"] == "max 20.6 ms/iter on rank 2 (node-b), the others' median 0.3 ms"
+    assert lines["Compute"] == "max 40.6 ms/iter on rank 1 (node-a), the others' median 40.4 ms"
     assert lines["Peak memory"] == "max 61.50GB on rank 1, min 59.00GB"
     assert lines["Loss spread"].startswith("1.500000 (rank 0) to 4.500000 (rank 3)")
     assert lines["Slow now"] == "rank 2 on node-b: data 20.6 ms vs median 0.3 ms"

@@ -26,7 +26,7 @@ from typing import Callable
 
 from . import format as fmt
 from .report import Anomaly
-from .stragglers import SlowRank, StragglerConfig, StragglerDetector, find_slow_ranks
+from .stragglers import SlowRank, StragglerConfig, StragglerDetector, find_slow_ranks, medians_of_others
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ class RankFigures:
         lines: dict[str, object] = {"Ranks": f"{self.world_size} ({nodes}), at iteration {fmt.format_count(self.iteration)}"}
         for label, values in (("Data wait", self.data_ms), ("Compute", self.compute_ms)):
             top = _argmax(values)
-            lines[label] = (f"median {median(values):.1f} ms/iter, max {values[top]:.1f} ms "
-                            f"on rank {top} ({self.hosts[top]})")
+            others = medians_of_others(values)[top] if self.world_size > 1 else values[top]
+            lines[label] = f"max {values[top]:.1f} ms/iter on rank {top} ({self.hosts[top]}), the others' median {others:.1f} ms"
         known = [(m, r) for r, m in enumerate(self.peak_memory_bytes) if math.isfinite(m)]
         if known:
             (low, _), (high, rank) = min(known), max(known)
