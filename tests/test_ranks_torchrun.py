@@ -90,6 +90,21 @@ def test_two_nodes_on_loopback_report_once_with_the_mean_loss_of_four_ranks(tmp_
         assert report["scalars"]["ranks/data_ms_median"] >= 2  # each rank sleeps 2 ms in data_wait()
 
 
+def test_a_rank_that_leaves_costs_one_timeout_and_the_run_goes_on(tmp_path):
+    log = tmp_path / "progress.jsonl"
+    start = time.monotonic()
+    result = subprocess.run(torchrun("--standalone", str(REPO / "tests" / "rank_worker.py"), str(log), "40", "15"),
+                            capture_output=True, text=True, timeout=300, cwd=REPO, env=ENV)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert time.monotonic() - start < 120
+    assert "the cross-rank exchange at iteration 20 failed" in result.stderr
+    reports = [r for r in records(log) if r["type"] == "report"]
+    assert [r["iteration"] for r in reports] == [10, 20, 30, 40, 40]  # every report, the summary last
+    assert "ranks/world_size" in reports[0]["scalars"]
+    assert all("ranks/world_size" not in r["scalars"] for r in reports[1:])
+    assert reports[0]["loss"] == 1.5 and reports[-1]["loss"] == 1.0  # the mean while both ranks answer, then rank 0's
+
+
 def worker_pid(launcher, rank):
     for child in psutil.Process(launcher.pid).children(recursive=True):
         try:

@@ -148,3 +148,15 @@ def test_bad_config_is_refused(kwargs, message):
         WatchdogConfig(**kwargs)
     with pytest.raises(TypeError, match="watchdog must be a bool or a WatchdogConfig"):
         ProgressTracker(10, sinks=[], watchdog="yes")
+
+
+def test_other_ranks_log_one_warning_line(caplog, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    config = WatchdogConfig(min_stall_s=0.2, first_step_s=0.2, poll_s=0.02)
+    with ProgressTracker(100, is_master=False, watchdog=config) as tracker:
+        tracker.step(loss=1.0)
+        deadline = time.monotonic() + 10
+        while "no step for" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert caplog.text.count("trainprogress: rank 3: no step for") == 1
+    assert "after iteration 1 (phase: compute)" in caplog.text

@@ -12,16 +12,20 @@ torch is never imported here; it is used only where the caller already imported 
 
 from .anomaly import AnomalyConfig
 from .flops import gpt_flops_per_token
+from .ranks import CrossRankConfig
 from .report import Anomaly, MemoryStats, Report, Section
 from .sinks import build_sinks
 from .sinks.base import Event, RunInfo, Sink, Tick
 from .sinks.console import ConsoleSink
+from .stragglers import StragglerConfig
 from .tracker import ProgressTracker
+from .watchdog import WatchdogConfig
 
 __all__ = [
     "Anomaly",
     "AnomalyConfig",
     "ConsoleSink",
+    "CrossRankConfig",
     "Event",
     "MemoryStats",
     "ProgressTracker",
@@ -29,7 +33,9 @@ __all__ = [
     "RunInfo",
     "Section",
     "Sink",
+    "StragglerConfig",
     "Tick",
+    "WatchdogConfig",
     "build_sinks",
     "gpt_flops_per_token",
 ]

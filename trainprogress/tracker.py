@@ -81,6 +81,13 @@ class ProgressTracker:
 
     Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
     ``step`` returns None there.
+
+    Several processes: with ``cross_rank=True`` (or a ``CrossRankConfig``) every rank joins
+    one small exchange at each scheduled boundary, and the report carries every rank's data
+    and compute time, memory and host, the loss averaged over ranks, and straggler warnings
+    (``trainprogress.ranks``); mark data waiting with ``with tracker.data_wait():``.
+    ``watchdog=True`` (or a ``WatchdogConfig``) reports a stall when steps stop coming
+    (``trainprogress.watchdog``).
     """
 
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
