@@ -219,13 +219,19 @@ class CrossRank:
         self._last_paused_s = 0.0
         self._last_data_s = 0.0
 
+    @property
+    def anomalies(self) -> tuple[Anomaly, ...]:
+        """The straggler anomaly while a rank is named (rank 0), else nothing."""
+        return () if self.anomaly is None else (self.anomaly,)
+
     def exchange(self, iteration: int, paused_s: float, data_s: float, loss: float | None,
-                 smoothed_loss: float | None) -> RankFigures | None:
-        """Send this rank's row and, on rank 0, return every rank's figures. ``paused_s`` and
-        ``data_s`` are the tracker's running totals of paused and data-waiting seconds.
-        Returns None on other ranks and after a failed exchange."""
+                 smoothed_loss: float | None) -> list[tuple[str, dict[str, object]]]:
+        """Send this rank's row; on rank 0 keep every rank's figures in ``figures`` and update
+        the straggler anomaly. ``paused_s`` and ``data_s`` are the tracker's running totals of
+        paused and data-waiting seconds. Returns the events (kind, data) this exchange causes:
+        a straggler named ("anomaly") or cleared ("anomaly_cleared"); none on other ranks."""
         if self._broken:
-            return None
+            return []
         import torch
 
         now = self._clock()
@@ -244,11 +250,11 @@ class CrossRank:
             logger.warning(
                 "trainprogress: rank %d: the cross-rank exchange at iteration %d failed (%s: %s); cross-rank "
                 "figures are off from here, training goes on", self.rank, iteration, type(exc).__name__, exc)
-            return None
+            return []
         done = self._clock()
         self._last_iter, self._last_time, self._last_paused_s, self._last_data_s = iteration, done, paused_s, data_s
         if self.rank != 0:
-            return None
+            return []
         table = [r.tolist() for r in rows]
         iterations = {int(r[0]) for r in table}
         if len(iterations) > 1:
@@ -261,8 +267,12 @@ class CrossRank:
             peak_memory_bytes=tuple(r[4] for r in table), loss=tuple(r[5] for r in table),
             smoothed_loss=tuple(r[6] for r in table), exchange_ms=1000.0 * (done - now), slow=tuple(slow),
         )
-        self.anomaly = self.detector.observe(iteration, slow, self.world_size)
-        return self.figures
+        was_named, self.anomaly = self.anomaly is not None, self.detector.observe(iteration, slow, self.world_size)
+        if self.anomaly is not None and not was_named:
+            return [("anomaly", {"anomaly": "straggler", "message": self.anomaly.message, "since_iter": self.anomaly.since_iter})]
+        if self.anomaly is None and was_named:
+            return [("anomaly_cleared", {"anomaly": "straggler"})]
+        return []
 
     def close(self) -> None:
         """Release the side group (collective: every rank calls it, as at the end of a run)."""

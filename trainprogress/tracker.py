@@ -16,6 +16,7 @@ from .eta import EtaEstimator
 from .flops import PeakFlops, detect_peak
 from .memory import probe_memory
 from .ranks import DataWaitTimer, make_cross_rank
+from .watchdog import start_watchdog
 from .report import ANOMALY, FINAL, SCHEDULED, Report, Section
 from .schedule import ReportSchedule
 from .sinks.base import Event, RunInfo, Sink, SinkGroup, Tick
@@ -247,7 +248,8 @@ class ProgressTracker:
             peak_flops_source=self._peak.source if self._peak else None,
             config=dict(run_config or {}), wall_time=self._start_wall,
         ))
-        self._watchdog = self._start_watchdog(watchdog)
+        self._watchdog = start_watchdog(watchdog, lambda: self._iter, self._current_phase,
+                                        self._sinks.event if self.is_master else None)
 
     @staticmethod
     def _build_sinks(sinks: Iterable[Sink] | None) -> list[Sink]:
@@ -374,7 +376,7 @@ class ProgressTracker:
             step_times_s=step_times,
             grad_norm=self._values.get("grad_norm"),
             memory_bytes=memory[0].used_bytes if memory else None,
-        ) + self._rank_anomalies()
+        ) + (self._ranks.anomalies if self._ranks is not None else ())
         now_kinds = {a.kind for a in self._anomalies}
         for anomaly in self._anomalies:
             if anomaly.kind not in was:
@@ -391,28 +393,19 @@ class ProgressTracker:
 
     def _sync_ranks(self) -> None:
         """Every rank, at each scheduled boundary: the cross-rank exchange (trainprogress.ranks).
-        On rank 0 a straggler found there joins the anomalies, with its events."""
+        On rank 0 a straggler joins the anomalies; its naming or clearing is an event."""
         self._drain_steps()
         self._materialise()
         losses = self._losses
         phase, self._phase = self._phase, "collective"
-        figures = self._ranks.exchange(self._iter, self._paused_s, self._data_wait.total_s,
-                                       losses[-1] if losses else None, fmean(losses) if losses else None)
+        events = self._ranks.exchange(self._iter, self._paused_s, self._data_wait.total_s,
+                                      losses[-1] if losses else None, fmean(losses) if losses else None)
         self._phase = phase
-        if figures is None:
-            return
-        was = any(a.kind == "straggler" for a in self._anomalies)
-        self._anomalies = tuple(a for a in self._anomalies if a.kind != "straggler") + self._rank_anomalies()
-        anomaly = self._ranks.anomaly
-        if anomaly is not None and not was:
-            self._sinks.event(self._event("anomaly", anomaly=anomaly.kind, message=anomaly.message, since_iter=anomaly.since_iter))
-        elif anomaly is None and was:
-            self._sinks.event(self._event("anomaly_cleared", anomaly="straggler"))
-        if was != (anomaly is not None):
+        self._anomalies = tuple(a for a in self._anomalies if a.kind != "straggler") + self._ranks.anomalies
+        for kind, data in events:
+            self._sinks.event(self._event(kind, **data))
+        if events:  # into or out of the dense schedule, keeping this boundary
             self._next_report = self._next_report_after(self._iter - 1)
-
-    def _rank_anomalies(self) -> tuple:
-        return (self._ranks.anomaly,) if self._ranks is not None and self._ranks.anomaly is not None else ()
 
     def _drain_steps(self) -> None:
         """Feed the timed groups of steps to the estimators (and, as per-step means, to the
@@ -576,31 +569,8 @@ class ProgressTracker:
         added with ``tracker.data_wait().add(seconds)``."""
         return self._data_wait
 
-    def _start_watchdog(self, setting: Any) -> Any:
-        if not setting:
-            return None
-        from .watchdog import Watchdog, WatchdogConfig
-
-        config = WatchdogConfig() if setting is True else setting
-        if not isinstance(config, WatchdogConfig):
-            raise TypeError(f"watchdog must be a bool or a WatchdogConfig, got {setting!r}")
-        dog = Watchdog(config, lambda: self._iter, self._current_phase,
-                       lambda stall: self._on_stall("stalled", stall), lambda stall: self._on_stall("stall_ended", stall))
-        dog.start()
-        return dog
-
     def _current_phase(self) -> str:
         return "data" if self._data_wait.active else self._phase
-
-    def _on_stall(self, kind: str, stall: Any) -> None:
-        """From the watchdog thread: the master tells its sinks; another rank logs a warning."""
-        data = {"stalled_s": stall.stalled_s, "phase": stall.phase, "typical_step_s": stall.typical_step_s,
-                "threshold_s": stall.threshold_s}
-        if self.is_master:
-            self._sinks.event(Event(kind=kind, iteration=stall.iteration, wall_time=time.time(), data=data))
-        elif kind == "stalled":
-            logger.warning("trainprogress: rank %s: no step for %.0f s after iteration %d (phase: %s)",
-                           os.environ.get("RANK", "?"), stall.stalled_s, stall.iteration, stall.phase)
 
     @property
     def iteration(self) -> int:

@@ -12,12 +12,15 @@ stops when the tracker closes.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from statistics import median
-from typing import Callable
+from typing import Any, Callable
+
+from .sinks.base import Event
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +140,30 @@ class Watchdog:
         if self._stall is None and stalled_s >= threshold:
             self._stall = Stall(iteration, stalled_s, self._read_phase(), self.typical_step_s, threshold)
             self._on_stall(self._stall)
+
+
+def start_watchdog(setting: Any, read_iteration: Callable[[], int], read_phase: Callable[[], str],
+                   emit: Callable[[Event], None] | None) -> Watchdog | None:
+    """The started watchdog for the tracker's ``watchdog`` argument (True or a WatchdogConfig),
+    or None when it is off. ``emit`` sends its "stalled" and "stall_ended" events (data:
+    stalled_s, phase, typical_step_s, threshold_s) to the master's sinks; without it (other
+    ranks) a stall is one warning in the log, naming the rank."""
+    if not setting:
+        return None
+    config = WatchdogConfig() if setting is True else setting
+    if not isinstance(config, WatchdogConfig):
+        raise TypeError(f"watchdog must be a bool or a WatchdogConfig, got {setting!r}")
+
+    def tell(kind: str, stall: Stall) -> None:
+        if emit is not None:
+            data = {"stalled_s": stall.stalled_s, "phase": stall.phase, "typical_step_s": stall.typical_step_s,
+                    "threshold_s": stall.threshold_s}
+            emit(Event(kind=kind, iteration=stall.iteration, wall_time=time.time(), data=data))
+        elif kind == "stalled":
+            logger.warning("trainprogress: rank %s: no step for %.0f s after iteration %d (phase: %s)",
+                           os.environ.get("RANK", "?"), stall.stalled_s, stall.iteration, stall.phase)
+
+    dog = Watchdog(config, read_iteration, read_phase, lambda stall: tell("stalled", stall),
+                   lambda stall: tell("stall_ended", stall))
+    dog.start()
+    return dog
