@@ -12,17 +12,21 @@ torch is never imported here; it is used only where the caller already imported 
 
 from .anomaly import AnomalyConfig
 from .flops import gpt_flops_per_token
+from .ranks import CrossRankConfig
 from .report import Anomaly, MemoryStats, Report, Section
 from .runlog import LogFileError, read_log
 from .sinks import build_sinks
 from .sinks.base import Event, RunInfo, Sink, Tick
 from .sinks.console import ConsoleSink
+from .stragglers import StragglerConfig
 from .tracker import ProgressTracker
+from .watchdog import WatchdogConfig
 
 __all__ = [
     "Anomaly",
     "AnomalyConfig",
     "ConsoleSink",
+    "CrossRankConfig",
     "Event",
     "LogFileError",
     "MemoryStats",
@@ -31,7 +35,9 @@ __all__ = [
     "RunInfo",
     "Section",
     "Sink",
+    "StragglerConfig",
     "Tick",
+    "WatchdogConfig",
     "build_sinks",
     "gpt_flops_per_token",
     "read_log",

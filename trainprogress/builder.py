@@ -91,6 +91,7 @@ class ReportBuilder:
         iters_per_s: float | None,
         memory: tuple[MemoryStats, ...],
         anomalies: tuple[Anomaly, ...],
+        ranks: Mapping[str, float] | None = None,
         outcome: str | None = None,
         error: str | None = None,
     ) -> Report:
@@ -122,6 +123,7 @@ class ReportBuilder:
             metrics=values.metrics,
             sections=self.sections.build(),
             anomalies=anomalies,
+            ranks=ranks or {},
             start_iter=self.start_iter,
             outcome=outcome,
             error=error,

@@ -96,6 +96,10 @@ class Report:
     speed window. ``mfu`` is a fraction of ``peak_flops`` (FLOP/s), whose origin
     ``peak_flops_source`` names ("given", "table: NVIDIA H100 SXM bf16", "measured: CPU fp32").
 
+    Several processes: ``ranks`` holds the cross-rank figures' flat ``ranks/...`` numbers
+    (see ``trainprogress.ranks``) when they were exchanged at this iteration; then ``loss``
+    and ``smoothed_loss`` are the means over all ranks.
+
     End: ``outcome`` is None until the final report, whose ``outcome`` says how the run ended
     (``COMPLETED``, ``STOPPED`` or ``CRASHED``) and whose ``error`` names the exception of a
     crash ("RuntimeError: CUDA out of memory"); both are set once, by ``tracker.close()``.
@@ -123,6 +127,7 @@ class Report:
     metrics: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     sections: tuple[Section, ...] = ()
     anomalies: tuple[Anomaly, ...] = ()
+    ranks: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     start_iter: int = 0
     outcome: str | None = None
     error: str | None = None
@@ -130,6 +135,7 @@ class Report:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))
+        object.__setattr__(self, "ranks", _frozen_mapping(self.ranks))
 
     def scalars(self) -> dict[str, float]:
         """The report's numbers under one flat, slash-namespaced key scheme with units in the
@@ -157,6 +163,7 @@ class Report:
                 out[f"mem/{mem.device}_reserved_gib"] = mem.reserved_bytes / gib
             if mem.peak_bytes is not None:
                 out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / gib
+        out.update(self.ranks)
         for name, value in self.metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[name if "/" in name else f"metrics/{name}"] = value

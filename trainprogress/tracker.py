@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .boundaries import ReportSchedule
@@ -18,11 +19,13 @@ from .builder import ReportBuilder, Sections, SectionSource
 from .eta import EtaEstimator
 from .flops import PeakFlops, detect_peak
 from .memory import probe_memory
+from .ranks import DataWaitTimer, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
 from .sinks.base import Event, RunInfo, Sink, SinkGroup
 from .speed import SpeedWindow
 from .timing import MAX_PENDING_GROUPS, StepClock
 from .values import is_tensor
+from .watchdog import start_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,13 @@ class ProgressTracker:
     (trainprogress.buffer) keeps losses and values and materialises them; ``ReportBuilder``
     and ``Sections`` (trainprogress.builder) make Reports; ``ReportSchedule``
     (trainprogress.boundaries) says when reports and checks are due.
+
+    Several processes: with ``cross_rank=True`` (or a ``CrossRankConfig``) every rank joins
+    one small exchange at each scheduled boundary, and the report carries every rank's data
+    and compute time, memory and host, the loss averaged over ranks, and straggler warnings
+    (``trainprogress.ranks``); mark data waiting with ``with tracker.data_wait():``.
+    ``watchdog=True`` (or a ``WatchdogConfig``) reports a stall when steps stop coming
+    (``trainprogress.watchdog``).
     """
 
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
@@ -100,6 +110,7 @@ class ProgressTracker:
         "_builder",
         "_check_schedule",
         "_closed",
+        "_data_wait",
         "_dense_schedule",
         "_eta",
         "_iter",
@@ -109,15 +120,19 @@ class ProgressTracker:
         "_next_check",
         "_next_due",
         "_next_report",
+        "_next_sync",
         "_next_tick",
         "_overrun_warned",
         "_pause_depth",
+        "_phase",
+        "_ranks",
         "_sections",
         "_sinks",
         "_speed",
         "_timer",
         "_unchecked_step_times",
         "_warned_after_close",
+        "_watchdog",
         "interval_percent",
         "is_master",
         "schedule",
@@ -142,6 +157,8 @@ class ProgressTracker:
         loss_window: int = 100,
         anomaly: Any = None,
         run_config: Mapping[str, object] | None = None,
+        cross_rank: Any = False,
+        watchdog: Any = False,
     ) -> None:
         self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
         self.start_iter = _check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
@@ -182,6 +199,11 @@ class ProgressTracker:
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
                                       flops_per_iter=flops_per_iter, peak=peak, sections=self._sections)
+        self._data_wait = DataWaitTimer(clock)
+        self._phase = "compute"
+        self._ranks = make_cross_rank(cross_rank, clock, start_iter)
+        if self._ranks is not None and self.is_master:
+            self._sections.set("🛰️ Ranks", lambda: self._ranks.figures.section_lines() if self._ranks.figures else {}, None)
 
         # The hot path touches only these.
         self._iter = start_iter
@@ -200,7 +222,8 @@ class ProgressTracker:
             self._next_report = self.schedule.next_due(start_iter) or math.inf
             if self._check_schedule is not None:
                 self._next_check = self._check_schedule.next_due(start_iter) or math.inf
-        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample)
+        self._next_sync = (self.schedule.next_due(start_iter) or math.inf) if self._ranks is not None else math.inf
+        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
         self._sinks.start(RunInfo(
             total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
             tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
@@ -208,6 +231,8 @@ class ProgressTracker:
             peak_flops_source=peak.source if peak else None,
             config=dict(run_config or {}), wall_time=start_wall,
         ))
+        self._watchdog = start_watchdog(watchdog, lambda: self._iter, self._current_phase,
+                                        self._sinks.event if self.is_master else None)
 
     @staticmethod
     def _build_sinks(sinks: Iterable[Sink] | None) -> list[Sink]:
@@ -278,6 +303,9 @@ class ProgressTracker:
                 "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
                 "Call step() once per optimizer step and pass the real total.", self.total_iters,
             )
+        synced = it >= self._next_sync
+        if synced:
+            self._sync_ranks()
         checked = it >= self._next_check
         memory = probe_memory() if checked else None
         report = self._check_anomalies(memory) if checked else None
@@ -310,7 +338,9 @@ class ProgressTracker:
             self._next_report = self._next_report_after(it)
         if self._check_schedule is not None and self._next_check <= it:
             self._next_check = self._check_schedule.next_due(it) or math.inf
-        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample)
+        if self._next_sync <= it:
+            self._next_sync = self.schedule.next_due(it) or math.inf
+        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
 
     def _next_report_after(self, iteration: int) -> float:
         nxt = self.schedule.next_due(iteration)
@@ -343,7 +373,7 @@ class ProgressTracker:
             step_times_s=step_times,
             grad_norm=values.metrics.get("grad_norm"),
             memory_bytes=memory[0].used_bytes if memory else None,
-        )
+        ) + (self._ranks.anomalies if self._ranks is not None else ())
         now_kinds = {a.kind for a in self._anomalies}
         for anomaly in self._anomalies:
             if anomaly.kind not in was:
@@ -358,6 +388,21 @@ class ProgressTracker:
             return self._emit(ANOMALY, memory)
         return None
 
+    def _sync_ranks(self) -> None:
+        """Every rank, at each scheduled boundary: the cross-rank exchange (trainprogress.ranks).
+        On rank 0 a straggler joins the anomalies; its naming or clearing is an event."""
+        self._drain_step_times()
+        values = self._buffer.materialise(self._iter, self._lr)
+        phase, self._phase = self._phase, "collective"
+        events = self._ranks.exchange(self._iter, self._timer.paused_s, self._data_wait.total_s,
+                                      values.loss, values.smoothed_loss)
+        self._phase = phase
+        self._anomalies = tuple(a for a in self._anomalies if a.kind != "straggler") + self._ranks.anomalies
+        for kind, data in events:
+            self._sinks.event(self._event(kind, **data))
+        if events:  # into or out of the dense schedule, keeping this boundary
+            self._next_report = self._next_report_after(self._iter - 1)
+
     def _emit(self, kind: str, memory: tuple[MemoryStats, ...] | None = None, **end: str | None) -> Report:
         """Build a Report of ``kind`` (with ``memory`` when already probed at this step) and
         send it to the sinks. ``end``: the final report's ``outcome`` and ``error``."""
@@ -370,8 +415,15 @@ class ProgressTracker:
             iters_per_s = done / training_s if done and training_s > 0 else None
         else:
             iters_per_s = self._speed.iters_per_s
+        # Losses are the mean over ranks when this iteration's cross-rank figures are in.
+        figures = self._ranks.figures if self._ranks is not None else None
+        if figures is not None and figures.iteration == self._iter:
+            values = replace(values, loss=figures.global_loss, smoothed_loss=figures.global_smoothed_loss)
+        else:
+            figures = None
         report = self._builder.report(
             kind, values,
+            ranks=figures.scalars() if figures else None,
             elapsed_s=self._timer.elapsed_s(now),
             paused_s=self._timer.paused_s,
             eta_s=self._eta.remaining_s(self._iter),
@@ -415,15 +467,27 @@ class ProgressTracker:
         once, under the outermost name."""
         self._pause_depth += 1
         start = self._timer.now()
+        phase, self._phase = self._phase, name
         try:
             yield
         finally:
             self._pause_depth -= 1
+            self._phase = phase
             if self._pause_depth == 0:
                 duration = self._timer.now() - start
                 self._timer.exclude(duration, paused=True)
                 self._eta.add_pause(name, duration, self._iter)
                 self._sinks.event(self._event("pause", name=name, duration_s=duration))
+
+    def data_wait(self) -> DataWaitTimer:
+        """``with tracker.data_wait():`` around the wait for the next batch: that time counts as
+        data time in the cross-rank figures (the rest of a step is compute) and names the phase
+        a stall is reported in. Two clock reads, no device sync. A wait measured elsewhere can be
+        added with ``tracker.data_wait().add(seconds)``."""
+        return self._data_wait
+
+    def _current_phase(self) -> str:
+        return "data" if self._data_wait.active else self._phase
 
     @property
     def iteration(self) -> int:
@@ -465,6 +529,10 @@ class ProgressTracker:
             return None
         self._closed = True
         self._next_due = 0  # every later step() goes to _on_due, which ignores it
+        if self._watchdog is not None:
+            self._watchdog.close()
+        if self._ranks is not None:
+            self._ranks.close()
         if not self.is_master:
             return None
         if error is not None:

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from .. import format as fmt
 from ..report import BLOCKS, COMPLETED, FINAL, MemoryStats, Report
-from .base import Sink
+from .base import Event, Sink
 
 RULE = "=" * 80
 BULLET = "   • "
@@ -122,6 +122,18 @@ def render_final(report: Report) -> list[str]:
     return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
 
 
+def render_stall(event: Event) -> list[str]:
+    """The lines of the block the hang watchdog's "stalled" event prints."""
+    data = event.data
+    lines = [f"Last phase: {data.get('phase')}", f"No step for: {fmt.format_duration(float(data.get('stalled_s', 0.0)))}"]
+    typical = data.get("typical_step_s")
+    if typical is not None:
+        lines.append(f"Typical step: {fmt.format_ms(1000.0 * float(typical))}")
+    lines.append("Check every rank's log; a process stopped, killed or waiting in a collective is the usual cause")
+    title = f"⏸️ TRAINING STALLED after iteration {fmt.format_count(event.iteration)}"
+    return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
+
+
 def to_ascii(text: str) -> str:
     """The block without emoji or other non-ASCII characters, for log files and plain terminals."""
     return fmt.strip_emoji(text).translate(_ASCII).encode("ascii", "replace").decode("ascii")
@@ -165,3 +177,10 @@ class ConsoleSink(Sink):
             self._write(render_final(report))
         else:
             self._write(render_progress(report))
+
+    def event(self, event: Event) -> None:
+        if event.kind == "stalled":
+            self._write(render_stall(event))
+        elif event.kind == "stall_ended":
+            stalled = fmt.format_duration(float(event.data.get("stalled_s", 0.0)))
+            self._write([f"▶️ Training goes on at iteration {fmt.format_count(event.iteration)} after a stall of {stalled}"])

@@ -39,6 +39,7 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 - ``metrics``: the caller's named values
 - ``sections``: a list of {title, lines: [[label, value], ...], into}
 - ``anomalies``: a list of {kind, message, since_iter}
+- ``ranks``: the cross-rank figures ``{"ranks/...": number}`` when exchanged at this report (``cross_rank=True``), else {}
 - ``start_iter``: the iteration this process resumed at
 - ``outcome``: null, except in the final summary: how the run ended (see ``run_end``)
 - ``error``: null, except in the final summary of a crash: the exception

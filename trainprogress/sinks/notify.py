@@ -298,6 +298,9 @@ class NotifySink(Sink):
         where = f"at iteration {fmt.format_count(event.iteration)}"
         if event.kind == "anomaly":
             self._put(f"⚠️ anomaly {where}: {event.data.get('message', event.data.get('anomaly', ''))}")
+        elif event.kind == "stalled":
+            self._put(f"⏸️ training stalled {where}: no step for {fmt.format_duration(float(event.data.get('stalled_s', 0.0)))} "
+                      f"(last phase: {event.data.get('phase')})")
 
     def close(self) -> None:
         if self._thread is None:
