@@ -13,7 +13,7 @@ from statistics import fmean
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .eta import EtaEstimator
-from .flops import PeakFlops, detect_peak
+from .flops import DevicePeak
 from .memory import probe_memory
 from .report import ANOMALY, FINAL, SCHEDULED, Report, Section
 from .schedule import ReportSchedule
@@ -77,6 +77,10 @@ class ProgressTracker:
 
     Extra report lines: ``set_section(title, source)`` where source is a mapping of label to
     value or a zero-argument callable returning one, called only when a report is built.
+
+    MFU (with ``flops_per_iter``) is measured against the peak of the device the run trains
+    on: ``peak_flops`` when given, else that of ``device`` ("cuda:0", "cpu", a
+    torch.device) when given, else that of the first loss tensor, settled at the first report.
 
     Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
     ``step`` returns None there.
@@ -145,6 +149,7 @@ class ProgressTracker:
         loss_window: int = 100,
         anomaly: Any = None,
         run_config: Mapping[str, object] | None = None,
+        device: Any = None,
     ) -> None:
         self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
         self.start_iter = _check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
@@ -172,9 +177,9 @@ class ProgressTracker:
         _check_int("window", window, 1, "use e.g. 100 steps")
         self._eta = EtaEstimator(total_iters, window)
         self._speed = SpeedWindow(window)
-        self._peak: PeakFlops | None = None
+        self._peak: DevicePeak | None = None
         if self.is_master and flops_per_iter is not None:
-            self._peak = PeakFlops(float(peak_flops), "given") if peak_flops is not None else detect_peak(precision)
+            self._peak = DevicePeak(precision, peak_flops, device)
 
         self._sinks = SinkGroup(self._build_sinks(sinks) if self.is_master else [])
         self._monitor = None
@@ -222,8 +227,8 @@ class ProgressTracker:
         self._sinks.start(RunInfo(
             total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
             tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
-            peak_flops=self._peak.flops_per_s if self._peak else None,
-            peak_flops_source=self._peak.source if self._peak else None,
+            peak_flops=self._peak.peak.flops_per_s if self._peak and self._peak.peak else None,
+            peak_flops_source=self._peak.peak.source if self._peak and self._peak.peak else None,
             config=dict(run_config or {}), wall_time=self._start_wall,
         ))
 
@@ -420,8 +425,9 @@ class ProgressTracker:
             iters_per_s = self._speed.iters_per_s
         tokens = self.tokens_per_iter
         mfu = None
-        if self._peak is not None and iters_per_s is not None:
-            mfu = self.flops_per_iter * iters_per_s / self._peak.flops_per_s
+        peak = self._peak.settle(self._loss_ring) if self._peak is not None else None
+        if peak is not None and iters_per_s is not None:
+            mfu = self.flops_per_iter * iters_per_s / peak.flops_per_s
         return Report(
             kind=kind,
             iteration=self._iter,
@@ -437,8 +443,8 @@ class ProgressTracker:
             lr=self._lr if isinstance(self._lr, float) else None,
             best_val_loss=self._best_val_loss,
             mfu=mfu,
-            peak_flops=self._peak.flops_per_s if self._peak else None,
-            peak_flops_source=self._peak.source if self._peak else None,
+            peak_flops=peak.flops_per_s if peak else None,
+            peak_flops_source=peak.source if peak else None,
             tokens_processed=None if tokens is None else tokens * self._iter,
             tokens_per_s=None if tokens is None or iters_per_s is None else tokens * iters_per_s,
             memory=probe_memory() if memory is None else memory,
