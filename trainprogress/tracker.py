@@ -183,7 +183,7 @@ class ProgressTracker:
 
         self._sinks = SinkGroup(self._build_sinks(sinks) if self.is_master else [])
         self._monitor = None
-        self._check_schedule: ReportSchedule | None = None
+        self._check_schedule: Any = None  # the anomaly checks' CheckCadence
         self._dense_schedule: ReportSchedule | None = None
         if anomaly is not None and self.is_master:
             self._init_anomaly(anomaly)
@@ -222,7 +222,7 @@ class ProgressTracker:
         if self.is_master:
             self._next_report = self.schedule.next_due(start_iter) or math.inf
             if self._check_schedule is not None:
-                self._next_check = self._check_schedule.next_due(start_iter) or math.inf
+                self._next_check = self._check_schedule.next_due(start_iter)
         self._next_due = min(self._next_report, self._next_check, self._next_sample)
         self._sinks.start(RunInfo(
             total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
@@ -241,11 +241,11 @@ class ProgressTracker:
         return list(sinks)
 
     def _init_anomaly(self, anomaly: Any) -> None:
-        from .anomaly import AnomalyConfig, AnomalyMonitor
+        from .anomaly import AnomalyConfig, AnomalyMonitor, CheckCadence
 
         config = AnomalyConfig() if anomaly is True else anomaly
         self._monitor = AnomalyMonitor(config)
-        self._check_schedule = ReportSchedule(self.total_iters, config.check_percent)
+        self._check_schedule = CheckCadence(self.total_iters, config)
         self._dense_schedule = ReportSchedule(self.total_iters, config.dense_percent)
 
     # ------------------------------------------------------------------ hot path
@@ -306,7 +306,13 @@ class ProgressTracker:
                 "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
                 "Call step() once per optimizer step and pass the real total.", self.total_iters,
             )
-        checked = self._iter >= self._next_check
+        # A report is a check too (it syncs anyway); between reports the cadence bounds them.
+        checked = self._monitor is not None and (
+            self._iter >= self._next_report
+            or (self._iter >= self._next_check and self._check_schedule.allows(now))
+        )
+        if checked:
+            self._check_schedule.checked(self._iter, now)
         report = self._check_anomalies() if checked else None
         if report is None and self._iter >= self._next_report:
             report = self._emit(SCHEDULED)
@@ -328,8 +334,8 @@ class ProgressTracker:
         it = self._iter
         if self._next_report <= it:
             self._next_report = self._next_report_after(it)
-        if self._check_schedule is not None and self._next_check <= it:
-            self._next_check = self._check_schedule.next_due(it) or math.inf
+        if self._check_schedule is not None:
+            self._next_check = self._check_schedule.next_due(it)
         self._next_due = min(self._next_report, self._next_check, self._next_sample)
 
     def _next_report_after(self, iteration: int) -> float:
@@ -354,6 +360,8 @@ class ProgressTracker:
             memory_bytes=memory[0].used_bytes if memory else None,
         )
         now_kinds = {a.kind for a in self._anomalies}
+        for blip in self._monitor.blips:
+            self._sinks.event(self._event("anomaly_blip", anomaly=blip.kind, message=blip.message))
         for anomaly in self._anomalies:
             if anomaly.kind not in was:
                 self._sinks.event(self._event("anomaly", anomaly=anomaly.kind, message=anomaly.message, since_iter=anomaly.since_iter))
