@@ -49,3 +49,32 @@ def test_one_sync_per_report_and_none_between():
     assert CountingTensor.syncs == 10
     final = sink.reports[-1]
     assert final.kind == "final" and final.smoothed_loss == pytest.approx(3.0 - 949.5 / 1000)  # mean of the last 100
+
+
+@pytest.mark.parametrize("total", [100, 300, 1_000, 100_000])
+def test_anomaly_checks_add_almost_no_syncs_between_reports(total):
+    """With anomaly detection on, every report is a check (one sync for both), and checks
+    between reports are at most one per AnomalyConfig.min_check_steps (100) steps and per
+    min_check_interval_s (10) seconds."""
+    CountingTensor.syncs = 0
+    clock = FakeClock()
+    sink = RecordingSink()
+    tracker = ProgressTracker(total, sinks=[sink], clock=clock, is_master=True, anomaly=True)
+    loss, grad_norm = counting(2.0), counting(0.5)
+    step_s = 0.05
+    syncs_at_reports = 0
+    for _ in range(total):
+        clock.advance(step_s)
+        before = CountingTensor.syncs
+        report = tracker.step(loss=loss, lr=1e-3, grad_norm=grad_norm)
+        if report is not None:
+            syncs_at_reports += CountingTensor.syncs - before
+    tracker.close()
+    reports = [r for r in sink.reports if r.kind != "final"]
+    assert len(reports) == 100 and not any(r.anomalies for r in reports)
+    assert syncs_at_reports == 100  # one per report, the check included
+    between = CountingTensor.syncs - syncs_at_reports
+    bound = min(total // 100, total * step_s / 10)
+    assert between <= bound, f"{between} syncs between reports over {total} steps (bound {bound})"
+    if total <= 1_000:
+        assert between == 0

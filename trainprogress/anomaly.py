@@ -152,22 +152,25 @@ class CheckCadence:
     check: whatever the run's length or speed, checks add at most one host-device sync per
     that many steps and seconds, and none at all when reports come that often."""
 
-    def __init__(self, total_iters: int, config: AnomalyConfig) -> None:
+    def __init__(self, total_iters: int, config: AnomalyConfig, start_iter: int = 0) -> None:
         self._grid = ReportSchedule(total_iters, config.check_percent)
         self._min_steps = config.min_check_steps
         self._min_s = config.min_check_interval_s
-        self._last_iter: int | None = None
-        self._last_s = -math.inf
+        # The start counts as a check: the first one between reports comes the bounds after it.
+        self._last_iter = start_iter
+        self._last_s: float | None = None
 
     def next_due(self, iteration: int) -> float:
         """The first iteration after ``iteration`` at which a check may be due (math.inf
         when none is left)."""
-        earliest = iteration if self._last_iter is None else max(iteration, self._last_iter + self._min_steps - 1)
-        due = self._grid.next_due(earliest)
+        due = self._grid.next_due(max(iteration, self._last_iter + self._min_steps - 1))
         return math.inf if due is None else due
 
     def allows(self, now_s: float) -> bool:
-        """Whether enough seconds passed since the last check for one between reports."""
+        """Whether enough seconds passed since the last check for one between reports (the
+        first time it is asked, the seconds start counting)."""
+        if self._last_s is None:
+            self._last_s = now_s
         return now_s - self._last_s >= self._min_s
 
     def checked(self, iteration: int, now_s: float) -> None:

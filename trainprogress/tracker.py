@@ -245,7 +245,7 @@ class ProgressTracker:
 
         config = AnomalyConfig() if anomaly is True else anomaly
         self._monitor = AnomalyMonitor(config)
-        self._check_schedule = CheckCadence(self.total_iters, config)
+        self._check_schedule = CheckCadence(self.total_iters, config, self.start_iter)
         self._dense_schedule = ReportSchedule(self.total_iters, config.dense_percent)
 
     # ------------------------------------------------------------------ hot path
