@@ -124,10 +124,10 @@ def test_exploding_gradient_norm_is_caught():
     first, _ = simulate(300, seed=7, grad_fault=lambda it, g: 100 * g if it > 900 else g)
     assert set(first) == {"grad_explosion"}
     assert 900 < first["grad_explosion"].since_iter <= 905
-    first, _ = simulate(300, seed=7, grad_fault=lambda it, g: math.inf if 500 <= it < 510 else g)
+    first, _ = simulate(300, seed=7, grad_fault=lambda it, g: math.inf if 500 <= it < 515 else g)
     assert first["grad_explosion"].message == "gradient norm is inf"
     assert first["grad_explosion"].since_iter == 500  # the episode began at its first showing
-    first, _ = simulate(300, seed=7, config=AnomalyConfig(grad_norm_max=10.0), grad_fault=lambda it, g: 20.0 if 20 <= it < 30 else g)
+    first, _ = simulate(300, seed=7, config=AnomalyConfig(grad_norm_max=10.0), grad_fault=lambda it, g: 20.0 if 20 <= it < 35 else g)
     assert first["grad_explosion"].since_iter == 20  # an absolute limit needs no history
 
 
@@ -299,7 +299,7 @@ def test_real_training_run_raises_nothing_and_a_blow_up_is_caught():
     broken, _ = train_regression(1500, seed=1, blow_up_at=900)
     raised = {e.data["anomaly"]: e.iteration for e in broken.events if e.kind == "anomaly"}
     assert raised.get("grad_explosion", 0) > 900 and raised.get("loss_spike", 0) > 900
-    # Checks come with the reports (every 15 steps here); the gradient norm must stay high
-    # at two of them, the pooled loss median must move: both within 2% of the run.
-    assert raised["grad_explosion"] <= 930 and raised["loss_spike"] <= 930
+    # Checks come with the reports (every 15 steps here, and every step once the loss spike
+    # makes reports dense); the gradient norm must stay high at three checks in a row.
+    assert raised["grad_explosion"] <= 945 and raised["loss_spike"] <= 930
     assert any(r.kind == ANOMALY for r in broken.reports)

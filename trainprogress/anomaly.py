@@ -14,7 +14,7 @@ beyond the one that materialises the losses):
   far above the median of its previous values that the speed lost more than
   ``throughput_drop`` of itself. The median ignores a single GC pause or data-loader
   hiccup; a sustained slowdown moves it.
-- ``memory_growth`` (a probable leak): over the last ``history_checks`` checks after
+- ``memory_growth`` (a probable leak): over the last ``memory_window_checks`` checks after
   warm-up, memory grew steadily by more than ``memory_growth`` of itself and by at least
   ``memory_min_growth_bytes``. Steadily: the window's four quarters have rising medians,
   each quarter at least a sixth of that threshold above the one before (half an even
@@ -91,13 +91,18 @@ class AnomalyConfig:
     """The least rise that counts as a spike, as a fraction of the recent median loss
     (0.1: 10% above it), so that a near-constant loss does not make every blip a spike."""
 
-    throughput_drop: float = 0.5
-    """Fraction of its typical speed the run must lose to count as a throughput drop
-    (0.5: half as many iterations per second, i.e. steps take twice as long)."""
+    throughput_drop: float = 0.4
+    """Fraction of its typical speed the run must lose to count as a throughput drop (0.4:
+    steps take 1.67x as long; a 2x slowdown is caught with room to spare for jitter)."""
 
     pool_steps: int = 10
     """Least steps whose median loss and median step time the spike and throughput
     detectors judge; the steps of consecutive checks are pooled until there are this many."""
+
+    memory_window_checks: int = 50
+    """Checks of memory the leak detector looks back over (its four quarters). Shorter
+    catches a leak sooner (about 5/8 of the window after it starts), but takes a warm-up
+    that grows memory over more checks than this for a leak."""
 
     memory_growth: float = 0.05
     """Steady growth that counts as a probable leak, from the first quarter of the history
@@ -112,7 +117,7 @@ class AnomalyConfig:
     grad_norm_max: float | None = None
     """A gradient norm above this counts as exploding; None: no absolute limit."""
 
-    persist_checks: int = 2
+    persist_checks: int = 3
     """Checks in a row a gradient explosion or a throughput drop must show before it is an
     anomaly. Shown at one check only (one bad batch, clipped; a moment of contention on a
     shared machine), it is a blip: one short line, no report."""
@@ -121,7 +126,7 @@ class AnomalyConfig:
         parse_interval(self.check_percent, "check_percent")
         parse_interval(self.dense_percent, "dense_percent")
         for name in ("clear_after_checks", "history_checks", "min_history_checks", "pool_steps",
-                     "min_check_steps", "persist_checks"):
+                     "min_check_steps", "persist_checks", "memory_window_checks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"AnomalyConfig.{name} must be an int >= 1, got {value!r}")
@@ -211,7 +216,7 @@ class AnomalyMonitor:
         self._loss_medians: deque[float] = deque(maxlen=history)
         self._step_pool = _PooledMedian(config.pool_steps)
         self._step_medians: deque[float] = deque(maxlen=history)
-        self._memory: deque[int] = deque(maxlen=history)
+        self._memory: deque[int] = deque(maxlen=max(4, config.memory_window_checks))
         self._grad_norms: deque[float] = deque(maxlen=history)
         self._active: dict[str, Anomaly] = {}
         self._absent: dict[str, int] = {}
