@@ -1,5 +1,7 @@
-"""Anomaly detection for adaptive verbosity: what the tracker checks every ``check_percent``
-of the run, and what makes it report at once and more often.
+"""Anomaly detection for adaptive verbosity: what the tracker checks at every report and,
+between reports, as often as ``CheckCadence`` allows (every ``check_percent`` of the run,
+but at most one check per ``min_check_steps`` steps and ``min_check_interval_s`` seconds),
+and what makes it report at once and more often.
 
 Five detectors, each fed what the tracker already has at a check (no extra device syncs
 beyond the one that materialises the losses):
