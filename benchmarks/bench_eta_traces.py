@@ -10,11 +10,17 @@ measured side by side on the same events:
 - "average": remaining x (elapsed / iterations done), the whole-run mean rate;
 - "ema": remaining x an exponential moving average of step time (smoothing 0.3 per
   update, as tqdm's default), the estimate progress bars usually show.
+
+After the real traces come synthetic runs with heavy-tailed random stalls (data-loader
+waits of 3x to 30x a step, log-uniform, on about one step in twenty, at random), at three
+run lengths and three seeds each.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import sys
 from pathlib import Path
 from statistics import median, quantiles
@@ -37,6 +43,28 @@ def load_steps(path: Path) -> tuple[int, list[float]]:
             steps.append(seconds + carry)
             carry = 0.0
     return data["total_iters"], steps
+
+
+def heavy_tailed_stalls(total: int, seed: int, step_s: float = 0.1, stall_p: float = 0.05) -> list[float]:
+    """Step times of a steady run (5% jitter) where about one step in 1/``stall_p`` waits
+    3x to 30x a step more (log-uniform: many short waits, a few long ones)."""
+    rng = random.Random(seed)
+    steps = []
+    for _ in range(total):
+        t = step_s * rng.uniform(0.95, 1.05)
+        if rng.random() < stall_p:
+            t += step_s * math.exp(rng.uniform(math.log(3), math.log(30)))
+        steps.append(t)
+    return steps
+
+
+def cases(folder: Path) -> list[tuple[str, int, list[float]]]:
+    """(name, total_iters, step times) of every real trace, then the synthetic stall runs."""
+    out = [(path.stem, *load_steps(path)) for path in sorted(folder.glob("*.json"))]
+    for total in (500, 5_000, 50_000):
+        for seed in range(3):
+            out.append((f"random stalls 3-30x, {total} steps, seed {seed}", total, heavy_tailed_stalls(total, seed)))
+    return out
 
 
 def score(total: int, steps: list[float]) -> dict[str, list[float]]:
@@ -62,15 +90,13 @@ def score(total: int, steps: list[float]) -> dict[str, list[float]]:
 
 def main() -> None:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR
-    paths = sorted(folder.glob("*.json"))
-    if not paths:
+    if not list(folder.glob("*.json")):
         sys.exit(f"no traces (*.json) in {folder}; pass the traces folder as the first argument")
     print(f"{'trace':45} {'estimator':>14} {'median err':>11} {'p90 err':>9}")
-    for path in paths:
-        total, steps = load_steps(path)
+    for case, total, steps in cases(folder):
         for name, errs in score(total, steps).items():
             p90 = quantiles(errs, n=10)[-1] if len(errs) > 1 else errs[0]
-            print(f"{path.stem[:45]:45} {name:>14} {100 * median(errs):10.2f}% {100 * p90:8.2f}%")
+            print(f"{case[:45]:45} {name:>14} {100 * median(errs):10.2f}% {100 * p90:8.2f}%")
 
 
 if __name__ == "__main__":

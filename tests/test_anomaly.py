@@ -124,10 +124,22 @@ def test_exploding_gradient_norm_is_caught():
     first, _ = simulate(300, seed=7, grad_fault=lambda it, g: 100 * g if it > 900 else g)
     assert set(first) == {"grad_explosion"}
     assert 900 < first["grad_explosion"].since_iter <= 905
-    first, _ = simulate(300, seed=7, grad_fault=lambda it, g: math.inf if it == 500 else g)
+    first, _ = simulate(300, seed=7, grad_fault=lambda it, g: math.inf if 500 <= it < 515 else g)
     assert first["grad_explosion"].message == "gradient norm is inf"
-    first, _ = simulate(300, seed=7, config=AnomalyConfig(grad_norm_max=10.0), grad_fault=lambda it, g: 20.0 if it == 20 else g)
+    assert first["grad_explosion"].since_iter == 500  # the episode began at its first showing
+    first, _ = simulate(300, seed=7, config=AnomalyConfig(grad_norm_max=10.0), grad_fault=lambda it, g: 20.0 if 20 <= it < 35 else g)
     assert first["grad_explosion"].since_iter == 20  # an absolute limit needs no history
+
+
+@pytest.mark.parametrize("blip", [math.inf, 1000.0])
+def test_a_one_check_gradient_blip_is_a_blip_not_an_anomaly(blip):
+    monitor = AnomalyMonitor(AnomalyConfig())
+    blips = []
+    for it in range(1, 101):
+        active = monitor.observe(iteration=it, losses=[2.0], step_times_s=[0.1], grad_norm=blip if it in (50, 70) else 1.0)
+        assert active == ()
+        blips += [(it, b.kind) for b in monitor.blips]
+    assert blips == [(50, "grad_explosion"), (70, "grad_explosion")]
 
 
 def test_detectors_without_input_stay_silent():
@@ -158,7 +170,11 @@ def test_config_rejects_impossible_values(field, value):
 
 
 # ---------------------------------------------------------------------- through the tracker
-def run_tracker(total, losses, *, config=AnomalyConfig(clear_after_checks=3), interval=10.0, sinks=()):
+# Checks on the 0.1% grid with no bound on their cadence, so that these tests can place them.
+EVERY_CHECK = dict(min_check_steps=1, min_check_interval_s=0.0)
+
+
+def run_tracker(total, losses, *, config=AnomalyConfig(clear_after_checks=3, **EVERY_CHECK), interval=10.0, sinks=()):
     clock = FakeClock()
     sink = RecordingSink()
     tracker = ProgressTracker(total, interval_percent=interval, sinks=[sink, *sinks], clock=clock, anomaly=config)
@@ -206,14 +222,22 @@ def test_tracker_keeps_a_regular_report_when_an_anomaly_clears_on_its_boundary()
     assert 1000 in [r.iteration for r in reports if r.kind == SCHEDULED]
 
 
-def test_monitor_sees_losses_consumed_by_reports_between_checks():
-    # Checks every 5% and reports every 1%: the NaN at 3 is materialised by the 1% report
-    # at 10 before the check at 50 runs, and must still be seen there.
+def test_every_report_is_a_check():
+    # Checks every 5% and reports every 1%: the report at 10, which syncs anyway, is a check.
     config = AnomalyConfig(check_percent=5.0, dense_percent=1.0)
     sink, reports = run_tracker(1000, lambda it: math.nan if it == 3 else 2.0, config=config, interval=1.0)
     anomaly_reports = [r for r in reports if r.kind == ANOMALY]
-    assert [r.iteration for r in anomaly_reports] == [50]
+    assert [r.iteration for r in anomaly_reports] == [10]
     assert anomaly_reports[0].anomalies[0].since_iter == 3
+
+
+def test_checks_between_reports_keep_their_bounds_in_steps_and_seconds():
+    # Reports every 10% of 10,000 steps; checks on the 0.1% grid (every 10 steps) but at
+    # least 100 steps and 29.5 seconds apart: at 0.1 s a step, one check every 300 steps.
+    config = AnomalyConfig(min_check_steps=100, min_check_interval_s=29.5)
+    sink, _ = run_tracker(10_000, lambda it: math.nan if it > 1_001 else 2.0, config=config)
+    raised = [e.iteration for e in sink.events if e.kind == "anomaly"]
+    assert raised == [1_300]  # checks at 10, 310, 610, 910, the 1,000 report, then 1,300
 
 
 def test_clean_simulated_tracker_run_raises_nothing():
@@ -275,5 +299,7 @@ def test_real_training_run_raises_nothing_and_a_blow_up_is_caught():
     broken, _ = train_regression(1500, seed=1, blow_up_at=900)
     raised = {e.data["anomaly"]: e.iteration for e in broken.events if e.kind == "anomaly"}
     assert raised.get("grad_explosion", 0) > 900 and raised.get("loss_spike", 0) > 900
-    assert raised["grad_explosion"] <= 910 and raised["loss_spike"] <= 930
+    # Checks come with the reports (every 15 steps here, and every step once the loss spike
+    # makes reports dense); the gradient norm must stay high at three checks in a row.
+    assert raised["grad_explosion"] <= 945 and raised["loss_spike"] <= 930
     assert any(r.kind == ANOMALY for r in broken.reports)

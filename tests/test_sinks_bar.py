@@ -110,7 +110,8 @@ def test_on_a_pipe_there_is_no_bar_and_no_carriage_return():
     assert proc.returncode == 0
     out, err = proc.stdout.decode(), proc.stderr.decode()
     assert "\r" not in out + err
-    assert err == ""  # a run shorter than plain_interval_s: not a single status line
+    # A run shorter than plain_interval_s: only the line that says it started.
+    assert err == "trainprogress: started at iteration 0/500; a status line here every 60 s\n"
     assert [line for line in out.splitlines() if "TRAINING PROGRESS" in line] == HEADERS
 
 
@@ -119,9 +120,10 @@ def test_on_a_pipe_plain_lines_are_occasional():
     assert proc.returncode == 0
     err = proc.stderr.decode()
     assert "\r" not in err
-    lines = err.splitlines()
-    # At most one per live tick (0.5 s) that comes 0.2 s or more after the last line or
-    # block, over a run of about 2 s: a handful, never a flood.
+    start, *lines = err.splitlines()
+    assert start == "trainprogress: started at iteration 0/500; a status line here every 0.2 s"
+    # At most one per live tick (0.5 s) that comes 0.2 s or more after the last line, over
+    # a run of about 2 s: a handful, never a flood.
     assert 1 <= len(lines) <= 10
     for line in lines:
         # (the loss is known from the first report on: ticks never sync a device)
@@ -143,3 +145,24 @@ def test_missing_tqdm_names_the_install(monkeypatch):
 def test_plain_interval_must_be_positive():
     with pytest.raises(ValueError, match="plain_interval_s"):
         BarSink(plain_interval_s=0)
+
+
+def test_off_a_terminal_reports_do_not_silence_the_status_lines():
+    """A first line at once, then one a minute, even though reports (which may go to another
+    stream) come every 30 s."""
+    import io
+
+    from helpers import FakeClock, RecordingSink
+
+    from trainprogress import ProgressTracker
+
+    clock, out, recorder = FakeClock(), io.StringIO(), RecordingSink()
+    tracker = ProgressTracker(30_000, sinks=[BarSink(out, interactive=False, clock=clock), recorder], clock=clock)
+    assert out.getvalue().splitlines() == ["trainprogress: started at iteration 0/30,000; a status line here every 60 s"]
+    for _ in range(3_000):  # 300 s at 0.1 s a step
+        clock.advance(0.1)
+        tracker.step(loss=2.0)
+    assert [r.iteration for r in recorder.reports] == [300, 600, 900, 1200, 1500, 1800, 2100, 2400, 2700, 3000]
+    status = out.getvalue().splitlines()[1:]
+    at = [int(re.search(r"\(([\d,]+)/", line).group(1).replace(",", "")) for line in status]
+    assert len(at) == 4 and all(0 <= it - 600 * k < 10 for k, it in enumerate(at, start=1)), at  # at the next tick

@@ -27,7 +27,7 @@ def run(path, total, *, start_iter=0, stop_at=None, nan_at=(), crash_at=None, co
     clock = FakeClock()
     tracker = ProgressTracker(
         total, start_iter=start_iter, interval_percent=10, sinks=[JsonlSink(path)], clock=clock,
-        anomaly=AnomalyConfig(clear_after_checks=2), run_config=config or {"lr": 3e-4, "out_dir": "out"},
+        anomaly=AnomalyConfig(clear_after_checks=2, min_check_steps=1, min_check_interval_s=0.0), run_config=config or {"lr": 3e-4, "out_dir": "out"},
         tokens_per_iter=1024,
     )
     with tracker:

@@ -57,12 +57,41 @@ def test_a_check_and_a_report_at_one_step_share_one_sync():
     CountingTensor.syncs = 0
     clock = FakeClock()
     sink = RecordingSink()
-    # Checks every 1% and reports every 10%: every report falls on a check.
+    # Checks every 1% (no minimum spacing) and reports every 10%: every report falls on a check.
     tracker = ProgressTracker(1000, interval_percent=10, sinks=[sink], clock=clock, is_master=True,
-                              anomaly=AnomalyConfig(check_percent=1.0))
+                              anomaly=AnomalyConfig(check_percent=1.0, min_check_steps=1, min_check_interval_s=0))
     for i in range(1000):
         clock.advance(0.01)
         tracker.step(loss=counting(3.0 - i / 1000), lr=1e-3)
     assert [r.kind for r in sink.reports] == ["scheduled"] * 10
     assert CountingTensor.syncs == 100  # one per check; the reports reuse it
     tracker.close()
+
+
+@pytest.mark.parametrize("total", [100, 300, 1_000, 100_000])
+def test_anomaly_checks_add_almost_no_syncs_between_reports(total):
+    """With anomaly detection on, every report is a check (one sync for both), and checks
+    between reports are at most one per AnomalyConfig.min_check_steps (100) steps and per
+    min_check_interval_s (10) seconds."""
+    CountingTensor.syncs = 0
+    clock = FakeClock()
+    sink = RecordingSink()
+    tracker = ProgressTracker(total, sinks=[sink], clock=clock, is_master=True, anomaly=True)
+    loss, grad_norm = counting(2.0), counting(0.5)
+    step_s = 0.05
+    syncs_at_reports = 0
+    for _ in range(total):
+        clock.advance(step_s)
+        before = CountingTensor.syncs
+        report = tracker.step(loss=loss, lr=1e-3, grad_norm=grad_norm)
+        if report is not None:
+            syncs_at_reports += CountingTensor.syncs - before
+    tracker.close()
+    reports = [r for r in sink.reports if r.kind != "final"]
+    assert len(reports) == 100 and not any(r.anomalies for r in reports)
+    assert syncs_at_reports == 100  # one per report, the check included
+    between = CountingTensor.syncs - syncs_at_reports
+    bound = min(total // 100, total * step_s / 10)
+    assert between <= bound, f"{between} syncs between reports over {total} steps (bound {bound})"
+    if total <= 1_000:
+        assert between == 0

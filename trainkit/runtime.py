@@ -133,7 +133,7 @@ def _cpu_has_bf16_units() -> bool:
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         if device.type == "cpu" and _cpu_has_bf16_units():
             return torch.bfloat16
         return torch.float32  # MPS as in nanoGPT

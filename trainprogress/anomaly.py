@@ -1,5 +1,7 @@
-"""Anomaly detection for adaptive verbosity: what the tracker checks every ``check_percent``
-of the run, and what makes it report at once and more often.
+"""Anomaly detection for adaptive verbosity: what the tracker checks at every report and,
+between reports, as often as ``CheckCadence`` allows (every ``check_percent`` of the run,
+but at most one check per ``min_check_steps`` steps and ``min_check_interval_s`` seconds),
+and what makes it report at once and more often.
 
 Five detectors, each fed what the tracker already has at a check (no extra device syncs
 beyond the one that materialises the losses):
@@ -14,13 +16,17 @@ beyond the one that materialises the losses):
   far above the median of its previous values that the speed lost more than
   ``throughput_drop`` of itself. The median ignores a single GC pause or data-loader
   hiccup; a sustained slowdown moves it.
-- ``memory_growth`` (a probable leak): over the last ``history_checks`` checks after
+- ``memory_growth`` (a probable leak): over the last ``memory_window_checks`` checks after
   warm-up, memory grew steadily by more than ``memory_growth`` of itself and by at least
   ``memory_min_growth_bytes``. Steadily: the window's four quarters have rising medians,
   each quarter at least a sixth of that threshold above the one before (half an even
   share), so warm-up growth that levels off is no leak, and the medians ignore noise.
 - ``grad_explosion``: the latest ``grad_norm`` is not finite, above ``grad_norm_max``, or
   more than ``grad_norm_factor`` times the median of its recent values.
+
+A gradient explosion or a throughput drop must show at ``persist_checks`` checks in a row
+to be an anomaly; shown at one check, it is a blip (``AnomalyMonitor.blips``): worth a
+short line, not a report.
 
 The detectors that compare against history stay silent until they have
 ``min_history_checks`` values. Their history includes the anomalous values, so a lasting
@@ -39,7 +45,7 @@ from statistics import median
 from typing import NamedTuple, Optional, Sequence
 
 from .report import Anomaly
-from .boundaries import parse_interval
+from .boundaries import ReportSchedule, parse_interval
 
 _GIB = 1024.0**3
 _MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 x its MAD
@@ -50,8 +56,16 @@ class AnomalyConfig:
     """When the detectors run, how sure they must be, and how reports change meanwhile."""
 
     check_percent: float = 0.1
-    """Percent of the run between checks. Each check costs one host-device sync when the
-    losses are tensors, and one memory probe."""
+    """Percent of the run between checks. Every report is a check too (it syncs anyway);
+    a check between reports costs one host-device sync when the losses are tensors, and
+    one memory probe, so those are also bounded by ``min_check_steps`` and
+    ``min_check_interval_s``."""
+
+    min_check_steps: int = 100
+    """Least steps between two checks that do not come with a report."""
+
+    min_check_interval_s: float = 10.0
+    """Least seconds between two checks that do not come with a report."""
 
     dense_percent: float = 0.1
     """Percent of the run between reports while an anomaly is active."""
@@ -79,13 +93,18 @@ class AnomalyConfig:
     """The least rise that counts as a spike, as a fraction of the recent median loss
     (0.1: 10% above it), so that a near-constant loss does not make every blip a spike."""
 
-    throughput_drop: float = 0.5
-    """Fraction of its typical speed the run must lose to count as a throughput drop
-    (0.5: half as many iterations per second, i.e. steps take twice as long)."""
+    throughput_drop: float = 0.4
+    """Fraction of its typical speed the run must lose to count as a throughput drop (0.4:
+    steps take 1.67x as long; a 2x slowdown is caught with room to spare for jitter)."""
 
     pool_steps: int = 10
     """Least steps whose median loss and median step time the spike and throughput
     detectors judge; the steps of consecutive checks are pooled until there are this many."""
+
+    memory_window_checks: int = 50
+    """Checks of memory the leak detector looks back over (its four quarters). Shorter
+    catches a leak sooner (about 5/8 of the window after it starts), but takes a warm-up
+    that grows memory over more checks than this for a leak."""
 
     memory_growth: float = 0.05
     """Steady growth that counts as a probable leak, from the first quarter of the history
@@ -98,12 +117,18 @@ class AnomalyConfig:
     """How many times its recent median the gradient norm must be to count as exploding."""
 
     grad_norm_max: float | None = None
-    """A gradient norm above this counts as exploding at once; None: no absolute limit."""
+    """A gradient norm above this counts as exploding; None: no absolute limit."""
+
+    persist_checks: int = 3
+    """Checks in a row a gradient explosion or a throughput drop must show before it is an
+    anomaly. Shown at one check only (one bad batch, clipped; a moment of contention on a
+    shared machine), it is a blip: one short line, no report."""
 
     def __post_init__(self) -> None:
         parse_interval(self.check_percent, "check_percent")
         parse_interval(self.dense_percent, "dense_percent")
-        for name in ("clear_after_checks", "history_checks", "min_history_checks", "pool_steps"):
+        for name in ("clear_after_checks", "history_checks", "min_history_checks", "pool_steps",
+                     "min_check_steps", "persist_checks", "memory_window_checks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"AnomalyConfig.{name} must be an int >= 1, got {value!r}")
@@ -117,6 +142,8 @@ class AnomalyConfig:
         for name in ("loss_spike_sigmas", "loss_spike_min_rise", "memory_growth", "memory_min_growth_bytes"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"AnomalyConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.min_check_interval_s >= 0:
+            raise ValueError(f"AnomalyConfig.min_check_interval_s must be >= 0 seconds, got {self.min_check_interval_s!r}")
         if not 0 < self.throughput_drop < 1:
             raise ValueError(f"AnomalyConfig.throughput_drop must be a fraction in (0, 1), got {self.throughput_drop!r}")
         if not self.grad_norm_factor > 1:
@@ -132,6 +159,39 @@ class Finding(NamedTuple):
     present: bool  # whether the anomalous condition holds now
     message: str  # one human sentence saying what was seen
     since_iter: int  # the iteration at which an episode starting now would begin
+
+
+class CheckCadence:
+    """When the checks run. Every report is a check, since it copies the losses to the host
+    anyway. Between reports a check is due on the ``check_percent`` grid, but no sooner
+    than ``min_check_steps`` steps and ``min_check_interval_s`` seconds after the previous
+    check: whatever the run's length or speed, checks add at most one host-device sync per
+    that many steps and seconds, and none at all when reports come that often."""
+
+    def __init__(self, total_iters: int, config: AnomalyConfig, start_iter: int = 0) -> None:
+        self._grid = ReportSchedule(total_iters, config.check_percent)
+        self._min_steps = config.min_check_steps
+        self._min_s = config.min_check_interval_s
+        # The start counts as a check: the first one between reports comes the bounds after it.
+        self._last_iter = start_iter
+        self._last_s: float | None = None
+
+    def next_due(self, iteration: int) -> float:
+        """The first iteration after ``iteration`` at which a check may be due (math.inf
+        when none is left)."""
+        due = self._grid.next_due(max(iteration, self._last_iter + self._min_steps - 1))
+        return math.inf if due is None else due
+
+    def allows(self, now_s: float) -> bool:
+        """Whether enough seconds passed since the last check for one between reports (the
+        first time it is asked, the seconds start counting)."""
+        if self._last_s is None:
+            self._last_s = now_s
+        return now_s - self._last_s >= self._min_s
+
+    def checked(self, iteration: int, now_s: float) -> None:
+        """A check ran at ``iteration``, at clock time ``now_s``."""
+        self._last_iter, self._last_s = iteration, now_s
 
 
 class _PooledMedian:
@@ -162,10 +222,18 @@ class AnomalyMonitor:
         self._loss_medians: deque[float] = deque(maxlen=history)
         self._step_pool = _PooledMedian(config.pool_steps)
         self._step_medians: deque[float] = deque(maxlen=history)
-        self._memory: deque[int] = deque(maxlen=history)
+        self._memory: deque[int] = deque(maxlen=max(4, config.memory_window_checks))
         self._grad_norms: deque[float] = deque(maxlen=history)
         self._active: dict[str, Anomaly] = {}
         self._absent: dict[str, int] = {}
+        # Kinds that must show at several checks in a row before they are anomalies, and
+        # how many checks in a row each has shown so far.
+        self._persist = {"grad_explosion": config.persist_checks, "throughput_drop": config.persist_checks}
+        self._present: dict[str, int] = {}
+        self._first_seen: dict[str, int] = {}
+        self.blips: tuple[Anomaly, ...] = ()
+        """Conditions seen for the first time at the latest check that are not (yet)
+        anomalies: worth one short line, not a report."""
 
     def observe(
         self,
@@ -188,21 +256,37 @@ class AnomalyMonitor:
             "memory_growth": self._memory_growth(iteration, memory_bytes) if warm else None,
             "grad_explosion": self._grad(iteration, grad_norm),
         }
+        blips = []
         for kind, finding in findings.items():
-            self._update(kind, finding)
+            blip = self._update(kind, finding)
+            if blip is not None:
+                blips.append(blip)
+        self.blips = tuple(blips)
         return tuple(self._active[kind] for kind in findings if kind in self._active)
 
-    def _update(self, kind: str, finding: Optional[Finding]) -> None:
+    def _update(self, kind: str, finding: Optional[Finding]) -> Anomaly | None:
+        """Apply one finding; returns it as a blip when it is present but not yet an anomaly."""
         if finding is None:
-            return
-        if finding.present:
+            return None
+        present, message, since = finding
+        if not present:
+            self._present[kind] = 0
+        elif kind not in self._active:
+            shown = self._present.get(kind, 0) + 1
+            self._present[kind] = shown
+            if shown == 1:
+                self._first_seen[kind] = since  # an episode starts at its first showing
+            if shown < self._persist.get(kind, 1):
+                return Anomaly(kind, message, since) if shown == 1 else None
+        if present:
             old = self._active.get(kind)
-            self._active[kind] = Anomaly(kind, finding.message, old.since_iter if old else finding.since_iter)
+            self._active[kind] = Anomaly(kind, message, old.since_iter if old else self._first_seen.get(kind, since))
             self._absent[kind] = 0
         elif kind in self._active:
             self._absent[kind] += 1
             if self._absent[kind] >= self.config.clear_after_checks:
                 del self._active[kind]
+        return None
 
     # ------------------------------------------------------------------ detectors
     @staticmethod

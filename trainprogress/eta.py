@@ -21,7 +21,8 @@ The estimate is
   cost of its own, charged the same way.
 
 A recurring cost's rate is the mean cost of its events after the first, divided by their
-mean spacing in iterations (or by the iterations since the last one, once that is longer).
+mean spacing in iterations (or by a third of the iterations since the last one, once that
+is longer: events that come at random leave lulls of a few spacings now and then).
 So an event seen once (a one-off stall, the eval before step 1, a warm-up) costs nothing;
 one that recurs every N iterations is charged its true cost per iteration from its second
 occurrence on; and one that stops recurring, such as a cluster of early stalls, fades out.
@@ -32,6 +33,13 @@ from __future__ import annotations
 from collections import deque
 from statistics import fmean, median
 from typing import Iterable, Sequence
+
+
+# An event that recurs at random comes, now and then, several of its mean spacings after
+# the previous one (one time in twenty beyond three of them, for events that come at
+# random at a steady rate): its cost starts fading only once the wait since the last
+# event exceeds this many mean spacings, so a random lull is not taken for an end.
+FADE_AFTER_SPACINGS = 3
 
 
 class RecurringCost:
@@ -55,12 +63,13 @@ class RecurringCost:
     def seconds_per_iter(self, iteration: int) -> float:
         """Expected seconds of this cost per future iteration, as seen at ``iteration``:
         the mean cost of the events after the first, divided by their mean spacing, or by
-        the iterations since the last event once that is longer (so an event that stops
-        recurring fades out)."""
+        a third of the iterations since the last event once that is longer (so an event
+        that stops recurring fades out, and a random lull does not)."""
         if self.count < 2:
             return 0.0
         recurrences = self.count - 1
-        spacing = max((self._last_iter - self._first_iter) / recurrences, iteration - self._last_iter, 1)
+        since_last = (iteration - self._last_iter) / FADE_AFTER_SPACINGS
+        spacing = max((self._last_iter - self._first_iter) / recurrences, since_last, 1)
         return self._seconds_after_first / recurrences / spacing
 
 

@@ -17,7 +17,7 @@ from .boundaries import ReportSchedule
 from .buffer import LOSS_RING, ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
 from .eta import EtaEstimator
-from .flops import PeakFlops, detect_peak
+from .flops import DevicePeak
 from .memory import probe_memory
 from .ranks import DataWaitTimer, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
@@ -86,6 +86,10 @@ class ProgressTracker:
 
     Extra report lines: ``set_section(title, source, into=...)``.
 
+    MFU (with ``flops_per_iter``) is measured against the peak of the device the run trains
+    on: ``peak_flops`` when given, else that of ``device`` ("cuda:0", "cpu", a
+    torch.device) when given, else that of the first loss tensor, settled at the first report.
+
     Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
     ``step`` returns None there.
 
@@ -124,6 +128,7 @@ class ProgressTracker:
         "_next_tick",
         "_overrun_warned",
         "_pause_depth",
+        "_peak",
         "_phase",
         "_ranks",
         "_sections",
@@ -159,6 +164,7 @@ class ProgressTracker:
         run_config: Mapping[str, object] | None = None,
         cross_rank: Any = False,
         watchdog: Any = False,
+        device: Any = None,
     ) -> None:
         self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
         self.start_iter = _check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
@@ -180,13 +186,14 @@ class ProgressTracker:
         self.schedule = ReportSchedule(total_iters, interval_percent)
         self.interval_percent = interval_percent
         self.is_master = detect_is_master() if is_master is None else bool(is_master)
-        peak: PeakFlops | None = None
+        self._peak: DevicePeak | None = None
         if self.is_master and flops_per_iter is not None:
-            peak = PeakFlops(float(peak_flops), "given") if peak_flops is not None else detect_peak(precision)
+            self._peak = DevicePeak(precision, peak_flops, device)
+        peak = self._peak.peak if self._peak is not None else None  # None until settled
 
         self._sinks = SinkGroup(self._build_sinks(sinks) if self.is_master else [])
         self._monitor = None
-        self._check_schedule: ReportSchedule | None = None
+        self._check_schedule: Any = None  # the anomaly checks' CheckCadence
         self._dense_schedule: ReportSchedule | None = None
         if anomaly is not None and self.is_master:
             self._init_anomaly(anomaly)
@@ -221,7 +228,7 @@ class ProgressTracker:
         if self.is_master:
             self._next_report = self.schedule.next_due(start_iter) or math.inf
             if self._check_schedule is not None:
-                self._next_check = self._check_schedule.next_due(start_iter) or math.inf
+                self._next_check = self._check_schedule.next_due(start_iter)
         self._next_sync = (self.schedule.next_due(start_iter) or math.inf) if self._ranks is not None else math.inf
         self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
         self._sinks.start(RunInfo(
@@ -243,11 +250,11 @@ class ProgressTracker:
         return list(sinks)
 
     def _init_anomaly(self, anomaly: Any) -> None:
-        from .anomaly import AnomalyConfig, AnomalyMonitor
+        from .anomaly import AnomalyConfig, AnomalyMonitor, CheckCadence
 
         config = AnomalyConfig() if anomaly is True else anomaly
         self._monitor = AnomalyMonitor(config)
-        self._check_schedule = ReportSchedule(self.total_iters, config.check_percent)
+        self._check_schedule = CheckCadence(self.total_iters, config, self.start_iter)
         self._dense_schedule = ReportSchedule(self.total_iters, config.dense_percent)
 
     @property
@@ -306,7 +313,12 @@ class ProgressTracker:
         synced = it >= self._next_sync
         if synced:
             self._sync_ranks()
-        checked = it >= self._next_check
+        # A report is a check too (it syncs anyway); between reports the cadence bounds them.
+        checked = self._monitor is not None and (
+            it >= self._next_report or (it >= self._next_check and self._check_schedule.allows(now))
+        )
+        if checked:
+            self._check_schedule.checked(it, now)
         memory = probe_memory() if checked else None
         report = self._check_anomalies(memory) if checked else None
         if report is None and it >= self._next_report:
@@ -336,8 +348,8 @@ class ProgressTracker:
         it = self._iter
         if self._next_report <= it:
             self._next_report = self._next_report_after(it)
-        if self._check_schedule is not None and self._next_check <= it:
-            self._next_check = self._check_schedule.next_due(it) or math.inf
+        if self._check_schedule is not None:
+            self._next_check = self._check_schedule.next_due(it)
         if self._next_sync <= it:
             self._next_sync = self.schedule.next_due(it) or math.inf
         self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
@@ -375,6 +387,8 @@ class ProgressTracker:
             memory_bytes=memory[0].used_bytes if memory else None,
         ) + (self._ranks.anomalies if self._ranks is not None else ())
         now_kinds = {a.kind for a in self._anomalies}
+        for blip in self._monitor.blips:
+            self._sinks.event(self._event("anomaly_blip", anomaly=blip.kind, message=blip.message))
         for anomaly in self._anomalies:
             if anomaly.kind not in was:
                 self._sinks.event(self._event("anomaly", anomaly=anomaly.kind, message=anomaly.message, since_iter=anomaly.since_iter))
@@ -415,6 +429,8 @@ class ProgressTracker:
             iters_per_s = done / training_s if done and training_s > 0 else None
         else:
             iters_per_s = self._speed.iters_per_s
+        if self._peak is not None:
+            self._builder.peak = self._peak.settle(self._loss_ring)
         # Losses are the mean over ranks when this iteration's cross-rank figures are in.
         figures = self._ranks.figures if self._ranks is not None else None
         if figures is not None and figures.iteration == self._iter:

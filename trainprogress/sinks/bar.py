@@ -5,8 +5,10 @@ shown: the tracker's estimates exclude pauses and stalls, tqdm's do not).
 The bar and the console blocks share the terminal without garbling each other: the console
 sink writes each block inside ``tqdm.external_write_mode``, which clears the bar, and the
 bar is redrawn below the block. On a stream that is not a terminal (a log file, CI, a SLURM
-job) there is no bar, only a plain status line every ``plain_interval_s`` seconds (never
-carriage returns), or nothing at all with ``plain_interval_s=None``.
+job) there is no bar, only plain lines (never carriage returns): one when the run starts,
+so a log shows signs of life before the first report, then a status line every
+``plain_interval_s`` seconds whatever the reports do (they may well go to another stream,
+stdout, while this is stderr); nothing at all with ``plain_interval_s=None``.
 """
 
 from __future__ import annotations
@@ -50,9 +52,8 @@ class BarSink(Sink):
     """A tqdm bar on ``stream`` (stderr by default, looked up when the run starts), updated
     by the tracker's live ticks (every 0.5 s) and at each report.
 
-    ``interactive=None`` shows the bar only when the stream is a terminal; otherwise one
-    plain line every ``plain_interval_s`` seconds (of ``clock``) without a report in
-    between. ``ascii`` is passed to tqdm (None: tqdm picks by the stream's encoding)."""
+    ``interactive=None`` shows the bar only when the stream is a terminal; otherwise a
+    plain line at the start and one every ``plain_interval_s`` seconds (of ``clock``). ``ascii`` is passed to tqdm (None: tqdm picks by the stream's encoding)."""
 
     wants_ticks = True
 
@@ -88,6 +89,14 @@ class BarSink(Sink):
             )
         elif self._plain_interval_s is not None:
             self._next_line = self._clock() + self._plain_interval_s
+            self._write_line(
+                f"trainprogress: started at iteration {fmt.format_count(run.start_iter)}/"
+                f"{fmt.format_count(run.total_iters)}; a status line here every {self._plain_interval_s:g} s"
+            )
+
+    def _write_line(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
 
     def _show(self, iteration: int, postfix: str) -> None:
         self._bar.n = iteration
@@ -100,13 +109,12 @@ class BarSink(Sink):
             return
         now = self._clock()
         if now >= self._next_line:
-            self._next_line = now + self._plain_interval_s
-            line = (
+            # On a fixed beat (no drift), but never a burst after a long step.
+            self._next_line = max(self._next_line + self._plain_interval_s, now)
+            self._write_line(
                 f"trainprogress: {fmt.format_percent(tick.percent)} "
                 f"({fmt.format_count(tick.iteration)}/{fmt.format_count(tick.total_iters)}), {postfix}"
             )
-            self._out.write(line + "\n")
-            self._out.flush()
 
     def report(self, report: Report) -> None:
         if self._bar is not None:
@@ -114,8 +122,6 @@ class BarSink(Sink):
                 self.close()  # the summary block says it all; the bar clears itself
             else:
                 self._show(report.iteration, status_text(report.eta_s, report.iters_per_s, report.smoothed_loss))
-        elif self._plain_interval_s is not None:
-            self._next_line = self._clock() + self._plain_interval_s  # a block was just written
 
     def close(self) -> None:
         if self._bar is not None:

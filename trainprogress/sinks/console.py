@@ -134,6 +134,18 @@ def render_stall(event: Event) -> list[str]:
     return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
 
 
+def anomaly_line(event: Event) -> str | None:
+    """The one short line for an anomaly event that gets no block of its own: a blip (seen
+    at one check, not yet an anomaly) or an anomaly that cleared. None for other events."""
+    name = str(event.data.get("anomaly", "")).replace("_", " ")
+    where = f"iteration {fmt.format_count(event.iteration)}"
+    if event.kind == "anomaly_blip":
+        return f"⚠️ {where}: {event.data.get('message')} (a blip so far: reported if it persists)"
+    if event.kind == "anomaly_cleared":
+        return f"✅ {where}: {name} cleared"
+    return None
+
+
 def to_ascii(text: str) -> str:
     """The block without emoji or other non-ASCII characters, for log files and plain terminals."""
     return fmt.strip_emoji(text).translate(_ASCII).encode("ascii", "replace").decode("ascii")
@@ -171,6 +183,11 @@ class ConsoleSink(Sink):
         with tqdm.tqdm.external_write_mode(file=stream) if tqdm is not None else nullcontext():
             stream.write(text + "\n")
             stream.flush()
+
+    def event(self, event: Event) -> None:
+        line = anomaly_line(event)
+        if line is not None:
+            self._write([line])
 
     def report(self, report: Report) -> None:
         if report.kind == FINAL:

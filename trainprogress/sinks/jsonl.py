@@ -48,7 +48,8 @@ and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B rece
 (``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ...).
 
 ``event``: ``event`` names what happened and ``data`` holds its details. The tracker sends
-"pause" ({name, duration_s}), "anomaly" ({anomaly, message, since_iter}),
+"pause" ({name, duration_s}), "anomaly" ({anomaly, message, since_iter}), "anomaly_blip"
+({anomaly, message}: seen at one check, not an anomaly unless it persists),
 "anomaly_cleared" ({anomaly}) and "crash" ({error}); callers add their own with
 ``tracker.event(kind, **data)``, e.g. "phase_change".
 
