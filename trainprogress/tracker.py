@@ -234,9 +234,9 @@ class ProgressTracker:
     @staticmethod
     def _build_sinks(sinks: Iterable[Sink] | None) -> list[Sink]:
         if sinks is None:
-            from .sinks.console import ConsoleSink
+            from .sinks.notebook import default_sink
 
-            return [ConsoleSink()]
+            return [default_sink()]
         return list(sinks)
 
     def _init_anomaly(self, anomaly: Any) -> None:
