@@ -138,3 +138,20 @@ def test_hf_crash_inside_training_gives_the_crash_summary(tmp_path, capfd):
     crash = [e for e in lines if e["type"] == "event" and e["event"] == "crash"]
     assert crash and "boom at step 7" in crash[0]["data"]["error"]
     assert lines[-1]["status"] == "crashed"
+
+
+def test_hf_reported_loss_is_the_loss_hf_itself_logs_for_that_step(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    trainer = make_trainer(tmp_path / "run", jsonl)
+    trainer.args.max_steps = 20
+    trainer.args.logging_steps = 1  # HF then logs every step's loss, to compare with
+    trainer.args.save_strategy = "no"
+    trainer.args.eval_strategy = "no"
+    trainer.train()
+    hf_losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    hf_lrs = {entry["step"]: entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry}
+    reports = [r for r in read_jsonl(jsonl) if r["type"] == "report" and r["kind"] == "scheduled"]
+    assert len(reports) == 20
+    for r in reports:
+        assert r["loss"] == pytest.approx(hf_losses[r["iteration"]], rel=1e-5)
+        assert r["lr"] == pytest.approx(hf_lrs[r["iteration"]])
