@@ -128,6 +128,8 @@ class ProgressTracker:
         "_next_tick",
         "_overrun_warned",
         "_pause_depth",
+        "_pause_name",
+        "_pause_start",
         "_peak",
         "_phase",
         "_ranks",
@@ -219,6 +221,8 @@ class ProgressTracker:
 
         self._overrun_warned = False
         self._pause_depth = 0
+        self._pause_name = "pause"
+        self._pause_start = 0.0
         self._closed = False
         self._warned_after_close = False
         start_wall = time.time()
@@ -244,9 +248,9 @@ class ProgressTracker:
     @staticmethod
     def _build_sinks(sinks: Iterable[Sink] | None) -> list[Sink]:
         if sinks is None:
-            from .sinks.console import ConsoleSink
+            from .sinks.notebook import default_sink
 
-            return [ConsoleSink()]
+            return [default_sink()]
         return list(sinks)
 
     def _init_anomaly(self, anomaly: Any) -> None:
@@ -476,24 +480,44 @@ class ProgressTracker:
         log sinks record it with the current iteration."""
         self._sinks.event(self._event(kind, **data))
 
+    def begin_pause(self, name: str = "pause") -> None:
+        """Start time that is not training (eval, checkpoint, sampling), for frameworks that
+        give begin and end hooks; ``end_pause()`` ends it. Pauses may nest: only the
+        outermost counts, under its name."""
+        if self._pause_depth == 0:
+            self._pause_name = name
+            self._pause_start = self._timer.now()
+            self._phase = name  # what a stall report names
+        self._pause_depth += 1
+
+    def end_pause(self) -> None:
+        """End the pause that ``begin_pause`` started. The pause is left out of the speed,
+        and recurring pauses enter the ETA at the rate they occur."""
+        if self._pause_depth == 0:
+            raise RuntimeError("end_pause() called without a matching begin_pause(); call begin_pause(name) first")
+        self._pause_depth -= 1
+        if self._pause_depth == 0:
+            self._phase = "compute"
+            duration = self._timer.now() - self._pause_start
+            self._timer.exclude(duration, paused=True)
+            self._eta.add_pause(self._pause_name, duration, self._iter)
+            self._sinks.event(self._event("pause", name=self._pause_name, duration_s=duration))
+
+    @property
+    def paused(self) -> bool:
+        """True between ``begin_pause`` and its ``end_pause`` (or inside ``with pause()``)."""
+        return self._pause_depth > 0
+
     @contextmanager
     def pause(self, name: str = "pause") -> Iterator[None]:
-        """Mark time that is not training (eval, checkpoint, sampling). It is left out of the
-        speed, and recurring pauses enter the ETA at the rate they occur. Nested pauses count
-        once, under the outermost name."""
-        self._pause_depth += 1
-        start = self._timer.now()
-        phase, self._phase = self._phase, name
+        """Mark time that is not training (eval, checkpoint, sampling): ``with
+        tracker.pause("eval"): evaluate()``. The same as ``begin_pause(name)`` and
+        ``end_pause()`` around the block."""
+        self.begin_pause(name)
         try:
             yield
         finally:
-            self._pause_depth -= 1
-            self._phase = phase
-            if self._pause_depth == 0:
-                duration = self._timer.now() - start
-                self._timer.exclude(duration, paused=True)
-                self._eta.add_pause(name, duration, self._iter)
-                self._sinks.event(self._event("pause", name=name, duration_s=duration))
+            self.end_pause()
 
     def data_wait(self) -> DataWaitTimer:
         """``with tracker.data_wait():`` around the wait for the next batch: that time counts as

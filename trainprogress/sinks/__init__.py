@@ -16,6 +16,7 @@ from .console import ConsoleSink
 _LAZY = {
     "BarSink": ".bar",
     "JsonlSink": ".jsonl",
+    "NotebookSink": ".notebook",
     "NotifySink": ".notify",
     "TensorBoardSink": ".tensorboard",
     "WandbSink": ".wandb",
@@ -45,7 +46,8 @@ def build_sinks(
 ) -> list[Sink]:
     """The sinks a trainer's config keys or flags ask for, for ``ProgressTracker(sinks=...)``.
 
-    ``console``: the report blocks on ``stream`` (stdout), ASCII-only with ``ascii=True``
+    ``console``: the report blocks on ``stream`` (stdout; in a notebook, one display
+    updated in place unless a ``stream`` is given), ASCII-only with ``ascii=True``
     (None: when the stream cannot write emoji). ``bar``: a tqdm bar on stderr (plain lines
     when stderr is not a terminal). ``jsonl``: the JSON Lines log's path. ``tensorboard``:
     the event files' folder. ``wandb``: the W&B project (W&B reads the rest, such as
@@ -58,7 +60,9 @@ def build_sinks(
     An optional package that is missing raises ImportError naming what to install."""
     sinks: list[Sink] = []
     if console:
-        sinks.append(ConsoleSink(stream, ascii=ascii))
+        from .notebook import default_sink
+
+        sinks.append(default_sink(stream, ascii=ascii))
     if bar:
         from .bar import BarSink
 

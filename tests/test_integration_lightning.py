@@ -1,0 +1,132 @@
+"""The Lightning integration on real runs: a tiny LightningModule on random tokens, CPU, 200
+optimizer steps with accumulate_grad_batches=2, Lightning's logging at its defaults."""
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+L = pytest.importorskip("lightning")
+
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+
+from trainprogress.integrations.lightning import TrainProgress  # noqa: E402
+from trainprogress.sinks import build_sinks  # noqa: E402
+
+VOCAB, SEQ, BATCH, ACCUM, STEPS = 256, 16, 4, 2, 200
+BATCHES_PER_EPOCH = 200  # 100 optimizer steps per epoch: a checkpoint at step 100
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a small shared CPU, tiny models run many times faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyLM(L.LightningModule):
+    def __init__(self, fail_at_step=None):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Embedding(VOCAB, 32), torch.nn.Linear(32, 32), torch.nn.GELU(), torch.nn.Linear(32, VOCAB)
+        )
+        self.fail_at_step = fail_at_step
+
+    def loss(self, tokens):
+        logits = self.net(tokens[:, :-1])
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), tokens[:, 1:].reshape(-1))
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.fail_at_step:
+            raise RuntimeError(f"boom at step {self.fail_at_step}")
+        return self.loss(batch)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.loss(batch))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=1e-3)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / STEPS)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def train_dataloader(self):
+        tokens = torch.randint(0, VOCAB, (BATCHES_PER_EPOCH * BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+        return torch.utils.data.DataLoader(tokens, batch_size=BATCH)
+
+    def val_dataloader(self):
+        tokens = torch.randint(0, VOCAB, (16, SEQ), generator=torch.Generator().manual_seed(2))
+        return torch.utils.data.DataLoader(tokens, batch_size=8)
+
+
+def fit(root, jsonl, ckpt_path=None, fail_at_step=None):
+    torch.manual_seed(0)
+    trainer = L.Trainer(
+        max_steps=STEPS, accumulate_grad_batches=ACCUM, accelerator="cpu", devices=1,
+        default_root_dir=str(root), enable_model_summary=False,
+        callbacks=[TrainProgress(sinks=build_sinks(jsonl=jsonl)), ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1)],
+    )
+    trainer.fit(TinyLM(fail_at_step), ckpt_path=ckpt_path)
+    return trainer
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lightning")
+    jsonl = root / "progress.jsonl"
+    fit(root, jsonl)
+    return root, read_jsonl(jsonl)
+
+
+def test_lightning_run_reports_exactly_100_times_with_the_unscaled_loss(full_run):
+    root, lines = full_run
+    reports = [r for r in lines if r["type"] == "report" and r["kind"] == "scheduled"]
+    assert [r["iteration"] for r in reports] == list(range(2, STEPS + 1, 2))
+    assert reports[-1]["percent"] == 100.0 and lines[0]["total_iters"] == STEPS
+    for r in reports:
+        # Near ln 256 (5.55), never Lightning's per-micro-batch value divided by 2.
+        assert abs(r["loss"] - math.log(VOCAB)) < 0.5, r["loss"]
+    # The rate step 200 used (1e-3 x (1 - 199/200)), not the scheduler's next (0).
+    assert reports[-1]["lr"] == pytest.approx(1e-3 / STEPS)
+    # Validation (after each epoch) is a pause, and its val_loss reaches the next reports.
+    pauses = [(e["data"]["name"], e["iteration"]) for e in lines if e["type"] == "event" and e.get("event") == "pause"]
+    assert ("eval", 100) in pauses and ("checkpoint", 100) in pauses
+    assert not any(name == "eval" and it == 0 for name, it in pauses)  # the sanity check is not a pause
+    assert abs(reports[50]["metrics"]["val_loss"] - math.log(VOCAB)) < 0.5
+    assert lines[-1]["type"] == "run_end" and lines[-1]["status"] == "completed"
+
+
+def test_lightning_console_replaces_the_bar_without_carriage_returns(tmp_path, capfd):
+    fit(tmp_path, tmp_path / "p.jsonl")
+    captured = capfd.readouterr()
+    assert "\r" not in captured.out + captured.err
+    assert captured.out.count("TRAINING PROGRESS") == 100
+    assert "TRAINING COMPLETE" in captured.out
+
+
+def test_lightning_resume_from_ckpt_path_continues_the_percent(full_run, tmp_path):
+    root, _ = full_run
+    jsonl = tmp_path / "resumed.jsonl"
+    fit(tmp_path, jsonl, ckpt_path=str(root / "ckpt" / "epoch=0-step=100.ckpt"))
+    lines = read_jsonl(jsonl)
+    reports = [r for r in lines if r["type"] == "report" and r["kind"] == "scheduled"]
+    assert lines[0]["start_iter"] == 100
+    assert [r["percent"] for r in reports] == [float(p) for p in range(51, 101)]
+    assert all(abs(r["loss"] - math.log(VOCAB)) < 0.5 for r in reports)
+
+
+def test_lightning_crash_inside_training_gives_the_crash_summary(tmp_path, capfd):
+    jsonl = tmp_path / "crash.jsonl"
+    with pytest.raises(RuntimeError, match="boom at step 7"):
+        fit(tmp_path, jsonl, fail_at_step=7)
+    out = capfd.readouterr().out
+    assert "TRAINING STOPPED" in out and "Iterations: 7/200" in out
+    lines = read_jsonl(jsonl)
+    assert any(e["type"] == "event" and e["event"] == "crash" and "boom at step 7" in e["data"]["error"] for e in lines)
+    assert lines[-1]["status"] == "crashed"
