@@ -5,7 +5,9 @@ and offline W&B runs."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -14,7 +16,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from trainprogress import Sink
+from trainprogress import ProgressTracker, Sink
+from trainprogress.anomaly import AnomalyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,6 +68,12 @@ TINY_TRAIN = ["--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_emb
               "--batch_size=4", "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4",
               "--lr_decay_iters=40", "--warmup_iters=4", "--eval_interval=20", "--eval_iters=2", "--report_interval=10",
               "--log_interval=10", "--device=cpu", "--compile=False", "--dropout=0.0"]
+
+# train_nanecho.py as a tiny model (1 layer, 32 wide, block 32, batch 8): connections grow
+# every 10 steps, evaluations every 20, a report every 10%.
+NANECHO_TINY = ["--preset", "tiny", "--jsonl_log", "True", "--n_layer", "1", "--n_embd", "32", "--n_head", "2",
+                "--block_size", "32", "--batch_size", "8", "--eval_interval", "20", "--eval_iters", "2",
+                "--connection_growth_interval", "10", "--report_interval", "10", "--sample_tokens", "24"]
 
 
 def run_script(script: str, *args: str, env: dict[str, str] | None = None, processes: int = 1, timeout: float = 300,
@@ -169,3 +178,30 @@ def finished_records(tmp_path):
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.05)
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_with_sinks(sinks, total=200, *, nan_at=None, crash_at=None, start_iter=0, events=0):
+    """A simulated run of ``total`` steps of 0.1 s (fake clock) reporting every 5% to ``sinks``,
+    with anomaly detection: a NaN loss at ``nan_at``, a RuntimeError at ``crash_at``, and an
+    injected anomaly event at each of the first ``events`` steps."""
+    clock = FakeClock()
+    tracker = ProgressTracker(
+        total, start_iter=start_iter, interval_percent=5, sinks=sinks, clock=clock,
+        anomaly=AnomalyConfig(clear_after_checks=2),
+    )
+    with tracker:
+        for it in range(start_iter + 1, total + 1):
+            clock.advance(0.1)
+            tracker.step(loss=math.nan if it == nan_at else 2.0, lr=1e-3)
+            if it <= events:
+                tracker.event("anomaly", anomaly="loss_spike", message=f"injected {it}")
+            if it == crash_at:
+                raise RuntimeError("CUDA out of memory")
+    return tracker

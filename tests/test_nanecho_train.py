@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train_nanecho
-from helpers import read_jsonl, run_script
+from helpers import NANECHO_TINY, read_jsonl, run_script
 from trainkit.checkpoint import load_checkpoint
 from trainkit.config import ConfigError
 from trainkit.model import GPTConfig
@@ -24,9 +24,7 @@ from trainkit.runtime import setup_runtime
 L, C, BLOCK, BATCH, ITERS = 1, 32, 32, 8, 40
 GROWTH = ConnectionSchedule(0.10, 0.05, 10, 1.0)
 TOTAL_CONNECTIONS = L * 9 * C * C  # attention's c_proj (C x C) and the MLP's two (4C x C) weights
-SMALL = ["--preset", "tiny", "--jsonl_log", "True", "--n_layer", str(L), "--n_embd", str(C), "--n_head", "2", "--block_size", str(BLOCK),
-         "--batch_size", str(BATCH), "--eval_interval", "20", "--eval_iters", "2", "--connection_growth_interval", "10",
-         "--report_interval", "10", "--sample_tokens", "24"]
+SMALL = NANECHO_TINY
 
 
 def run(*args: str, check: bool = True):

@@ -10,8 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import FakeClock, RecordingSink
-from test_sinks_notify import Webhook
+from helpers import FakeClock, RecordingSink, Webhook
 
 from trainprogress import ProgressTracker, flops
 from trainprogress.anomaly import AnomalyConfig

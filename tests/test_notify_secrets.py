@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from test_sinks_notify import TOKEN, closed_port, train
+from helpers import TOKEN, closed_port, train_with_sinks as train
 from trainprogress.sinks.notify import NotifySink
 
 SECRET_USER = "hookuser-4711"

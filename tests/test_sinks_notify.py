@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from helpers import TOKEN, FakeClock, Webhook
+from helpers import TOKEN, FakeClock, Webhook, closed_port, train_with_sinks as train
 from trainprogress import ProgressTracker
 from trainprogress.anomaly import AnomalyConfig
 from trainprogress.sinks.console import ConsoleSink
@@ -111,29 +111,6 @@ def smtp_env(port: int) -> dict[str, str]:
         "TRAINPROGRESS_SMTP_STARTTLS": "0",  # the local server speaks no TLS
         "TRAINPROGRESS_SMTP_TO": "a@example.org, b@example.org",
     }
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def train(sinks, total=200, *, nan_at=None, crash_at=None, start_iter=0, events=0):
-    clock = FakeClock()
-    tracker = ProgressTracker(
-        total, start_iter=start_iter, interval_percent=5, sinks=sinks, clock=clock,
-        anomaly=AnomalyConfig(clear_after_checks=2),
-    )
-    with tracker:
-        for it in range(start_iter + 1, total + 1):
-            clock.advance(0.1)
-            tracker.step(loss=math.nan if it == nan_at else 2.0, lr=1e-3)
-            if it <= events:
-                tracker.event("anomaly", anomaly="loss_spike", message=f"injected {it}")
-            if it == crash_at:
-                raise RuntimeError("CUDA out of memory")
-    return tracker
 
 
 def test_start_milestones_anomaly_and_crash_reach_webhook_and_email(webhook, smtp, tmp_path, capsys, caplog):

@@ -8,20 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from PIL import Image
-from test_nanecho_train import SMALL
-from test_train_e2e import TINY
+from helpers import NANECHO_TINY, REPO, run_script, TINY_TRAIN as TINY
 
 from trainprogress import read_log
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
 
 
 def train(script, *args):
-    return subprocess.run([sys.executable, script, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    return run_script(script, *args, check=False)
 
 
 def test_train_py_draws_progress_png_at_the_end(tmp_path):
@@ -33,7 +30,7 @@ def test_train_py_draws_progress_png_at_the_end(tmp_path):
 
 
 def test_train_nanecho_draws_progress_png_at_the_end(tmp_path):
-    result = train("train_nanecho.py", *SMALL, "--max_iters", "20", "--out_dir", str(tmp_path), "--jsonl_log", "True")
+    result = train("train_nanecho.py", *NANECHO_TINY, "--max_iters", "20", "--out_dir", str(tmp_path), "--jsonl_log", "True")
     assert result.returncode == 0, result.stderr
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
     assert Image.open(tmp_path / "progress.png").size == (1600, 1000)
