@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
         return
     cfg = load_config(TrainConfig, argv, prog="train.py")
     cfg.schedule()  # validates the learning-rate settings before joining any process group
-    rt = start(cfg, saves=not cfg.eval_only)
+    rt = start(cfg)
     try:
         with GracefulStop() as stop:
             exit_code = train(cfg, rt, stop)
@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
     rt.barrier()  # the other ranks read what the master prepared
     torch.manual_seed(cfg.seed + rt.rank)
     data = TokenData(dataset_dir, cfg.block_size, rt.device, seed=cfg.seed + rt.rank)
-    training = Training(cfg, rt, GPT, data, allow_finished=cfg.eval_only, stop=stop)
+    training = Training(cfg, rt, GPT, data, allow_finished=cfg.eval_only, saves=not cfg.eval_only, stop=stop)
     model = training.fast_model  # for evaluation; training.model trains (DDP-wrapped under torchrun)
     rt.print(f"model: {training.raw_model.get_num_params() / 1e6:.2f}M parameters, {cfg.n_layer} layers, {cfg.n_head} heads, "
              f"{cfg.n_embd} wide, context {cfg.block_size}; data: {dataset_dir} (vocabulary {data.vocab_size}, "

@@ -1,8 +1,8 @@
 """What both trainers set up the same way, and the loop's one checkpoint point.
 
 ``start(cfg)`` checks the accumulation steps against torchrun's world size, then joins the
-process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` builds
-the model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler,
+process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` checks that out_dir can be
+written (CheckpointError naming the folder and the fix), then builds the model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler,
 best validation loss and this rank's data-sampler state), the optimizer, torch.compile and
 DDP. Then a trainer's loop calls ``step`` once per optimizer step, ``save`` wherever it
 checkpoints, and ``stop_requested`` after every step; ``save`` is the single place a
@@ -63,15 +63,11 @@ class SampledData(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def start(cfg: GPTTrainingConfig, *, saves: bool = True) -> Runtime:
+def start(cfg: GPTTrainingConfig) -> Runtime:
     """The runtime for ``cfg``: the accumulation steps are checked against torchrun's world
-    size first (a bad value fails before any process group exists), and, when the run
-    ``saves`` checkpoints, that out_dir can be written (CheckpointError naming the folder and
-    the fix, before any training time is spent); then the device, dtype and, under torchrun,
-    the process group with a ``cfg.dist_timeout`` seconds timeout."""
+    size first (a bad value fails before any process group exists), then the device, dtype
+    and, under torchrun, the process group with a ``cfg.dist_timeout`` seconds timeout."""
     split_grad_accum(cfg.gradient_accumulation_steps, env_world_size())
-    if saves:
-        prepare_out_dir(cfg.out_dir)  # every rank: cheap, and no rank joins a group to wait for a failed one
     return setup_runtime(cfg.device, cfg.dtype, cfg.backend, cfg.dist_timeout)
 
 
@@ -94,8 +90,13 @@ class Training:
         *,
         init_fresh: Callable[[GPT], Any] | None = None,
         allow_finished: bool = False,
+        saves: bool = True,
         stop: GracefulStop | None = None,
     ) -> None:
+        if saves:
+            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
+            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
+            prepare_out_dir(cfg.out_dir)
         self.cfg, self.rt, self.data = cfg, rt, data
         self.micro_steps = split_grad_accum(cfg.gradient_accumulation_steps, rt.world_size)
         self.tokens_per_iter = self.micro_steps * rt.world_size * cfg.batch_size * cfg.block_size
