@@ -46,21 +46,26 @@ from trainprogress.boundaries import ReportSchedule  # noqa: E402
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
 REPORT_INTERVAL = 5.0  # percent
 
-TRAINERS = {
-    # train.py: 600 steps, an evaluation of 2 x 40 batches every 25 steps (about half the time).
-    "train": dict(script="train.py", max_iters=600, eval_interval=25, args=[
-        "--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
-        "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4", "--lr_decay_iters=600",
-        "--warmup_iters=10", "--eval_interval=25", "--eval_iters=40", f"--report_interval={REPORT_INTERVAL}",
-        "--log_interval=0", "--device=cpu", "--compile=False", "--dropout=0.0", "--max_iters=600", "--jsonl_log=True",
-        "--final_full_eval=False"]),
-    # NanEcho: 400 steps through its five phases, growing connections every 10 steps.
-    "nanecho": dict(script="train_nanecho.py", max_iters=400, eval_interval=20, args=[
+
+
+def trainer_spec(trainer: str, max_iters: int | None) -> dict:
+    """The command line of a chain's processes (without out_dir and init_from), its length
+    and its evaluation interval. Evaluations take about half of a tiny run's time, so random
+    moments often land in one."""
+    if trainer == "train":  # an evaluation of 2 x 40 batches every 25 steps
+        n = max_iters or 600
+        return dict(script="train.py", max_iters=n, eval_interval=25, args=[
+            "--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
+            "--gradient_accumulation_steps=1", "--learning_rate=3e-3", "--min_lr=3e-4", f"--lr_decay_iters={n}",
+            "--warmup_iters=10", "--eval_interval=25", "--eval_iters=40", f"--report_interval={REPORT_INTERVAL}",
+            "--log_interval=0", "--device=cpu", "--compile=False", "--dropout=0.0", f"--max_iters={n}", "--jsonl_log=True",
+            "--final_full_eval=False"])
+    n = max_iters or 400  # NanEcho through its five phases, growing connections every 10 steps
+    return dict(script="train_nanecho.py", max_iters=n, eval_interval=20, args=[
         "--preset", "tiny", "--anomaly_detection", "False", "--n_layer", "1", "--n_embd", "32", "--n_head", "2",
         "--block_size", "32", "--batch_size", "8", "--eval_interval", "20", "--eval_iters", "8",
         "--connection_growth_interval", "10", "--report_interval", str(REPORT_INTERVAL), "--sample_tokens", "16",
-        "--max_iters", "400", "--jsonl_log", "True", "--device", "cpu", "--compile", "False"]),
-}
+        "--max_iters", str(n), "--jsonl_log", "True", "--device", "cpu", "--compile", "False"])
 
 
 class Broken(AssertionError):
@@ -123,10 +128,9 @@ def checkpoint_iteration(out_dir: Path) -> int | None:
     return int(load_checkpoint(str(path))["iter_num"])  # raises CheckpointError when unloadable
 
 
-def run_chain(trainer: str, out_dir: Path, data_dir: Path | None, interruptions: int, rng: random.Random,
+def run_chain(spec: dict, trainer: str, out_dir: Path, data_dir: Path | None, interruptions: int, rng: random.Random,
               max_delay_s: float, timeout_s: float, stats: Counter, verbose: bool = False) -> None:
     """One chain: ``interruptions`` interrupted processes, then one that completes the run."""
-    spec = TRAINERS[trainer]
     base = [sys.executable, str(REPO / spec["script"]), *spec["args"], *(["--data_dir", str(data_dir)] if data_dir else [])]
     flag = (lambda key, value: [f"--{key}={value}"]) if trainer == "train" else (lambda key, value: [f"--{key}", str(value)])
     saved = None  # the iteration of the latest checkpoint known to exist
@@ -198,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_delay_s", type=float, default=3.0, help="latest random moment, seconds into a segment")
     parser.add_argument("--timeout_s", type=float, default=300.0, help="seconds a process may take")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_iters", type=int, default=None, help="steps per run (default: 600 train.py, 400 NanEcho)")
     parser.add_argument("--verbose", action="store_true", help="a line per process")
     args = parser.parse_args(argv)
     trainers = ["train", "nanecho"] if args.trainer == "both" else [args.trainer]
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             for chain in range(args.chains):
                 seed = args.seed * 1000 + chain
                 try:
-                    run_chain(trainer, Path(tmp) / f"{trainer}-{chain}", data_dir if trainer == "nanecho" else None,
+                    run_chain(trainer_spec(trainer, args.max_iters), trainer, Path(tmp) / f"{trainer}-{chain}", data_dir if trainer == "nanecho" else None,
                               args.interruptions, random.Random(seed), args.max_delay_s, args.timeout_s, stats, args.verbose)
                 except Broken as broken:
                     print(f"FAILED: chain {chain} (seed {seed}): {broken}", flush=True)

@@ -126,8 +126,9 @@ def test_soak_both_trainers_with_every_signal():
     """A small soak: random SIGINT, SIGTERM and SIGKILL at random moments and inside saves,
     resumed until complete (benchmarks/soak_interrupts.py asserts each promise)."""
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "soak_interrupts.py"), "--chains", "1",
-                             "--interruptions", "3", "--seed", "3", "--verbose"], capture_output=True, text=True,
+                             "--interruptions", "2", "--max_iters", "200", "--max_delay_s", "2", "--seed", "3", "--verbose"], capture_output=True, text=True,
                             timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "all promises held" in result.stdout
     assert result.stdout.count("exit 143") + result.stdout.count("exit 130") + result.stdout.count("exit -9") >= 3
+    assert "train: " in result.stdout and "nanecho: " in result.stdout

@@ -93,10 +93,6 @@ class Training:
         saves: bool = True,
         stop: GracefulStop | None = None,
     ) -> None:
-        if saves:
-            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
-            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
-            prepare_out_dir(cfg.out_dir)
         self.cfg, self.rt, self.data = cfg, rt, data
         self.micro_steps = split_grad_accum(cfg.gradient_accumulation_steps, rt.world_size)
         self.tokens_per_iter = self.micro_steps * rt.world_size * cfg.batch_size * cfg.block_size
@@ -111,6 +107,10 @@ class Training:
             if missing:
                 raise CheckpointError(f"{self.ckpt_path} has no {', '.join(missing)}: it was not written by this trainer. "
                                       f"Fix: train from scratch (--init_from=scratch) or point --out_dir elsewhere.")
+        if saves:
+            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
+            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
+            prepare_out_dir(cfg.out_dir)
         self.raw_model = model_class(GPTConfig(**self.model_args))
         if ckpt is not None:
             self.raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))
