@@ -1,10 +1,10 @@
 """What both trainers set up the same way, and the loop's one checkpoint point.
 
 ``start(cfg)`` checks the accumulation steps against torchrun's world size, then joins the
-process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` checks that out_dir can be
-written (CheckpointError naming the folder and the fix), then builds the model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler,
-best validation loss and this rank's data-sampler state), the optimizer, torch.compile and
-DDP. Then a trainer's loop calls ``step`` once per optimizer step, ``save`` wherever it
+process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` checks
+that out_dir can be written (CheckpointError naming the folder and the fix), then builds the
+model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler, best
+validation loss and this rank's data-sampler state), the optimizer, torch.compile and DDP. Then a trainer's loop calls ``step`` once per optimizer step, ``save`` wherever it
 checkpoints, and ``stop_requested`` after every step; ``save`` is the single place a
 checkpoint is written, so stopping early (SIGINT, SIGTERM) saves through it too:
 
@@ -17,8 +17,8 @@ checkpoint is written, so stopping early (SIGINT, SIGTERM) saves through it too:
     sys.exit(training.stop_exit_code)        # 130 after SIGINT, 143 after SIGTERM
 
 A save refuses NaN or infinite weights or loss (a diverged run never replaces a good
-checkpoint) and a NaN validation loss stops the run: both raise NonFiniteStateError, on
-every rank, naming the iteration and the fix.
+checkpoint) and a NaN validation loss stops the run: both raise NonFiniteStateError on
+rank 0, naming the iteration and the fix, and SystemExit(1) on the other ranks.
 
 Several processes share one filesystem: rank 0 writes the checkpoint and every rank reads it.
 """
