@@ -11,6 +11,11 @@ Settings come from the defaults (TrainConfig below; the keys shared with other t
 trainkit/settings.py), then config files (`key = value` lines, parsed and never executed, or
 JSON), then --key=value flags. A progress report prints every report_interval percent; a
 one-line log every log_interval iterations (0: off).
+
+SIGINT (Ctrl-C) or SIGTERM (SLURM, Kubernetes, torchrun, kill) stops the run after its
+current step: it saves a checkpoint, writes the summary and exits with 130 or 143; resume
+with --init_from=resume. A diverged run (NaN or infinite loss or weights) stops with exit 1
+and keeps its last good checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from trainkit.data import TokenData, ensure_prepared
 from trainkit.model import GPT
 from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
+from trainkit.signals import GracefulStop
 from trainkit.settings import GPTTrainingConfig, require_positive
 from trainkit.training import Training, start
 from trainprogress import ProgressTracker
@@ -113,13 +119,17 @@ def main(argv: list[str]) -> None:
     cfg.schedule()  # validates the learning-rate settings before joining any process group
     rt = start(cfg)
     try:
-        train(cfg, rt)
+        with GracefulStop() as stop:
+            exit_code = train(cfg, rt, stop)
     finally:
         rt.close()
+    if exit_code:
+        sys.exit(exit_code)
 
 
-def train(cfg: TrainConfig, rt: Runtime) -> None:
-    """Train as ``cfg`` says (or with eval_only, evaluate and return)."""
+def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> int:
+    """Train as ``cfg`` says (or with eval_only, evaluate and return). Returns the exit code:
+    0, or 128 + the signal's number when ``stop`` was requested and the run stopped early."""
     schedule = cfg.schedule()
     data_root = cfg.data_dir if os.path.isabs(cfg.data_dir) else os.path.join(HERE, cfg.data_dir)
     dataset_dir = os.path.join(data_root, cfg.dataset)
@@ -128,7 +138,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> None:
     rt.barrier()  # the other ranks read what the master prepared
     torch.manual_seed(cfg.seed + rt.rank)
     data = TokenData(dataset_dir, cfg.block_size, rt.device, seed=cfg.seed + rt.rank)
-    training = Training(cfg, rt, GPT, data, allow_finished=cfg.eval_only)
+    training = Training(cfg, rt, GPT, data, allow_finished=cfg.eval_only, saves=not cfg.eval_only, stop=stop)
     model = training.fast_model  # for evaluation; training.model trains (DDP-wrapped under torchrun)
     rt.print(f"model: {training.raw_model.get_num_params() / 1e6:.2f}M parameters, {cfg.n_layer} layers, {cfg.n_head} heads, "
              f"{cfg.n_embd} wide, context {cfg.block_size}; data: {dataset_dir} (vocabulary {data.vocab_size}, "
@@ -138,7 +148,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> None:
         losses = estimate_loss(model, data, rt, cfg)
         rt.print(f"step {training.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         rt.print(f"val loss over the whole val split: {full_split_loss(model, data, rt, 'val', cfg.batch_size):.4f}")
-        return
+        return 0
 
     tracker = training.tracker()
     values, final_val_loss = training.first_values(), None
@@ -158,7 +168,8 @@ def train(cfg: TrainConfig, rt: Runtime) -> None:
             lr = schedule(it)
             loss, grad_norm = training.step(lr, micro_loss)
             done = it + 1
-            if done % cfg.eval_interval == 0 or done == cfg.max_iters:
+            evaluated = done % cfg.eval_interval == 0 or done == cfg.max_iters
+            if evaluated:
                 with tracker.pause("eval"):  # every rank evaluates its share
                     losses = estimate_loss(model, data, rt, cfg)
                     if done == cfg.max_iters and cfg.final_full_eval:
@@ -166,16 +177,22 @@ def train(cfg: TrainConfig, rt: Runtime) -> None:
                 values["val_loss"] = losses["val"]
                 if cfg.log_interval:
                     rt.print(f"step {done}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                if training.record_val_loss(losses["val"]) or cfg.always_save_checkpoint:
-                    with tracker.pause("checkpoint"):
-                        training.save(done, data_state)
+            # The step's report goes out before its checkpoint: a kill between them loses no
+            # report for good (the resumed run redoes the step and reports it again).
             tracker.step(loss=loss, lr=lr, grad_norm=grad_norm, **values)
             values = {}
             if cfg.log_interval and done % cfg.log_interval == 0 and rt.is_master:
                 print(log_line(done, loss.item(), tracker))  # .item(): a host-device sync, once per log line
+            if evaluated and (training.record_val_loss(losses["val"], done) or cfg.always_save_checkpoint):
+                with tracker.pause("checkpoint"):
+                    training.save(done, data_state, loss=loss)
+            if done < cfg.max_iters and training.stop_requested(done):
+                with tracker.pause("checkpoint"):
+                    training.save_for_stop(done, data_state, loss=loss)
+                return training.stop_exit_code  # the tracker closes as stopped
     if final_val_loss is not None:
         rt.print(f"final val loss over the whole val split ({data.num_tokens('val') - 1:,} tokens): {final_val_loss:.4f}")
-
+    return 0
 
 if __name__ == "__main__":
     try:

@@ -12,7 +12,13 @@ corpus tagged with eight persona dimensions, reporting progress through trainpro
 Settings: the defaults of --preset (tiny, small, default), then the --config file (JSON, or
 `key = value` lines; parsed, never executed), then --key value / --key=value flags. A report
 prints every report_interval percent; phase changes, connection growth and evaluations are
-also logged (stderr) and sent to the tracker's log sinks as events.
+also logged (stderr) and sent to the tracker's log sinks as events, recorded with the first
+step that ran after them (so a resumed run's log holds each of them once).
+
+SIGINT (Ctrl-C) or SIGTERM (SLURM, Kubernetes, torchrun, kill) stops the run after its
+current step: it saves a checkpoint, writes the summary and exits with 130 or 143; resume
+with --init_from resume. A diverged run (NaN or infinite loss or weights) stops with exit 1
+and keeps its last good checkpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from trainkit.nanecho.data import NanEchoData, load_index
 from trainkit.nanecho.model import NanEchoGPT
 from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
+from trainkit.signals import GracefulStop
 from trainkit.settings import GPTTrainingConfig, require_positive
 from trainkit.training import Training, start
 
@@ -249,9 +256,12 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO if rt.is_master else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        train(cfg, rt)
+        with GracefulStop() as stop:
+            exit_code = train(cfg, rt, stop)
     finally:
         rt.close()
+    if exit_code:
+        sys.exit(exit_code)
 
 
 def data_seed(cfg: NanEchoConfig, rank: int) -> int:
@@ -261,7 +271,9 @@ def data_seed(cfg: NanEchoConfig, rank: int) -> int:
     return cfg.seed + rank * (1 + len(DIMENSIONS))
 
 
-def train(cfg: NanEchoConfig, rt: Runtime) -> None:
+def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> int:
+    """Train as ``cfg`` says. Returns the exit code: 0, or 128 + the signal's number when
+    ``stop`` was requested and the run stopped early (after saving a checkpoint)."""
     lr_schedule, growth, curriculum = cfg.lr_schedule(), cfg.connections(), cfg.curriculum()
     if rt.is_master:
         load_index(cfg.data_dir)  # prepares the built-in corpus when it is missing
@@ -269,7 +281,8 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
     torch.manual_seed(cfg.seed + rt.rank)
     data = NanEchoData(cfg.data_dir, cfg.block_size, rt.device, seed=data_seed(cfg, rt.rank))
     # Masks are drawn from the seed, not the rank: equal on every rank.
-    training = Training(cfg, rt, NanEchoGPT, data, init_fresh=lambda m: init_connections(m, growth.target_ratio(0), seed=cfg.seed))
+    training = Training(cfg, rt, NanEchoGPT, data, stop=stop,
+                        init_fresh=lambda m: init_connections(m, growth.target_ratio(0), seed=cfg.seed))
     model, iter_num = training.raw_model, training.iter_num
     phase_name, dim_losses = training.extras.get("phase"), training.extras.get("val_losses")
     active_conn, total_conn = connection_counts(model)
@@ -304,13 +317,22 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
             _, loss = training.model(x, y)
         return loss
 
+    def extras() -> dict:
+        """The checkpoint's NanEcho entries, as of the latest step."""
+        return dict(phase=phase_name, val_losses=dim_losses, percent=100.0 * done / cfg.max_iters,
+                    connection_ratio=active_conn / total_conn)
+
     with tracker:
         for it in range(iter_num, cfg.max_iters):  # it: optimizer steps done before this one
             state = curriculum.state(100.0 * it / cfg.max_iters)
+            # Events are sent after the step they precede: recorded with its iteration, which
+            # a resumed run redoes (and a log reader supersedes) when it was not checkpointed.
+            events = []
             if state.phase.name != phase_name:
                 logger.info("phase %s at iteration %d (%.1f%%): %s; lr multiplier %.3f", "change" if phase_name else "start",
                             it, 100.0 * it / cfg.max_iters, state.label, state.lr_multiplier)
-                tracker.event("phase_change", phase=state.phase.name, previous=phase_name, description=state.phase.description)
+                events.append(("phase_change", dict(phase=state.phase.name, previous=phase_name,
+                                                    description=state.phase.description, start_iteration=it)))
                 phase_name = state.phase.name
             if growth.target_ratio(it) > grown_to:
                 grown_to = growth.target_ratio(it)
@@ -318,36 +340,45 @@ def train(cfg: NanEchoConfig, rt: Runtime) -> None:
                 active_conn, active_params = connection_counts(model)[0], param_counts(model)[0]  # measured, not nominal
                 logger.info("connection growth at iteration %d: +%d connections, ratio %.2f%% (%d active params)",
                             it, added, 100 * active_conn / total_conn, active_params)
-                tracker.event("connection_growth", added=added, connection_ratio=active_conn / total_conn,
-                              active_params=active_params)
+                events.append(("connection_growth", dict(added=added, connection_ratio=active_conn / total_conn,
+                                                         active_params=active_params, start_iteration=it)))
 
             lr = lr_schedule(it) * state.lr_multiplier
             loss, grad_norm = training.step(lr, micro_loss)
             # Also as named values, so that log sinks (JSONL, TensorBoard, W&B) carry them.
             values |= {"connection_ratio": active_conn / total_conn, "phase": state.phase.name, "grad_norm": grad_norm}
             done = it + 1
-            if done % cfg.eval_interval == 0 or done == cfg.max_iters:
+            evaluated = done % cfg.eval_interval == 0 or done == cfg.max_iters
+            if evaluated:
                 with tracker.pause("eval"):  # every rank evaluates its share
                     dim_losses = evaluate(training.fast_model, data, rt, cfg)
                 next_eval, values["val_loss"] = done + cfg.eval_interval, dim_losses["all"]
                 logger.info("eval at iteration %d: val loss %.4f; %s", done, dim_losses["all"],
                             ", ".join(f"{d} {v:.4f}" for d, v in dim_losses.items() if d != "all"))
-                tracker.event("persona_eval", **{f"val_loss/{d}": v for d, v in dim_losses.items()})
-                if training.record_val_loss(dim_losses["all"]) or cfg.always_save_checkpoint or done == cfg.max_iters:
-                    with tracker.pause("checkpoint"):
-                        training.save(done, data.state_dict(), phase=phase_name, val_losses=dim_losses,
-                                      percent=100.0 * done / cfg.max_iters, connection_ratio=active_conn / total_conn)
+                events.append(("persona_eval", {f"val_loss/{d}": v for d, v in dim_losses.items()}))
             if rt.is_master and cfg.sample_at_milestones and milestones and done >= milestones[0]:
                 milestones.pop(0)
                 with tracker.pause("sample"):  # rank 0 alone: the others wait in the next step's all-reduce
                     text = generate_sample(model, data, rt, cfg)
                 # One line per report entry: the sample's newlines shown as " | ".
                 tracker.set_section("✍️ Sample", {f"At {100 * done / cfg.max_iters:.0f}%": text.replace("\n", " | ")})
+            # The step's report and events go out before its checkpoint: a kill between them
+            # loses none for good (the resumed run redoes the step and sends them again).
             tracker.step(loss=loss, lr=lr, **values)
             values = {}
+            for kind, fields in events:
+                tracker.event(kind, **fields)
+            if evaluated and (training.record_val_loss(dim_losses["all"], done) or cfg.always_save_checkpoint
+                              or done == cfg.max_iters):
+                with tracker.pause("checkpoint"):
+                    training.save(done, data.state_dict(), loss=loss, **extras())
+            if done < cfg.max_iters and training.stop_requested(done):
+                with tracker.pause("checkpoint"):
+                    training.save_for_stop(done, data.state_dict(), loss=loss, **extras())
+                return training.stop_exit_code  # the tracker closes as stopped
     rt.print(f"checkpoint: {training.ckpt_path} (iteration {cfg.max_iters:,}, phase {phase_name}, "
              f"connections {100 * active_conn / total_conn:.2f}%, best val loss {training.best_val_loss:.4f})")
-
+    return 0
 
 if __name__ == "__main__":
     try:

@@ -106,7 +106,8 @@ def test_connection_ratio_is_the_mask_density_and_grows_on_schedule(full_run):
     assert sum(m.numel() for m in masks.values()) == TOTAL_CONNECTIONS
     assert sum(int(m.sum()) for m in masks.values()) == active_connections(reports[-1])
     growth = events(records, "connection_growth")
-    assert [e["iteration"] for e in growth] == [10, 20, 30]
+    # Recorded with the first step run after the growth (connections grow before steps 11, 21, 31).
+    assert [(e["iteration"], e["data"]["start_iteration"]) for e in growth] == [(11, 10), (21, 20), (31, 30)]
     assert [round(e["data"]["connection_ratio"] * TOTAL_CONNECTIONS) for e in growth] == [expected_active(i + 1) for i in (10, 20, 30)]
 
 
@@ -125,10 +126,12 @@ def test_phases_follow_the_curriculum_and_changes_are_logged(full_run):
         state = curriculum.state(100 * (r["iteration"] - 1) / ITERS)  # the phase of the last step run
         assert r["metrics"]["phase"] == state.phase.name and r["lines"]["Focus"] == state.phase.description
         assert r["lines"]["LR multiplier"] == f"×{state.lr_multiplier:.3f}"
-    # Phases start at 15, 40, 60 and 80% of 40 iterations.
-    assert [(e["iteration"], e["data"]["phase"]) for e in events(records, "phase_change")] == [
+    # Phases start at 15, 40, 60 and 80% of 40 iterations; each change is recorded with the
+    # first step run in the new phase.
+    assert [(e["data"]["start_iteration"], e["data"]["phase"]) for e in events(records, "phase_change")] == [
         (0, "basic_awareness"), (6, "persona_dimensions"), (16, "hypergraph_patterns"),
         (24, "recursive_reasoning"), (32, "adaptive_mastery")]
+    assert all(e["iteration"] == e["data"]["start_iteration"] + 1 for e in events(records, "phase_change"))
     ckpt = load_checkpoint(str(out / "ckpt.pt"))
     assert ckpt["phase"] == "adaptive_mastery" and ckpt["percent"] == 100.0
 
@@ -195,7 +198,7 @@ def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
     assert all(torch.equal(mask, uninterrupted[name]) for name, mask in masks_of(end).items())
     # At 50% of the longer run the phase is hypergraph_patterns, not the checkpoint's final phase.
     first_change = events(records, "phase_change")[0]
-    assert (first_change["iteration"], first_change["data"]["phase"]) == (20, "hypergraph_patterns")
+    assert (first_change["iteration"], first_change["data"]["phase"]) == (21, "hypergraph_patterns")
     assert first_change["data"]["previous"] == "adaptive_mastery"
 
 

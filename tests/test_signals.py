@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainkit.signals import GracefulStop
+from trainkit.signals import REPEAT_WINDOW_S, GracefulStop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOOP = textwrap.dedent(f"""
     import signal, sys, time
     sys.path.insert(0, {str(REPO)!r})
-    from trainkit.signals import GracefulStop
+    from trainkit.signals import REPEAT_WINDOW_S, GracefulStop
     slow_save = "slow" in sys.argv
     with GracefulStop() as stop:
         print("ready", flush=True)
@@ -68,6 +68,7 @@ def test_second_signal_stops_at_once(signum, returncode):
     process = start("slow")
     process.send_signal(signum)
     assert process.stdout.readline().startswith("saving at step")
+    time.sleep(REPEAT_WINDOW_S)  # a quicker repeat counts as the same request (the next test)
     sent = time.monotonic()
     process.send_signal(signum)
     out, err = process.communicate(timeout=30)
@@ -75,6 +76,19 @@ def test_second_signal_stops_at_once(signum, returncode):
     assert process.returncode == returncode  # Python dies by SIGINT after an uncaught KeyboardInterrupt
     assert "saved" not in out
     assert f"{signal.Signals(signum).name} again: stopping now, without saving." in err
+
+
+def test_a_repeat_within_the_window_is_the_same_request():
+    # Ctrl-C in a terminal reaches torchrun and its workers, and torchrun forwards it again.
+    process = start("slow")
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    assert process.stdout.readline().startswith("saving at step")
+    time.sleep(0.5)
+    assert process.poll() is None  # still saving: the repeat did not stop it
+    process.terminate()  # a different signal is a second request: stops at once
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGTERM
 
 
 def test_sigint_ignored_by_a_background_start_is_handled_then_restored():

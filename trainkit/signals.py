@@ -1,7 +1,9 @@
 """A graceful stop for training loops: SIGINT (Ctrl-C) and SIGTERM (what SLURM, Kubernetes,
 torchrun and ``kill`` send) ask the loop to stop after its current optimizer step, so that it
 can save a checkpoint, write its summary and exit, losing no work. A second signal stops at
-once, as without this helper.
+once, as without this helper; a repeat of the first signal within REPEAT_WINDOW_S seconds
+counts as the same request, because a terminal's Ctrl-C reaches torchrun and its workers
+together, and torchrun then forwards it to the workers again.
 
 Only trainers install it; the library (``trainprogress``) never touches signal handlers. A
 loop uses it like this::
@@ -34,10 +36,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any, Callable, Iterable
 
-__all__ = ["GracefulStop"]
+__all__ = ["GracefulStop", "REPEAT_WINDOW_S"]
+
+REPEAT_WINDOW_S = 1.0
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -54,6 +59,7 @@ class GracefulStop:
         self.requested = False
         self.signal_name: str | None = None
         self.signum: int | None = None
+        self._requested_at = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -78,6 +84,8 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
+        if self.requested and signum == self.signum and time.monotonic() - self._requested_at < REPEAT_WINDOW_S:
+            return  # the same request delivered twice (a terminal's and torchrun's copy of Ctrl-C)
         if self.requested:
             self._restore()
             os.write(2, f"\n{name} again: stopping now, without saving.\n".encode())
@@ -87,6 +95,7 @@ class GracefulStop:
             os.kill(os.getpid(), signum)
             return
         self.requested = True
+        self._requested_at = time.monotonic()
         self.signal_name = name
         self.signum = signum
         # os.write, not print: a handler may run in the middle of a print to the same stream.

@@ -1,12 +1,24 @@
 """What both trainers set up the same way, and the loop's one checkpoint point.
 
 ``start(cfg)`` checks the accumulation steps against torchrun's world size, then joins the
-process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` builds
-the model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler,
-best validation loss and this rank's data-sampler state), the optimizer, torch.compile and
-DDP. Then a trainer's loop calls ``step`` once per optimizer step and ``save`` wherever it
-checkpoints; ``save`` is the single place a checkpoint is written, so stopping early (a
-signal, a stop request) saves through it too.
+process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` checks
+that out_dir can be written (CheckpointError naming the folder and the fix), then builds the
+model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler, best
+validation loss and this rank's data-sampler state), the optimizer, torch.compile and DDP. Then a trainer's loop calls ``step`` once per optimizer step, ``save`` wherever it
+checkpoints, and ``stop_requested`` after every step; ``save`` is the single place a
+checkpoint is written, so stopping early (SIGINT, SIGTERM) saves through it too:
+
+    tracker.step(...)                        # the step's report goes out before its checkpoint
+    if due: training.save(done, data_state, loss=loss)
+    if training.stop_requested(done):        # the same answer on every rank
+        training.save_for_stop(done, data_state, loss=loss)
+        break                                # the tracker closes as "stopped"
+    ...
+    sys.exit(training.stop_exit_code)        # 130 after SIGINT, 143 after SIGTERM
+
+A save refuses NaN or infinite weights or loss (a diverged run never replaces a good
+checkpoint) and a NaN validation loss stops the run: both raise NonFiniteStateError on
+rank 0, naming the iteration and the fix, and SystemExit(1) on the other ranks.
 
 Several processes share one filesystem: rank 0 writes the checkpoint and every rank reads it.
 """
@@ -15,23 +27,30 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from dataclasses import asdict
 from typing import Any, Callable, Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainkit.checkpoint import CheckpointError, load_for_resume, save_checkpoint, strip_compile_prefix
+from trainkit.checkpoint import CheckpointError, NonFiniteStateError, load_for_resume, prepare_out_dir, save_checkpoint, strip_compile_prefix
 from trainkit.model import GPT, GPTConfig, model_args
 from trainkit.reporting import build_tracker
 from trainkit.runtime import Runtime, env_world_size, setup_runtime, split_grad_accum, want_compile
 from trainkit.settings import GPTTrainingConfig
+from trainkit.signals import GracefulStop
 from trainkit.step import optimizer_step
+from trainkit.stopping import StopAgreement
 
 __all__ = ["start", "Training"]
 
 # What a resumable checkpoint holds besides the trainer's own entries.
 CORE_KEYS = ("model", "optimizer", "scaler", "data", "model_args", "iter_num", "best_val_loss", "config")
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name if signum else "a stop request"
 
 
 class SampledData(Protocol):
@@ -71,6 +90,8 @@ class Training:
         *,
         init_fresh: Callable[[GPT], Any] | None = None,
         allow_finished: bool = False,
+        saves: bool = True,
+        stop: GracefulStop | None = None,
     ) -> None:
         self.cfg, self.rt, self.data = cfg, rt, data
         self.micro_steps = split_grad_accum(cfg.gradient_accumulation_steps, rt.world_size)
@@ -86,6 +107,10 @@ class Training:
             if missing:
                 raise CheckpointError(f"{self.ckpt_path} has no {', '.join(missing)}: it was not written by this trainer. "
                                       f"Fix: train from scratch (--init_from=scratch) or point --out_dir elsewhere.")
+        if saves:
+            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
+            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
+            prepare_out_dir(cfg.out_dir)
         self.raw_model = model_class(GPTConfig(**self.model_args))
         if ckpt is not None:
             self.raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))
@@ -111,6 +136,8 @@ class Training:
             # once at construction and change identically on every rank after.
             device_ids = [rt.device.index] if rt.device_type == "cuda" else None
             self.model = DDP(self.fast_model, device_ids=device_ids, forward_sync_buffers=False)
+        self.saved_at = self.iter_num if cfg.init_from == "resume" else None  # the iteration of the latest checkpoint
+        self._stop = StopAgreement(stop, rt)
 
     def _restore_data_state(self, states: list[dict] | dict) -> None:
         """Give this rank its own sampler state back, so ranks keep drawing different batches."""
@@ -144,24 +171,52 @@ class Training:
         return optimizer_step(self.rt, self.model, self.optimizer, self.scaler, micro_loss, self.micro_steps,
                               self.cfg.grad_clip, self.raw_model.parameters())
 
-    def record_val_loss(self, val_loss: float) -> bool:
-        """Keep ``val_loss`` if it is the best so far; True when it is."""
+    def record_val_loss(self, val_loss: float, iteration: int) -> bool:
+        """Keep ``val_loss`` (measured after ``iteration`` steps) if it is the best so far;
+        True when it is. Raises NonFiniteStateError when it is NaN or infinite: the run has
+        diverged, and the last checkpoint must stay the good one."""
+        if not math.isfinite(val_loss):  # the same on every rank: the loss is reduced across them
+            if not self.rt.is_master:
+                raise SystemExit(1)  # rank 0 says why
+            kept = (f"the checkpoint of iteration {self.saved_at:,} in {self.ckpt_path} is kept" if self.saved_at is not None
+                    else "no checkpoint was saved")
+            raise NonFiniteStateError(
+                f"the validation loss is {val_loss} after iteration {iteration:,}: the run has diverged; {kept}. "
+                f"Fix: resume from the last good checkpoint (--init_from=resume) with a lower --learning_rate "
+                f"or a --grad_clip, or check the data.")
         improved = val_loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, val_loss)
         return improved
 
-    def save(self, iteration: int, data_state: dict, **extras: Any) -> None:
+    def save(self, iteration: int, data_state: dict, *, loss: torch.Tensor | float | None = None, **extras: Any) -> None:
         """Checkpoint the run after ``iteration`` optimizer steps: weights, optimizer, loss
         scaler, every rank's data-sampler state (``data_state`` is this rank's, taken where
         the next batch would be drawn), best validation loss, config and the trainer's
         ``extras``. A collective: every rank calls it at the same iteration; rank 0 writes
-        (atomically, creating out_dir on the first save)."""
+        (atomically). ``loss``, the step's loss, is checked with the weights: when either is
+        NaN or infinite, or the write fails, nothing replaces the previous checkpoint and
+        every rank raises (NonFiniteStateError, CheckpointSaveError; SystemExit(1) on the
+        other ranks, whose message rank 0 prints)."""
         states = [data_state]
         if self.rt.ddp:
             states = [None] * self.rt.world_size if self.rt.is_master else None
             torch.distributed.gather_object(data_state, states, dst=0)
-        if not self.rt.is_master:
-            return
+        failure = None
+        if self.rt.is_master:
+            try:
+                self._write(iteration, states, loss, extras)
+            except CheckpointError as exc:
+                failure = exc
+        if self.rt.ddp:  # every rank learns whether the save failed, so none waits for a rank that stopped
+            outcome = [failure is not None]
+            torch.distributed.broadcast_object_list(outcome, src=0)
+            if outcome[0] and not self.rt.is_master:
+                raise SystemExit(1)
+        if failure is not None:
+            raise failure
+        self.saved_at = iteration
+
+    def _write(self, iteration: int, states: list, loss: torch.Tensor | float | None, extras: dict[str, Any]) -> None:
         os.makedirs(self.cfg.out_dir, exist_ok=True)
         save_checkpoint(self.ckpt_path, {
             "model": self.raw_model.state_dict(),
@@ -173,7 +228,27 @@ class Training:
             "best_val_loss": self.best_val_loss,
             "config": asdict(self.cfg),
             **extras,
-        })
+        }, loss=loss)
+
+    def stop_requested(self, done: int) -> bool:
+        """Whether a signal (SIGINT, SIGTERM) asked this run, on any rank, to stop: the same
+        answer on every rank after the same step. Every rank calls it after every optimizer
+        step (``done`` steps done); see trainkit.stopping for the cost and latency."""
+        return self._stop.should_stop(done)
+
+    def save_for_stop(self, done: int, data_state: dict, *, loss: torch.Tensor | float | None = None, **extras: Any) -> None:
+        """The checkpoint of a run stopped after ``done`` steps (unless the loop just saved
+        that step), so that only the work of the step in flight is lost; says where (rank 0)."""
+        if self.saved_at != done:
+            self.save(done, data_state, loss=loss, **extras)
+        self.rt.print(f"stopped by {signal_name(self._stop.signum)} after iteration {done:,}: checkpoint {self.ckpt_path} "
+                      f"saved; continue with --init_from=resume")
+
+    @property
+    def stop_exit_code(self) -> int:
+        """The process's exit code after a stop: 128 + the signal's number (130 SIGINT, 143
+        SIGTERM), the same on every rank; 0 when no stop was requested."""
+        return self._stop.exit_code
 
     def runtime_line(self) -> str:
         """One line on where and how this run trains, for the start of the log."""
