@@ -160,7 +160,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
         with rt.autocast():
             _, loss = training.model(x, y)
         data_state = data.state_dict()  # before the prefetch: a resumed run must draw that batch again
-        x, y = data.get_batch("train", cfg.batch_size)  # fetched while the device computes
+        with tracker.data_wait():  # data time in the cross-rank figures under torchrun
+            x, y = data.get_batch("train", cfg.batch_size)  # fetched while the device computes
         return loss
 
     with tracker:

@@ -312,7 +312,8 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
     grown_to = growth.target_ratio(max(iter_num - 1, 0))  # the masks' ratio: the target of the last step run
 
     def micro_loss() -> torch.Tensor:
-        x, y = data.get_batch("train", cfg.batch_size, state.sampling_weights)  # the current phase's mix
+        with tracker.data_wait():  # data time in the cross-rank figures under torchrun
+            x, y = data.get_batch("train", cfg.batch_size, state.sampling_weights)  # the current phase's mix
         with rt.autocast():
             _, loss = training.model(x, y)
         return loss

@@ -52,13 +52,18 @@ def build_tracker(
     start_iter: int = 0,
     is_master: bool | None = None,
     precision: str | None = None,
+    device: object = None,
+    cross_rank: bool = False,
 ):
     """A ProgressTracker for ``total_iters`` optimizer steps, resumed at ``start_iter``,
     reporting every ``cfg.report_interval`` percent to the sinks the config turns on (log
     files go into ``out_dir``). ``tokens_per_iter`` is the tokens one optimizer step
     consumes across all processes; ``flops_per_iter`` the FLOPs one step does on this
     process's device (so MFU is per device); ``precision`` ("bf16", "fp16", "tf32", "fp32")
-    picks the device's peak from the tracker's table. The whole config is passed on as the
+    picks the device's peak from the tracker's table, for ``device`` (the torch.device the
+    run trains on). ``cross_rank`` (under torchrun) adds every rank's figures and the loss
+    averaged over ranks to each report. The hang watchdog is always on: it speaks only when
+    steps stop coming for minutes. The whole config is passed on as the
     run's configuration (sinks such as W&B record it). Only the master's sinks ever open
     anything."""
     from trainprogress import ProgressTracker, build_sinks
@@ -90,6 +95,9 @@ def build_tracker(
         is_master=is_master,
         sinks=sinks,
         precision=precision,
+        device=device,
+        cross_rank=cross_rank,
+        watchdog=True,
         anomaly=True if cfg.anomaly_detection else None,
         run_config=asdict(cfg),
     )

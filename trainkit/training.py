@@ -156,7 +156,7 @@ class Training:
         flops_per_iter = self.raw_model.flops_per_token() * self.tokens_per_iter / self.rt.world_size
         return build_tracker(self.cfg, self.cfg.max_iters, out_dir=self.cfg.out_dir, tokens_per_iter=self.tokens_per_iter,
                              flops_per_iter=flops_per_iter, start_iter=self.iter_num, is_master=self.rt.is_master,
-                             precision=self.rt.precision)
+                             precision=self.rt.precision, device=self.rt.device, cross_rank=self.rt.ddp)
 
     def first_values(self) -> dict[str, float]:
         """Named values for the first ``tracker.step`` of a resumed run: its earlier best."""
