@@ -97,6 +97,21 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_step(tmp_path):
     assert len(ckpt["data"]) == 2  # both ranks' sampler states, saved together at the stop step
 
 
+def test_a_killed_rank_ends_the_job_within_seconds_with_a_crash_summary(tmp_path):
+    out_dir = tmp_path / "out"
+    process, console = start("train.py", [*TINY_TRAIN, *LONG, "--gradient_accumulation_steps=2", "--dist_timeout=60"],
+                             out_dir, processes=2)
+    workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    began = time.monotonic()
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    assert process.wait(timeout=60) != 0
+    assert time.monotonic() - began < 30  # gloo sees the closed connection; nobody waits for dist_timeout
+    run = read_log(out_dir / "progress.jsonl").runs[-1]
+    assert run.status == "crashed" and run.error
+    assert "TRAINING" in console.read_text()  # rank 0's crash summary
+
+
 def test_a_diverging_resumed_run_keeps_the_good_checkpoint_and_says_why(tmp_path):
     common = [*TINY_TRAIN, f"--out_dir={tmp_path}", "--jsonl_log=True"]
     run_script("train.py", *common, "--max_iters=20")
