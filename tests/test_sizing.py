@@ -197,3 +197,40 @@ def test_wrap_yields_every_batch_of_every_epoch_and_sizes_the_run():
     assert sink.reports[-2].loss == 19.0  # the loss the loop passed to step
     with pytest.raises(TypeError, match="iters_per_epoch"):
         next(ProgressTracker(1, sinks=[], is_master=True).wrap(iter(loader), epochs=2))
+
+
+def test_the_console_header_names_tokens_budget_and_epoch(tmp_path):
+    from trainprogress.sinks.console import ConsoleSink
+
+    def header(**sizing):
+        out = tmp_path / "out.txt"
+        clock = FakeClock()
+        with open(out, "w") as stream:
+            tracker = ProgressTracker(**sizing, sinks=[ConsoleSink(stream=stream)], clock=clock, is_master=True,
+                                      interval_percent=50)
+            for _ in range(4):
+                clock.advance(30.0)
+                tracker.step(loss=1.0, **({"tokens": 250} if "total_tokens" in sizing else {}))
+            tracker.close()
+        return [line for line in out.read_text().splitlines() if "TRAINING PROGRESS" in line][0]
+
+    assert "(500/1,000 tokens, iteration 2)" in header(total_tokens=1000)
+    assert "of a 2.00 min budget, iteration 2)" in header(time_budget_s=120)
+    assert "(epoch 1/2, 2/4 iterations)" in header(epochs=2, iters_per_epoch=2)
+
+
+def test_the_bar_follows_a_run_sized_in_tokens_to_its_end():
+    import io
+
+    from trainprogress.sinks.bar import BarSink
+
+    stream, clock = io.StringIO(), FakeClock()
+    bar = BarSink(stream, interactive=True)
+    tracker = ProgressTracker(total_tokens=1000, sinks=[bar], clock=clock, is_master=True)
+    for _ in range(10):
+        clock.advance(1.0)
+        tracker.step(loss=1.0, tokens=100)
+    tracker.close()
+    # Sized in tokens, the bar counts steps against the steps the tokens so far imply.
+    drawn = stream.getvalue()
+    assert "| 5/10" in drawn and "| 10/10" in drawn

@@ -254,7 +254,7 @@ class ProgressTracker:
         self._next_sync = (self.schedule.next_due(start_iter) or math.inf) if self._ranks is not None else math.inf
         self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
         self._sinks.start(RunInfo(
-            total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
+            total_iters=0 if self._units is not None else total_iters, start_iter=start_iter, interval_percent=interval_percent,
             tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
             peak_flops=peak.flops_per_s if peak else None,
             peak_flops_source=peak.source if peak else None,

@@ -10,7 +10,8 @@ Schema (version 1). Every line has:
 - ``time``: Unix time in seconds (float) when it happened
 - ``iteration``: optimizer steps completed at that moment (resumed ones included)
 
-``run_start`` (once per process; a resumed run adds a new one): ``total_iters``,
+``run_start`` (once per process; a resumed run adds a new one): ``total_iters`` (0 when
+the run is sized in tokens or seconds),
 ``start_iter``, ``interval_percent``, ``tokens_per_iter``, ``flops_per_iter``,
 ``peak_flops`` (FLOP/s), ``peak_flops_source``, ``config`` (the caller's run configuration).
 
