@@ -142,6 +142,8 @@ def test_epochs_from_a_loader_and_a_loader_without_len_names_the_fix():
         ProgressTracker(sinks=[], is_master=True)
     with pytest.raises(ValueError, match="got total_iters and total_tokens"):
         ProgressTracker(100, total_tokens=10, sinks=[], is_master=True)
+    with pytest.raises(ValueError, match="cross_rank=False"):
+        ProgressTracker(time_budget_s=10, cross_rank=True, sinks=[], is_master=True)
 
 
 def test_set_total_moves_schedule_percent_and_eta_together():

@@ -183,6 +183,9 @@ class ProgressTracker:
             total_iters, epochs=epochs, iters_per_epoch=iters_per_epoch, loader=loader,
             total_tokens=total_tokens, time_budget_s=time_budget_s, interval_percent=interval_percent)
         if self._units is not None:
+            if cross_rank:
+                raise ValueError(f"cross_rank exchanges at step boundaries, but this run is sized in {self._units.unit}; "
+                                 "size it with total_iters= or epochs=, or pass cross_rank=False")
             total_iters = UNCOUNTED_ITERS
             window = 100 if window is None else window
         self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
