@@ -167,7 +167,8 @@ def size_run(
             raise ValueError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}; e.g. 3600 for an hour")
         return None, ProgressUnits(SECONDS, float(time_budget_s), interval_percent), None
     if epochs is not None:
-        return epochs * epoch_length(epochs, iters_per_epoch, loader), None, epoch_length(epochs, iters_per_epoch, loader)
+        steps_per_epoch = epoch_length(epochs, iters_per_epoch, loader)
+        return epochs * steps_per_epoch, None, steps_per_epoch
     return total_iters, None, None
 
 
