@@ -81,6 +81,13 @@ class ProgressTracker:
     step. At a boundary the recent losses and any tensor values are copied to the host
     together, in one device sync.
 
+    Sized otherwise (exactly one way): ``epochs=`` with ``iters_per_epoch=`` or ``loader=``
+    (a loader with len()); ``total_tokens=``, each ``step(tokens=n)`` passing the step's
+    token count as an int (percent, boundaries and ETA in tokens); or ``time_budget_s=``
+    (percent is wall time over the budget; ``should_stop`` turns True once it is used).
+    ``set_total(n)`` changes the size mid-run; ``wrap(loader, epochs=)`` yields the
+    batches of every epoch (trainprogress.progress_units).
+
     Wrap time that is not training (eval, checkpoint, sampling) in ``with
     tracker.pause("eval"):`` so it stays out of the speed and enters the ETA only at the
     rate it recurs (see ``trainprogress.eta``).
