@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 
 from .buffer import Values
 from .flops import PeakFlops
+from .progress_units import TOKENS, ProgressUnits
 from .report import BLOCKS, Anomaly, MemoryStats, Report, Section
 from .sinks.base import Tick
 
@@ -65,6 +66,9 @@ class ReportBuilder:
         flops_per_iter: float | None,
         peak: PeakFlops | None,
         sections: Sections,
+        units: ProgressUnits | None = None,
+        epochs: int | None = None,
+        iters_per_epoch: int | None = None,
     ) -> None:
         self.total_iters = total_iters
         self.start_iter = start_iter
@@ -72,6 +76,24 @@ class ReportBuilder:
         self.flops_per_iter = flops_per_iter
         self.peak = peak
         self.sections = sections
+        self.units = units
+        self.epochs = epochs
+        self.iters_per_epoch = iters_per_epoch
+
+    def progress(self, iteration: int) -> tuple[float, int]:
+        """Percent done and the run's total in optimizer steps at ``iteration``. A run sized
+        in tokens or seconds knows its steps only as an estimate from its progress so far."""
+        units = self.units
+        if units is None:
+            return 100.0 * iteration / self.total_iters, self.total_iters
+        percent = units.percent
+        return percent, (round(iteration * 100 / percent) if percent > 0 else iteration)
+
+    def epoch(self, iteration: int) -> int | None:
+        """The epoch (1-based) that step ``iteration`` belongs to, or None when not sized in epochs."""
+        if self.iters_per_epoch is None:
+            return None
+        return max(1, -(-iteration // self.iters_per_epoch))
 
     def mfu(self, iters_per_s: float | None) -> float | None:
         """Model FLOPs utilisation, a fraction of the peak, at ``iters_per_s`` optimizer steps
@@ -92,19 +114,27 @@ class ReportBuilder:
         memory: tuple[MemoryStats, ...],
         anomalies: tuple[Anomaly, ...],
         ranks: Mapping[str, float] | None = None,
+        units_tokens_per_s: float | None = None,
         outcome: str | None = None,
         error: str | None = None,
     ) -> Report:
         """A Report of ``kind`` at ``values.iteration``; the arguments are in the units of the
-        Report fields of the same names."""
+        Report fields of the same names (``units_tokens_per_s``: the token speed of a run
+        sized in tokens)."""
         iteration = values.iteration
         tokens = self.tokens_per_iter
         mfu = self.mfu(iters_per_s)
+        percent, total_iters = self.progress(iteration)
+        units = self.units
+        tokens_processed = None if tokens is None else tokens * iteration
+        tokens_per_s = None if tokens is None or iters_per_s is None else tokens * iters_per_s
+        if units is not None and units.unit == TOKENS:
+            tokens_processed, tokens_per_s = int(units.done), units_tokens_per_s
         return Report(
             kind=kind,
             iteration=iteration,
-            total_iters=self.total_iters,
-            percent=100.0 * iteration / self.total_iters,
+            total_iters=total_iters,
+            percent=percent,
             elapsed_s=elapsed_s,
             paused_s=paused_s,
             eta_s=eta_s,
@@ -117,8 +147,8 @@ class ReportBuilder:
             mfu=mfu,
             peak_flops=self.peak.flops_per_s if self.peak else None,
             peak_flops_source=self.peak.source if self.peak else None,
-            tokens_processed=None if tokens is None else tokens * iteration,
-            tokens_per_s=None if tokens is None or iters_per_s is None else tokens * iters_per_s,
+            tokens_processed=tokens_processed,
+            tokens_per_s=tokens_per_s,
             memory=memory,
             metrics=values.metrics,
             sections=self.sections.build(),
@@ -128,14 +158,19 @@ class ReportBuilder:
             outcome=outcome,
             error=error,
             wall_time=time.time(),
+            progress_unit="iters" if units is None else units.unit,
+            progress_total=total_iters if units is None else units.total,
+            epoch=self.epoch(iteration),
+            epochs=self.epochs,
         )
 
     def tick(self, iteration: int, *, eta_s: float | None, iters_per_s: float | None, smoothed_loss: float | None) -> Tick:
         """Live progress at ``iteration`` for the sinks that want ticks (the bar)."""
+        percent, total_iters = self.progress(iteration)
         return Tick(
             iteration=iteration,
-            total_iters=self.total_iters,
-            percent=100.0 * iteration / self.total_iters,
+            total_iters=total_iters,
+            percent=percent,
             eta_s=eta_s,
             iters_per_s=iters_per_s,
             smoothed_loss=smoothed_loss,

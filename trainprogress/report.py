@@ -100,6 +100,12 @@ class Report:
     (see ``trainprogress.ranks``) when they were exchanged at this iteration; then ``loss``
     and ``smoothed_loss`` are the means over all ranks.
 
+    Size: ``progress_unit`` says what ``percent`` counts: "iters" (optimizer steps),
+    "tokens" (``total_tokens``; ``tokens_processed`` is then the tokens passed to step) or
+    "seconds" (``time_budget_s``: percent is elapsed over the budget); ``progress_total``
+    is the run's size in that unit. In tokens or seconds, ``total_iters`` is an estimate
+    from the progress so far. ``epoch`` of ``epochs`` when the run is sized in epochs.
+
     End: ``outcome`` is None until the final report, whose ``outcome`` says how the run ended
     (``COMPLETED``, ``STOPPED`` or ``CRASHED``) and whose ``error`` names the exception of a
     crash ("RuntimeError: CUDA out of memory"); both are set once, by ``tracker.close()``.
@@ -132,6 +138,10 @@ class Report:
     outcome: str | None = None
     error: str | None = None
     wall_time: float = 0.0  # Unix time at which the report was made
+    progress_unit: str = "iters"  # what the run is sized in: "iters", "tokens" or "seconds"
+    progress_total: float | None = None  # the run's size in that unit
+    epoch: int | None = None  # the epoch (1-based) of ``iteration``, in a run sized in epochs
+    epochs: int | None = None  # epochs in the run
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))

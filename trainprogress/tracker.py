@@ -19,6 +19,7 @@ from .builder import ReportBuilder, Sections, SectionSource
 from .eta import EtaEstimator
 from .flops import DevicePeak
 from .memory import probe_memory
+from .progress_units import SECONDS, TOKENS, epoch_length, size_run
 from .ranks import DataWaitTimer, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
 from .sinks.base import Event, RunInfo, Sink, SinkGroup
@@ -28,6 +29,10 @@ from .values import is_tensor
 from .watchdog import start_watchdog
 
 logger = logging.getLogger(__name__)
+
+# The iteration count a run sized in tokens or seconds is given in place of a total: no
+# iteration-based boundary is ever reached, so its boundaries come from ProgressUnits alone.
+UNCOUNTED_ITERS = 2**62
 
 # Seconds between live ticks for sinks that want them (the bar): often enough to look live,
 # rarely enough that the bar costs nothing measurable.
@@ -75,6 +80,13 @@ class ProgressTracker:
     references (and now and then reads the clock): a loss tensor is never synchronised per
     step. At a boundary the recent losses and any tensor values are copied to the host
     together, in one device sync.
+
+    Sized otherwise (exactly one way): ``epochs=`` with ``iters_per_epoch=`` or ``loader=``
+    (a loader with len()); ``total_tokens=``, each ``step(tokens=n)`` passing the step's
+    token count as an int (percent, boundaries and ETA in tokens); or ``time_budget_s=``
+    (percent is wall time over the budget; ``should_stop`` turns True once it is used).
+    ``set_total(n)`` changes the size mid-run; ``wrap(loader, epochs=)`` yields the
+    batches of every epoch (trainprogress.progress_units).
 
     Wrap time that is not training (eval, checkpoint, sampling) in ``with
     tracker.pause("eval"):`` so it stays out of the speed and enters the ETA only at the
@@ -138,6 +150,7 @@ class ProgressTracker:
         "_speed",
         "_timer",
         "_unchecked_step_times",
+        "_units",
         "_warned_after_close",
         "_watchdog",
         "interval_percent",
@@ -149,8 +162,13 @@ class ProgressTracker:
 
     def __init__(
         self,
-        total_iters: int,
+        total_iters: int | None = None,
         *,
+        epochs: int | None = None,
+        iters_per_epoch: int | None = None,
+        loader: Any = None,
+        total_tokens: int | None = None,
+        time_budget_s: float | None = None,
         start_iter: int = 0,
         interval_percent: float = 1.0,
         tokens_per_iter: int | None = None,
@@ -168,6 +186,15 @@ class ProgressTracker:
         watchdog: Any = False,
         device: Any = None,
     ) -> None:
+        total_iters, self._units, epoch_len = size_run(
+            total_iters, epochs=epochs, iters_per_epoch=iters_per_epoch, loader=loader,
+            total_tokens=total_tokens, time_budget_s=time_budget_s, interval_percent=interval_percent)
+        if self._units is not None:
+            if cross_rank:
+                raise ValueError(f"cross_rank exchanges at step boundaries, but this run is sized in {self._units.unit}; "
+                                 "size it with total_iters= or epochs=, or pass cross_rank=False")
+            total_iters = UNCOUNTED_ITERS
+            window = 100 if window is None else window
         self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
         self.start_iter = _check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
         if start_iter > total_iters:
@@ -207,7 +234,8 @@ class ProgressTracker:
         self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._monitor is not None)
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
-                                      flops_per_iter=flops_per_iter, peak=peak, sections=self._sections)
+                                      flops_per_iter=flops_per_iter, peak=peak, sections=self._sections,
+                                      units=self._units, epochs=epochs, iters_per_epoch=epoch_len)
         self._data_wait = DataWaitTimer(clock)
         self._phase = "compute"
         self._ranks = make_cross_rank(cross_rank, clock, start_iter)
@@ -236,7 +264,7 @@ class ProgressTracker:
         self._next_sync = (self.schedule.next_due(start_iter) or math.inf) if self._ranks is not None else math.inf
         self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
         self._sinks.start(RunInfo(
-            total_iters=total_iters, start_iter=start_iter, interval_percent=interval_percent,
+            total_iters=0 if self._units is not None else total_iters, start_iter=start_iter, interval_percent=interval_percent,
             tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
             peak_flops=peak.flops_per_s if peak else None,
             peak_flops_source=peak.source if peak else None,
@@ -284,7 +312,7 @@ class ProgressTracker:
         self._loss_ring[it & 127] = loss  # LOSS_RING - 1
         self._lr = lr
         if values:
-            self._buffer.record(values)
+            self._record(values)
         if it >= self._next_due:
             return self._on_due()
         return None
@@ -306,6 +334,12 @@ class ProgressTracker:
                 raise
         it = self._iter
         now = self._timer.sample(it)
+        units = self._units
+        if units is not None:
+            if units.unit == SECONDS:
+                units.done = self._timer.elapsed_s(now)
+            if units.due and self.is_master:
+                self._next_report = it
         if self._timer.backlog >= MAX_PENDING_GROUPS:
             self._drain_step_times()
         if it > self.total_iters and not self._overrun_warned:
@@ -352,6 +386,8 @@ class ProgressTracker:
         it = self._iter
         if self._next_report <= it:
             self._next_report = self._next_report_after(it)
+            if self._units is not None:
+                self._units.passed()
         if self._check_schedule is not None:
             self._next_check = self._check_schedule.next_due(it)
         if self._next_sync <= it:
@@ -370,7 +406,7 @@ class ProgressTracker:
         per-step means, to the anomaly monitor's next check)."""
         groups, first_iter = self._timer.take_groups()
         if groups:
-            self._eta.add_groups(groups, first_iter)
+            self._eta.add_groups(groups if self._units is None else self._units.to_reference_steps(groups, first_iter), first_iter)
             for seconds, steps in groups:
                 self._speed.add_group(seconds, steps)
             if self._monitor is not None:
@@ -446,10 +482,11 @@ class ProgressTracker:
             ranks=figures.scalars() if figures else None,
             elapsed_s=self._timer.elapsed_s(now),
             paused_s=self._timer.paused_s,
-            eta_s=self._eta.remaining_s(self._iter),
+            eta_s=self._remaining_s(now),
             iters_per_s=iters_per_s,
             memory=probe_memory() if memory is None else memory,
             anomalies=self._anomalies,
+            units_tokens_per_s=None if self._units is None else self._units.tokens_per_s(self._eta.typical_step_s),
             **end,
         )
         self._sinks.report(report)
@@ -458,9 +495,30 @@ class ProgressTracker:
     def _send_tick(self) -> None:
         self._drain_step_times()
         self._sinks.tick(self._builder.tick(
-            self._iter, eta_s=self._eta.remaining_s(self._iter), iters_per_s=self._speed.iters_per_s,
+            self._iter, eta_s=self._remaining_s(self._timer.now()), iters_per_s=self._speed.iters_per_s,
             smoothed_loss=self._buffer.smoothed_loss,
         ))
+
+    def _record(self, values: dict[str, Any]) -> None:
+        """Named values of a step; in a run sized in tokens, ``tokens`` advances the progress."""
+        units = self._units
+        if units is not None and units.unit == TOKENS and "tokens" in values:
+            tokens = values.pop("tokens")
+            if type(tokens) is not int or tokens < 0:
+                self._iter -= 1  # the rejected step does not count
+                raise TypeError(f"step(tokens=...) takes the step's token count as an int >= 0, got {tokens!r}; "
+                                "pass e.g. tokens=x.numel() (an int, read without a device sync)")
+            units.add_tokens(self._iter, tokens)
+            if units.due:
+                self._next_due = self._iter
+            if not values:
+                return
+        self._buffer.record(values)
+
+    def _remaining_s(self, now: float) -> float | None:
+        if self._units is None:
+            return self._eta.remaining_s(self._iter)
+        return self._units.remaining_s(self._eta.seconds_per_iter(self._iter), self._timer.elapsed_s(now))
 
     def _event(self, kind: str, **data: object) -> Event:
         return Event(kind=kind, iteration=self._iter, wall_time=time.time(), data=data)
@@ -535,14 +593,65 @@ class ProgressTracker:
         return self._iter
 
     @property
+    def should_stop(self) -> bool:
+        """True once the run's whole size is done as of the last step: every iteration, every
+        token of ``total_tokens``, or all of ``time_budget_s`` (the loop's cue to end: ``while
+        not tracker.should_stop:``). Reads no clock: a time budget is checked when step() reads it."""
+        if self._units is not None:
+            return self._units.complete
+        return self._iter >= self.total_iters
+
+    def set_total(self, total: int) -> None:
+        """Change the run's size mid-run, in its unit (optimizer steps, tokens or seconds of
+        budget): percent, the report boundaries and the ETA all follow. Boundaries already
+        passed are not reported again."""
+        if self._units is not None:
+            if isinstance(total, bool) or not isinstance(total, (int, float)) or not 0 < total < math.inf:
+                raise ValueError(f"set_total takes a positive number of {self._units.unit}, got {total!r}")
+            self._units.set_total(total)
+            return
+        _check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
+        self.total_iters = self._eta.total_iters = self._builder.total_iters = total
+        self.schedule = ReportSchedule(total, self.interval_percent)
+        if self._monitor is not None:
+            from .anomaly import CheckCadence
+
+            self._check_schedule = CheckCadence(total, self._monitor.config, self._iter)
+            self._dense_schedule = ReportSchedule(total, self._monitor.config.dense_percent)
+            self._next_check = self._check_schedule.next_due(self._iter)
+        self._overrun_warned = False
+        if self.is_master:
+            self._next_report = self._next_report_after(self._iter)
+        if self._ranks is not None:
+            self._next_sync = self.schedule.next_due(self._iter) or math.inf
+        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
+
+    def wrap(self, loader: Iterable[Any], epochs: int | None = None) -> Iterator[Any]:
+        """Yield the batches of ``loader`` over ``epochs`` passes (the tracker's ``epochs``
+        when not given, else 1), tqdm-style: ``for batch in tracker.wrap(loader, epochs=3):``.
+        The loop still calls ``tracker.step(loss=...)`` once per optimizer step, which is how
+        the loss reaches the report. With ``epochs`` given, the run is sized ``epochs x
+        len(loader)`` steps (a loader without len() raises, naming the fix)."""
+        if epochs is not None:
+            if self._units is not None:
+                raise ValueError(f"wrap(epochs=...) sizes the run in steps, but it is sized in {self._units.unit}; "
+                                 "call wrap(loader) without epochs")
+            epoch_len = epoch_length(epochs, None, loader)
+            self._builder.epochs, self._builder.iters_per_epoch = epochs, epoch_len
+            self.set_total(epochs * epoch_len)
+        for _ in range(epochs or self._builder.epochs or 1):
+            yield from loader
+
+    @property
     def eta_seconds(self) -> float | None:
         """Estimated wall seconds until ``total_iters`` steps are done, as of now; None until
         it can be estimated."""
         self._drain_step_times()
-        remaining = self._eta.remaining_s(self._iter)
-        if remaining is None or self._pause_depth:
+        now = self._timer.now()
+        remaining = self._remaining_s(now)
+        if remaining is None or self._pause_depth or self._units is not None:
             return remaining
-        return max(0.0, remaining - self._timer.unsampled_s(self._timer.now()))
+        return max(0.0, remaining - self._timer.unsampled_s(now))
 
     @property
     def iters_per_s(self) -> float | None:
@@ -580,7 +689,9 @@ class ProgressTracker:
             self._sinks.event(self._event("crash", error=message))
             report = self._emit(FINAL, outcome=CRASHED, error=message)
         else:
-            report = self._emit(FINAL, outcome=COMPLETED if self._iter >= self.total_iters else STOPPED)
+            if self._units is not None and self._units.unit == SECONDS:
+                self._units.done = self._timer.elapsed_s(self._timer.now())
+            report = self._emit(FINAL, outcome=COMPLETED if self.should_stop else STOPPED)
         self._sinks.close()
         return report
 

@@ -83,7 +83,7 @@ class BarSink(Sink):
         interactive = _isatty(self._out) if self._interactive is None else self._interactive
         if interactive:
             self._bar = self._tqdm(
-                total=run.total_iters, initial=run.start_iter, file=self._out, ascii=self._ascii,
+                total=run.total_iters or None, initial=run.start_iter, file=self._out, ascii=self._ascii,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}", postfix=status_text(None, None, None),
                 dynamic_ncols=True, mininterval=0, leave=False,
             )
@@ -98,14 +98,15 @@ class BarSink(Sink):
         self._out.write(line + "\n")
         self._out.flush()
 
-    def _show(self, iteration: int, postfix: str) -> None:
+    def _show(self, iteration: int, total_iters: int, postfix: str) -> None:
         self._bar.n = iteration
+        self._bar.total = total_iters  # moves with set_total, or is estimated (sized in tokens or seconds)
         self._bar.set_postfix_str(postfix)  # redraws the bar
 
     def tick(self, tick: Tick) -> None:
         postfix = status_text(tick.eta_s, tick.iters_per_s, tick.smoothed_loss)
         if self._bar is not None:
-            self._show(tick.iteration, postfix)
+            self._show(tick.iteration, tick.total_iters, postfix)
             return
         now = self._clock()
         if now >= self._next_line:
@@ -121,7 +122,7 @@ class BarSink(Sink):
             if report.kind == FINAL:
                 self.close()  # the summary block says it all; the bar clears itself
             else:
-                self._show(report.iteration, status_text(report.eta_s, report.iters_per_s, report.smoothed_loss))
+                self._show(report.iteration, report.total_iters, status_text(report.eta_s, report.iters_per_s, report.smoothed_loss))
 
     def close(self) -> None:
         if self._bar is not None:

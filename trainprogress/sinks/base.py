@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RunInfo:
     """What is known when a run starts: its size, where it resumes, how often it reports,
-    and the caller's configuration (for W&B's run config, the JSONL start event, ...)."""
+    and the caller's configuration (for W&B's run config, the JSONL start event, ...).
+    ``total_iters`` is 0 when the run is sized in tokens or seconds (the steps are unknown;
+    Ticks and Reports carry an estimate)."""
 
     total_iters: int
     start_iter: int

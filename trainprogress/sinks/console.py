@@ -48,12 +48,22 @@ def _lines(pairs: tuple[tuple[str, object], ...]) -> list[str]:
     return [f"{label}: {fmt.format_value(value)}" for label, value in pairs]
 
 
+def _position(report: Report) -> str:
+    """Where the run stands in the unit it is sized in: "37/150 iterations, epoch 1/3",
+    "1,234,567/4,938,000 tokens, iteration 812", "15.00 min of a 1.00 hours budget, iteration 812"."""
+    if report.progress_unit == "tokens" and report.tokens_processed is not None and report.progress_total:
+        where = f"{fmt.format_count(report.tokens_processed)}/{fmt.format_count(round(report.progress_total))} tokens"
+    elif report.progress_unit == "seconds" and report.progress_total:
+        where = f"{fmt.format_duration(report.elapsed_s)} of a {fmt.format_duration(report.progress_total)} budget"
+    else:
+        where = f"{fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)} iterations"
+        return where if report.epoch is None else f"epoch {report.epoch}/{report.epochs}, {where}"
+    return f"{where}, iteration {fmt.format_count(report.iteration)}"
+
+
 def render_progress(report: Report) -> list[str]:
     """The lines of a progress block (rules included) for a scheduled or anomaly report."""
-    header = (
-        f"🔄 TRAINING PROGRESS: {fmt.format_percent(report.percent)} "
-        f"({fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)} iterations)"
-    )
+    header = f"🔄 TRAINING PROGRESS: {fmt.format_percent(report.percent)} ({_position(report)})"
     out = [RULE, header, RULE]
     joined: dict[str, list[str]] = {block: [] for block in BLOCKS}
     for section in report.sections:
@@ -102,7 +112,8 @@ def render_progress(report: Report) -> list[str]:
 
 def render_final(report: Report) -> list[str]:
     """The lines of the end-of-run summary."""
-    lines = [f"Iterations: {fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)}"]
+    lines = [f"Iterations: {fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)}"
+             if report.progress_unit == "iters" else f"Progress: {fmt.format_percent(report.percent)} ({_position(report)})"]
     if report.loss is not None:
         lines.append(f"Final loss: {fmt.format_loss(report.loss)}")
     if report.smoothed_loss is not None:

@@ -10,7 +10,8 @@ Schema (version 1). Every line has:
 - ``time``: Unix time in seconds (float) when it happened
 - ``iteration``: optimizer steps completed at that moment (resumed ones included)
 
-``run_start`` (once per process; a resumed run adds a new one): ``total_iters``,
+``run_start`` (once per process; a resumed run adds a new one): ``total_iters`` (0 when
+the run is sized in tokens or seconds),
 ``start_iter``, ``interval_percent``, ``tokens_per_iter``, ``flops_per_iter``,
 ``peak_flops`` (FLOP/s), ``peak_flops_source``, ``config`` (the caller's run configuration).
 
@@ -19,8 +20,8 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 ``time``:
 
 - ``kind``: "scheduled", "anomaly" or "final"
-- ``total_iters``: optimizer steps in the whole run
-- ``percent``: 100 x iteration / total_iters
+- ``total_iters``: optimizer steps in the whole run (sized in tokens or seconds: estimated from the progress so far)
+- ``percent``: 100 x iteration / total_iters (sized in tokens or seconds: tokens or elapsed over their total)
 - ``elapsed_s``: wall seconds since this process's tracker started, pauses included
 - ``paused_s``: the part of elapsed_s spent in marked pauses
 - ``eta_s``: estimated wall seconds to the end
@@ -41,6 +42,10 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 - ``anomalies``: a list of {kind, message, since_iter}
 - ``ranks``: the cross-rank figures ``{"ranks/...": number}`` when exchanged at this report (``cross_rank=True``), else {}
 - ``start_iter``: the iteration this process resumed at
+- ``progress_unit``: what the run is sized in and percent counts: "iters", "tokens" or "seconds" (a time budget)
+- ``progress_total``: the run's size in that unit (steps, tokens, or seconds of budget)
+- ``epoch``: the epoch (1-based) of the iteration, in a run sized in epochs, else null
+- ``epochs``: the epochs in the run, else null
 - ``outcome``: null, except in the final summary: how the run ended (see ``run_end``)
 - ``error``: null, except in the final summary of a crash: the exception
 

@@ -62,12 +62,12 @@ class NotebookSink(Sink):
         self._handle = self._display(self._bundle(), raw=True, display_id=True)
 
     def tick(self, tick: Tick) -> None:
-        self._iteration = tick.iteration
+        self._iteration, self._total = tick.iteration, tick.total_iters
         self._status = status_text(tick.eta_s, tick.iters_per_s, tick.smoothed_loss)
         self._update()
 
     def report(self, report: Report) -> None:
-        self._iteration = report.iteration
+        self._iteration, self._total = report.iteration, report.total_iters
         if report.kind == FINAL:
             self._status = "finished" if self._crash is None else f"crashed: {self._crash}"
             self._block = self._block + render_final(report)
@@ -85,7 +85,7 @@ class NotebookSink(Sink):
             self._handle.update(self._bundle(), raw=True)
 
     def _bundle(self) -> dict[str, str]:
-        percent = 100.0 * self._iteration / self._total
+        percent = 100.0 * self._iteration / max(self._total, 1)  # 0: not known yet (sized in tokens or seconds)
         status = (
             f"{fmt.format_percent(percent)} ({fmt.format_count(self._iteration)}/"
             f"{fmt.format_count(self._total)}), {self._status}"

@@ -265,11 +265,11 @@ class NotifySink(Sink):
         self._queue.put_nowait(text)
 
     def start(self, run: RunInfo) -> None:
-        percent = 100.0 * run.start_iter / run.total_iters
+        percent = 100.0 * run.start_iter / run.total_iters if run.total_iters else 0.0  # 0: sized in tokens or seconds
         self._announced = {m for m in self.milestones if m <= percent}
         self._thread = threading.Thread(target=self._work, name="trainprogress-notify", daemon=True)
         self._thread.start()
-        text = f"🚀 training started: {fmt.format_count(run.total_iters)} iterations"
+        text = f"🚀 training started: {fmt.format_count(run.total_iters)} iterations" if run.total_iters else "🚀 training started"
         if run.start_iter:
             text += f", resuming at {fmt.format_count(run.start_iter)} ({fmt.format_percent(percent)})"
         self._put(text)
