@@ -72,3 +72,19 @@ def batch_tokens(batch: Any) -> int | None:
     mapping holding one): padding included, and no device sync. None when unknown."""
     ids = batch.get("input_ids") if hasattr(batch, "get") else None
     return int(ids.numel()) if hasattr(ids, "numel") else None
+
+
+class FrameworkPauses:
+    """Pause hooks for an adapter whose ``tracker`` (a ProgressTracker, or None before
+    training starts and after it ends) sees a framework's begin and end hooks, which may
+    come unpaired (an end with no begin, a begin inside an open pause): one pause at a time."""
+
+    tracker: Any = None
+
+    def _begin_pause(self, name: str) -> None:
+        if self.tracker is not None and not self.tracker.paused:
+            self.tracker.begin_pause(name)
+
+    def _end_pause(self) -> None:
+        if self.tracker is not None and self.tracker.paused:
+            self.tracker.end_pause()

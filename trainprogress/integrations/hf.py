@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ..flops import gpt_flops_per_token
 from ..tracker import ProgressTracker
-from ._common import RankMeanLoss, batch_tokens, find_caller_self
+from ._common import FrameworkPauses, RankMeanLoss, batch_tokens, find_caller_self
 
 
 def _hf_printers() -> tuple[type, ...]:
@@ -70,7 +70,7 @@ def _precision(args: Any) -> str:
     return "tf32" if getattr(args, "tf32", False) else "fp32"
 
 
-class TrainProgressCallback(TrainerCallback):
+class TrainProgressCallback(FrameworkPauses, TrainerCallback):
     """Progress reports for a Hugging Face ``Trainer`` run. Takes ProgressTracker's keyword
     arguments (``sinks=``, ``interval_percent=``, ``anomaly=``, ...), except the run's size
     and resume point, which come from the Trainer (``max_steps``, ``global_step``).
@@ -231,14 +231,6 @@ class TrainProgressCallback(TrainerCallback):
         self._close(None)
 
     # ------------------------------------------------------------------ pauses and the end
-    def _begin_pause(self, name: str) -> None:
-        if self.tracker is not None and not self.tracker.paused:
-            self.tracker.begin_pause(name)
-
-    def _end_pause(self) -> None:
-        if self.tracker is not None and self.tracker.paused:
-            self.tracker.end_pause()
-
     def _close(self, error: BaseException | None) -> None:
         if self.tracker is not None:
             self._end_pause()

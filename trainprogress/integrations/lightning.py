@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..tracker import ProgressTracker
-from ._common import RankMeanLoss
+from ._common import FrameworkPauses, RankMeanLoss
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _batch_loss(outputs: Any) -> Any:
     return outputs if hasattr(outputs, "detach") else None
 
 
-class TrainProgress(ProgressBar):
+class TrainProgress(FrameworkPauses, ProgressBar):
     """Progress reports for a Lightning ``Trainer.fit``. Takes ProgressTracker's keyword
     arguments (``sinks=``, ``interval_percent=``, ``tokens_per_iter=``, ``flops_per_iter=``,
     ...), except the run's size and resume point, which come from the Trainer. The tracker
@@ -127,14 +127,6 @@ class TrainProgress(ProgressBar):
 
     def on_exception(self, trainer, pl_module, exception):
         self._close(exception if isinstance(exception, Exception) else None)
-
-    def _begin_pause(self, name: str) -> None:
-        if self.tracker is not None and not self.tracker.paused:
-            self.tracker.begin_pause(name)
-
-    def _end_pause(self) -> None:
-        if self.tracker is not None and self.tracker.paused:
-            self.tracker.end_pause()
 
     def _close(self, error: BaseException | None) -> None:
         if self.tracker is not None:
