@@ -16,6 +16,7 @@ from helpers import FakeClock
 from logwriter import write_log
 from trainprogress import read_log
 from trainprogress.plot import ITERS, RUN_COLOURS, SMOOTHED, build_figure, save_plot
+from trainprogress.series import build_series
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,3 +165,15 @@ def test_without_matplotlib_the_command_names_the_extra(log_path, tmp_path):
 def test_no_runs_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no runs to plot"):
         save_plot([], tmp_path / "x.png")
+
+
+def test_a_long_log_is_drawn_from_every_kth_report_and_its_last(tmp_path):
+    path = tmp_path / "progress.jsonl"
+    write_log(path, 1000, clock=FakeClock(), interval=0.25, eval_every=250)  # 400 reports
+    (run,) = read_log(path).runs
+    series = build_series(run, x_axis="iteration", max_points=90)
+    assert series.report_stride == 5
+    assert series.loss.x == [float(r["iteration"]) for r in run.reports[::5]] + [1000.0]
+    assert len(series.val_loss.x) == 4  # every evaluation still drawn, each at the next drawn report
+    assert build_series(run, x_axis="iteration").report_stride == 1
+

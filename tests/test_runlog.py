@@ -10,7 +10,7 @@ import pytest
 from helpers import FakeClock
 from logwriter import write_log
 from trainprogress import read_log
-from trainprogress.runlog import LogFileError, report_from_record
+from trainprogress.runlog import LogFileError, LogReader, report_from_record
 from trainprogress.sinks.console import render_final, render_progress
 from trainprogress.sinks.jsonl import SCHEMA_VERSION
 
@@ -104,6 +104,36 @@ def test_torn_lines_are_skipped_and_counted(tmp_path):
     log = read_log(path)
     assert log.skipped_lines == 2 and log.incomplete_tail
     assert len(log.runs[0].reports) == 9  # ten scheduled reports, one of them torn
+
+
+def test_a_report_line_cut_just_past_its_head_is_skipped_not_half_read(tmp_path):
+    path = tmp_path / "progress.jsonl"
+    write_log(path, 100, clock=FakeClock())
+    lines = path.read_text().splitlines(keepends=True)
+    report_at = [i for i, line in enumerate(lines) if '"type": "report"' in line]
+    for cut_after in ('"kind": "scheduled", ', '"metrics": {'):
+        line = lines[report_at[3]]
+        lines[report_at[3]] = line[: line.index(cut_after) + len(cut_after)] + "}\n"
+        report_at.pop(3)
+    path.write_text("".join(lines))
+    log = read_log(path)
+    assert log.skipped_lines == 2
+    assert [r["iteration"] for r in log.runs[0].reports] == [10, 20, 30, 60, 70, 80, 90, 100]
+
+
+def test_every_record_reads_as_its_line_parsed(tmp_path):
+    path = tmp_path / "progress.jsonl"
+    write_log(path, 60, clock=FakeClock(), eval_every=20, crash_at=45)
+    write_log(path, 60, clock=FakeClock(), start_iter=40)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    (run,) = read_log(path).runs
+    records = [r for segment in run.segments for r in (segment.start, *segment.reports, *segment.events, segment.end)]
+    key = lambda r: (r["time"], r["type"], r["iteration"])  # noqa: E731
+    assert sorted((dict(r) for r in records), key=key) == sorted(lines, key=key)
+    live = LogReader(path)  # what `trainprogress watch` reads with, line by line
+    live.feed(path.read_bytes().splitlines())
+    live_reports = [dict(r) for segment in live.runs[0].segments for r in segment.reports]
+    assert live_reports == [dict(r) for segment in run.segments for r in segment.reports]
 
 
 def test_unknown_keys_and_record_types_are_ignored(tmp_path):

@@ -294,6 +294,10 @@ def build_figure(runs: Sequence[Run], *, x_axis: str = "auto", width_px: int = W
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8.5, frameon=False)
     fig.suptitle(_title(runs), fontsize=13)
+    stride = max(r.report_stride for r in series)
+    if stride > 1:
+        fig.text(0.995, 0.005, f"lines drawn from 1 report in {fmt.format_count(stride)}", ha="right",
+                 va="bottom", fontsize=7.5, color="0.4")
     return fig
 
 

@@ -8,9 +8,13 @@ processes are its *segments*. Iterations that a crashed process did after its la
 checkpoint are done again by the next segment; their first records are *superseded*, so
 that the reconstructed view holds every scheduled report once.
 
-Records stay the dicts the JSON lines hold (unknown keys are kept and ignored), which keeps
-reading a 100,000-report log well under a second; :func:`report_from_record` rebuilds a
-:class:`trainprogress.report.Report` from one when a renderer needs it.
+Records are read-only mappings of the JSON lines' keys (unknown keys are kept and
+ignored). A report line is parsed in full only when a key other than its ``iteration`` and
+``kind`` is first read: finding the runs, their segments and their ends needs only those,
+and a summary only a few whole reports, which keeps reading a 100,000-report log under a
+second (``benchmarks/bench_read_log.py``).
+:func:`report_from_record` rebuilds a :class:`trainprogress.report.Report` from a record
+when a renderer needs it.
 
     from trainprogress import read_log
     log = read_log("out/progress.jsonl")
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from bisect import bisect_right
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,11 +38,65 @@ from .sinks.jsonl import SCHEMA_VERSION
 
 __all__ = ["LogFileError", "LogReader", "Run", "RunLog", "Segment", "read_log", "report_from_record", "resolve_log_path"]
 
-Record = dict[str, Any]
+Record = Mapping[str, Any]
 
 # Statuses a run can have: the run_end record's, or "running" while the last process has
 # written no end (still running, or killed before it could).
 RUNNING = "running"
+
+
+# The head of a report line as the JSONL sink writes it (json.dumps keeps the key order).
+# It begins with a literal, which lets the regex engine scan a whole buffer for it quickly.
+_REPORT_LINE = re.compile(
+    rb'\{"schema": %d, "type": "report", "time": [-0-9.eE+]+, "iteration": (\d+), "kind": "(\w+)", ' % SCHEMA_VERSION
+)
+
+
+class LazyReport(Mapping[str, Any]):
+    """A report line's record: ``iteration`` and ``kind`` read from its head at once, which
+    is all that finding the runs takes; the line is parsed the first time another key is
+    read. A line that then turns out not to parse keeps only those two."""
+
+    __slots__ = ("iteration", "kind", "_data", "_start", "_end", "_full")
+
+    def __init__(self, iteration: int, kind: str, data: bytes, start: int, end: int) -> None:
+        self.iteration, self.kind = iteration, kind
+        self._data: bytes | None = data
+        self._start, self._end = start, end
+        self._full: dict[str, Any] | None = None
+
+    def _record(self) -> dict[str, Any]:
+        if self._full is None:
+            try:
+                record = json.loads((self._data or b"")[self._start:self._end])
+            except ValueError:
+                record = None
+            self._full = record if isinstance(record, dict) else {"iteration": self.iteration, "kind": self.kind}
+            self._data = None
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "iteration":
+            return self.iteration
+        if key == "kind":
+            return self.kind
+        return self._record()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "kind":
+            return self.kind
+        return self._record().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record())
+
+    def __len__(self) -> int:
+        return len(self._record())
+
+
+# How a whole report line ends: with its ``scalars`` object. A line cut short by a crash
+# does not, and is parsed in full (and skipped) instead.
+_REPORT_LINE_ENDS = (b"}}", b"}}\r")
 
 
 class LogFileError(Exception):
@@ -285,26 +345,62 @@ class LogReader:
         """Parse complete lines and add their records; unreadable lines are counted in
         ``skipped_lines``. Raises LogFileError for a record of a newer schema version."""
         for line in lines:
-            if not line.strip():
+            if not line or line.isspace():
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError:  # a torn or garbled line (UnicodeDecodeError is one too)
-                self.skipped_lines += 1
-                continue
-            if not isinstance(record, dict) or "type" not in record or not isinstance(record.get("schema"), int):
-                self.skipped_lines += 1
-                continue
-            if record["schema"] > SCHEMA_VERSION:
-                raise LogFileError(
-                    f"{self.path} was written with log schema version {record['schema']}, and this "
-                    f"trainprogress reads versions up to {SCHEMA_VERSION}. Fix: upgrade trainprogress "
-                    f"(pip install -U trainprogress) to read it."
-                )
-            if not isinstance(record.get("iteration"), int) or not isinstance(record.get("time"), (int, float)):
-                self.skipped_lines += 1
-                continue
-            self._add(record)
+            head = _REPORT_LINE.match(line) if isinstance(line, bytes) else None
+            if head is not None and line.endswith(_REPORT_LINE_ENDS):
+                iteration, kind = head.groups()
+                self.records += 1
+                self._segment_for_record().reports.append(LazyReport(int(iteration), kind.decode(), line, 0, len(line)))
+            else:
+                self._parse(line)
+
+    def feed_buffer(self, data: bytes, end: int) -> None:
+        """Add the records of ``data[:end]``, complete lines: like :meth:`feed`, but report
+        lines are found with one scan of the buffer and kept unparsed (see
+        :class:`LazyReport`). The loop runs once per report of a long log, so it stays lean."""
+        find, ends_with = data.find, data.endswith
+        done = 0  # where the lines not yet added begin
+        reports: list[Record] | None = None  # the current segment's, while no other record comes
+        for head in _REPORT_LINE.finditer(data, 0, end):
+            start = head.start()
+            if start != done:
+                if start < done or data[start - 1] != 0x0A:  # not at a line's start
+                    continue
+                self.feed(data[done:start].split(b"\n"))  # the records between two reports
+                reports = None
+            line_end = find(b"\n", start, end)
+            if ends_with(_REPORT_LINE_ENDS, start, line_end):
+                if reports is None:
+                    reports = self._segment_for_record().reports
+                iteration, kind = head.groups()
+                reports.append(LazyReport(int(iteration), kind.decode(), data, start, line_end))
+                self.records += 1
+            else:
+                self._parse(data[start:line_end])
+                reports = None
+            done = line_end + 1
+        self.feed(data[done:end].split(b"\n"))
+
+    def _parse(self, line: bytes | str) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a torn or garbled line (UnicodeDecodeError is one too)
+            self.skipped_lines += 1
+            return
+        if not isinstance(record, dict) or "type" not in record or not isinstance(record.get("schema"), int):
+            self.skipped_lines += 1
+            return
+        if record["schema"] > SCHEMA_VERSION:
+            raise LogFileError(
+                f"{self.path} was written with log schema version {record['schema']}, and this "
+                f"trainprogress reads versions up to {SCHEMA_VERSION}. Fix: upgrade trainprogress "
+                f"(pip install -U trainprogress) to read it."
+            )
+        if not isinstance(record.get("iteration"), int) or not isinstance(record.get("time"), (int, float)):
+            self.skipped_lines += 1
+            return
+        self._add(record)
 
     def _add(self, record: Record) -> None:
         self.records += 1
@@ -357,15 +453,15 @@ def read_log(path: str | os.PathLike[str]) -> RunLog:
         data = path.read_bytes()
     except OSError as exc:
         raise LogFileError(f"{path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from exc
-    if not data.strip():
+    if not data or data.isspace():
         raise LogFileError(
             f"{path} is empty: the run has not written its first record yet. Fix: wait until "
             f"training starts, or check that this is the right file."
         )
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline, else a line still being written
+    complete = data.rfind(b"\n") + 1  # what follows is a line still being written, if anything
+    tail = data[complete:]
     reader = LogReader(path)
-    reader.feed(lines)
+    reader.feed_buffer(data, complete)
     incomplete = False
     if tail.strip():
         complete_lines = reader.skipped_lines
@@ -373,8 +469,9 @@ def read_log(path: str | os.PathLike[str]) -> RunLog:
         incomplete = reader.skipped_lines > complete_lines
         reader.skipped_lines = complete_lines
     if reader.records == 0:
+        lines = data.count(b"\n") + bool(tail.strip())
         raise LogFileError(
-            f"{path} is not a trainprogress JSONL log: none of its {len(lines) + bool(tail.strip())} lines is a "
+            f"{path} is not a trainprogress JSONL log: none of its {lines} lines is a "
             f"record with 'schema' and 'type' keys. Fix: pass the file the JSONL sink writes "
             f"(out_dir/progress.jsonl with --jsonl_log=True)."
         )

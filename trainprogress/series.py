@@ -17,6 +17,11 @@ ITERATION = "iteration"
 TIME = "time"
 GIB = 1024.0**3
 
+# The most reports a run's lines draw: a panel is a few hundred pixels wide, so a longer
+# log (a report every step of a long run) is thinned to every k-th report, which also
+# spares parsing the records in between.
+MAX_POINTS = 5000
+
 # (seconds per unit, label) from the smallest; the plot picks the largest unit that keeps
 # the run at least two units long.
 TIME_UNITS = ((1.0, "s"), (60.0, "min"), (3600.0, "h"), (86400.0, "days"))
@@ -84,6 +89,7 @@ class RunSeries:
     anomalies: list[tuple[float, str]] = field(default_factory=list)  # (x, what)
     resumes: list[float] = field(default_factory=list)
     x_end: float = 0.0
+    report_stride: int = 1  # every report_stride-th report is drawn (1: all of them)
 
 
 def run_duration_s(run: Run) -> float:
@@ -92,11 +98,11 @@ def run_duration_s(run: Run) -> float:
     return run.active_seconds(last["time"]) if last else 0.0
 
 
-def _val_loss_points(run: Run, x_of: Callable[[Record], float], into: Series) -> None:
+def _val_loss_points(reports: list[Record], x_of: Callable[[Record], float], into: Series) -> None:
     """A report's metrics hold the latest val_loss until the next evaluation, so a point is
     drawn where the value changes: at the first report after each evaluation."""
     previous = None
-    for report in run.reports:
+    for report in reports:
         metrics = report.get("metrics")
         value = metrics.get("val_loss") if isinstance(metrics, dict) else None
         if value is not None and value != previous:
@@ -117,11 +123,16 @@ def _memory(report: Record, x: float, out: RunSeries) -> None:
             out.memory_total_gib[device] = mem["total_bytes"] / GIB
 
 
-def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0) -> RunSeries:
+def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0, max_points: int = MAX_POINTS) -> RunSeries:
     """The run's series with x the iteration (``x_axis="iteration"``) or its active time in
-    units of ``unit_s`` seconds (``"time"``). Final summary reports are left out: their
-    speed is the whole run's average, not a moment's."""
+    units of ``unit_s`` seconds (``"time"``), from at most about ``max_points`` of its
+    reports: every k-th, and the last (``report_stride`` says k). Final summary reports are
+    left out: their speed is the whole run's average, not a moment's."""
     out = RunSeries(name=run.name)
+    reports = run.reports
+    out.report_stride = max(1, -(-len(reports) // max_points))
+    if out.report_stride > 1:
+        reports = reports[::out.report_stride] + ([reports[-1]] if (len(reports) - 1) % out.report_stride else [])
 
     def seconds(record: Record) -> float:
         return run.active_seconds(record["time"]) / unit_s
@@ -130,7 +141,7 @@ def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0) -> RunSeries
     resume_times = [start["time"] for start in run.resumes]
     previous_time = -math.inf
     line_series = (out.loss, out.smoothed_loss, out.lr, out.iters_per_s, out.tokens_per_s, out.mfu_pct, out.estimated_end)
-    for report in run.reports:
+    for report in reports:
         x = x_of(report)
         if any(previous_time < t <= report["time"] for t in resume_times):
             # No line across a resume: what happened between is another process's story.
@@ -148,7 +159,7 @@ def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0) -> RunSeries
         eta = report.get("eta_s")
         if isinstance(eta, (int, float)):
             out.estimated_end.add(x, seconds(report) + eta / unit_s)
-    _val_loss_points(run, x_of, out.val_loss)
+    _val_loss_points(reports, x_of, out.val_loss)
 
     last = run.last_record
     out.x_end = x_of(last) if last else 0.0

@@ -24,9 +24,11 @@ def _iso(unix_time: float | None) -> str | None:
 
 
 def _best_val_loss(run: Run) -> float | None:
+    """The lowest validation loss of any process of the run. A report's best_val_loss is
+    the best its process saw up to then, so each process's latest report tells it."""
     values = []
     for segment in run.segments:
-        for report in segment.reports:
+        for report in segment.reports[-1:]:
             values.append(report.get("best_val_loss"))
             metrics = report.get("metrics")
             if isinstance(metrics, dict):
