@@ -1,6 +1,8 @@
 import pytest
 
-from trainprogress.flops import _PEAKS, PRECISIONS, TFLOPS, detect_peak, gpt_flops_per_token, lookup_peak, measure_cpu_peak
+from helpers import FakeClock, RecordingSink
+from trainprogress import ProgressTracker, flops
+from trainprogress.flops import _PEAKS, PeakFlops, PRECISIONS, TFLOPS, detect_peak, gpt_flops_per_token, lookup_peak, measure_cpu_peak
 from trainprogress.memory import cuda_memory, probe_memory, process_memory
 
 
@@ -86,6 +88,35 @@ def test_cpu_peak_is_measured_once_and_labelled():
     assert detect_peak() is first  # no CUDA here: the CPU probe
     bf16 = detect_peak("bf16")  # a bf16 run is measured against bf16 matmuls
     assert bf16 is not first and bf16.source.startswith("measured: CPU bf16 matmul")
+
+
+def run_reports(**tracker_args):
+    """The reports of a 20-step CPU run at 1 ms a step whose FLOPs per step make 1e9 FLOP/s."""
+    clock, sink = FakeClock(), RecordingSink()
+    with ProgressTracker(20, interval_percent=25, sinks=[sink], flops_per_iter=1e6, clock=clock,
+                         **tracker_args) as tracker:
+        for _ in range(20):
+            clock.advance(0.001)
+            tracker.step(loss=1.0)
+    return [r for r in sink.reports if r.kind == "scheduled"]
+
+
+def test_a_cpu_peak_measured_while_the_cpu_was_busy_is_measured_again_once(monkeypatch):
+    # As if the probe had run on a machine busy with other work: a peak the run outpaces.
+    busy = PeakFlops(1e8, "measured: CPU fp32 matmul, 2 threads")
+    monkeypatch.setitem(flops._cpu_peaks, "fp32", busy)
+    measured = []
+    real_measure = flops.measure_cpu_peak
+    monkeypatch.setattr(flops, "measure_cpu_peak", lambda *a, **k: measured.append(k) or real_measure(*a, **k))
+    reports = run_reports(device="cpu")
+    assert measured.count({"again": True}) == 1  # once, though every report is above the busy peak
+    assert reports[0].peak_flops > 1e9 > busy.flops_per_s and reports[0].mfu < 1
+    assert {r.peak_flops for r in reports} == {reports[0].peak_flops}
+
+
+def test_a_given_peak_is_kept_when_the_run_outpaces_it():
+    reports = run_reports(peak_flops=1e8)
+    assert all(r.peak_flops == 1e8 and r.mfu == pytest.approx(10.0) for r in reports)
 
 
 def test_memory_probes_on_cpu():

@@ -471,6 +471,8 @@ class ProgressTracker:
             iters_per_s = self._speed.iters_per_s
         if self._peak is not None:
             self._builder.peak = self._peak.settle(self._loss_ring)
+            if (self._builder.mfu(iters_per_s) or 0.0) > 1.0:
+                self._builder.peak = self._peak.exceeded()
         # Losses are the mean over ranks when this iteration's cross-rank figures are in.
         figures = self._ranks.figures if self._ranks is not None else None
         if figures is not None and figures.iteration == self._iter:
