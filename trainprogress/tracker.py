@@ -20,8 +20,9 @@ from .checks import AnomalyChecks
 from .eta import EtaEstimator
 from .flops import DevicePeak
 from .memory import probe_memory
-from .progress_units import SECONDS, TOKENS, epoch_length, size_run
+from .pace import Pace
 from .pauses import Pauses
+from .progress_units import SECONDS, TOKENS, epoch_length, size_run
 from .ranks import DataWaitTimer, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
 from .scheduler import BoundaryScheduler
@@ -94,32 +95,9 @@ class ProgressTracker:
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies",
-        "_boundaries",
-        "_buffer",
-        "_builder",
-        "_checks",
-        "_closed",
-        "_eta",
-        "_iter",
-        "_loss_ring",
-        "_lr",
-        "_next_due",
-        "_next_tick",
-        "_overrun_warned",
-        "_pauses",
-        "_peak",
-        "_ranks",
-        "_sections",
-        "_sinks",
-        "_speed",
-        "_timer",
-        "_units",
-        "_warned_after_close",
-        "_watchdog",
-        "interval_percent",
-        "is_master",
-        "start_iter",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_iter", "_loss_ring", "_lr",
+        "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
+        "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
     )
 
@@ -175,8 +153,6 @@ class ProgressTracker:
             self._checks = AnomalyChecks(AnomalyConfig() if anomaly is True else anomaly)
         self._anomalies: tuple = ()
 
-        self._eta = EtaEstimator(total_iters, window)
-        self._speed = SpeedWindow(window)
         self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
@@ -197,6 +173,7 @@ class ProgressTracker:
         self._warned_after_close = False
         start_wall = time.time()
         self._timer = StepClock(clock, start_iter)
+        self._pace = Pace(self._timer, EtaEstimator(total_iters, window), SpeedWindow(window), self._units)
         self._next_tick = self._timer.t_start + TICK_INTERVAL_S if self._sinks.wants_ticks else math.inf
         self._boundaries = BoundaryScheduler(total_iters, interval_percent, start_iter, reports=self.is_master,
                                              checks=self._checks.monitor.config if self._checks else None,
@@ -303,7 +280,7 @@ class ProgressTracker:
             # the step times, and let the ETA count it as the recurring cost it is.
             cost = self._timer.now() - now
             self._timer.exclude(cost)
-            self._eta.add_pause("report", cost, it)
+            self._pace.eta.add_pause("report", cost, it)
         return report
 
     def _step_after_close(self) -> None:
@@ -321,13 +298,9 @@ class ProgressTracker:
     def _drain_step_times(self) -> None:
         """Feed the step clock's timed groups to the ETA and the speed window (and, as
         per-step means, to the anomaly monitor's next check)."""
-        groups, first_iter = self._timer.take_groups()
-        if groups:
-            self._eta.add_groups(groups if self._units is None else self._units.to_reference_steps(groups, first_iter), first_iter)
-            for seconds, steps in groups:
-                self._speed.add_group(seconds, steps)
-            if self._checks is not None:
-                self._checks.add_step_times(groups)
+        groups = self._pace.drain()
+        if groups and self._checks is not None:
+            self._checks.add_step_times(groups)
 
     def _check_anomalies(self, memory: tuple[MemoryStats, ...]) -> Report | None:
         """Run the detectors; tell the sinks what was raised or cleared, and return an
@@ -366,12 +339,7 @@ class ProgressTracker:
         self._drain_step_times()
         values = self._buffer.materialise(self._iter, self._lr)
         now = self._timer.now()
-        if kind == FINAL:
-            done = self._iter - self.start_iter
-            training_s = self._timer.elapsed_s(now) - self._timer.paused_s
-            iters_per_s = done / training_s if done and training_s > 0 else None
-        else:
-            iters_per_s = self._speed.iters_per_s
+        iters_per_s = self._pace.run_iters_per_s(self._iter - self.start_iter, now) if kind == FINAL else self._pace.iters_per_s
         if self._peak is not None:
             self._builder.peak = self._peak.settle(self._loss_ring)
         # Losses are the mean over ranks when this iteration's cross-rank figures are in.
@@ -385,11 +353,11 @@ class ProgressTracker:
             ranks=figures.scalars() if figures else None,
             elapsed_s=self._timer.elapsed_s(now),
             paused_s=self._timer.paused_s,
-            eta_s=self._remaining_s(now),
+            eta_s=self._pace.remaining_s(self._iter, now),
             iters_per_s=iters_per_s,
             memory=probe_memory() if memory is None else memory,
             anomalies=self._anomalies,
-            units_tokens_per_s=None if self._units is None else self._units.tokens_per_s(self._eta.typical_step_s),
+            units_tokens_per_s=self._pace.tokens_per_s(),
             **end,
         )
         self._sinks.report(report)
@@ -398,7 +366,7 @@ class ProgressTracker:
     def _send_tick(self) -> None:
         self._drain_step_times()
         self._sinks.tick(self._builder.tick(
-            self._iter, eta_s=self._remaining_s(self._timer.now()), iters_per_s=self._speed.iters_per_s,
+            self._iter, eta_s=self._pace.remaining_s(self._iter, self._timer.now()), iters_per_s=self._pace.iters_per_s,
             smoothed_loss=self._buffer.smoothed_loss,
         ))
 
@@ -417,11 +385,6 @@ class ProgressTracker:
             if not values:
                 return
         self._buffer.record(values)
-
-    def _remaining_s(self, now: float) -> float | None:
-        if self._units is None:
-            return self._eta.remaining_s(self._iter)
-        return self._units.remaining_s(self._eta.seconds_per_iter(self._iter), self._timer.elapsed_s(now))
 
     def _event(self, kind: str, **data: object) -> Event:
         return Event(kind=kind, iteration=self._iter, wall_time=time.time(), data=data)
@@ -454,7 +417,7 @@ class ProgressTracker:
         if ended is not None:
             name, duration = ended
             self._timer.exclude(duration, paused=True)
-            self._eta.add_pause(name, duration, self._iter)
+            self._pace.eta.add_pause(name, duration, self._iter)
             self._sinks.event(self._event("pause", name=name, duration_s=duration))
 
     @property
@@ -504,7 +467,7 @@ class ProgressTracker:
             self._units.set_total(total)
             return
         check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
-        self.total_iters = self._eta.total_iters = self._builder.total_iters = total
+        self.total_iters = self._pace.eta.total_iters = self._builder.total_iters = total
         self._boundaries.resize(total, self._iter, bool(self._anomalies))
         self._overrun_warned = False
         self._next_due = self._boundaries.next_due(self._timer.next_sample)
@@ -530,11 +493,7 @@ class ProgressTracker:
         """Estimated wall seconds until ``total_iters`` steps are done, as of now; None until
         it can be estimated."""
         self._drain_step_times()
-        now = self._timer.now()
-        remaining = self._remaining_s(now)
-        if remaining is None or self._pauses.active or self._units is not None:
-            return remaining
-        return max(0.0, remaining - self._timer.unsampled_s(now))
+        return self._pace.eta_s(self._iter, self._timer.now(), self._pauses.active)
 
     @property
     def iters_per_s(self) -> float | None:
@@ -542,7 +501,7 @@ class ProgressTracker:
         excluded), as the next report would show it; None before any step was timed. Reads
         no device value: no sync."""
         self._drain_step_times()
-        return self._speed.iters_per_s
+        return self._pace.iters_per_s
 
     @property
     def mfu(self) -> float | None:
