@@ -1,6 +1,6 @@
-"""ProgressTracker: counts steps and orchestrates its parts (the step clock, the value
-buffer, the report builder, the anomaly monitor) at report boundaries, then hands the
-Reports to the sinks."""
+"""ProgressTracker: counts steps and, at the boundaries its scheduler sets, orchestrates its
+parts (the step clock and the pace, the value buffer, the anomaly checks, the cross-rank
+exchange, the report builder), then hands the Reports to the sinks."""
 
 from __future__ import annotations
 
