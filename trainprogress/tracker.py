@@ -76,7 +76,8 @@ class ProgressTracker:
     Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
     ``step`` returns None there.
 
-    The parts: ``StepClock`` (trainprogress.timing) times groups of steps; ``ValueBuffer``
+    The parts: ``StepClock`` (trainprogress.timing) times groups of steps, and ``Pace``
+    (trainprogress.pace) turns them into speed and ETA; ``ValueBuffer``
     (trainprogress.buffer) keeps losses and values and materialises them; ``ReportBuilder``
     and ``Sections`` (trainprogress.builder) make Reports; ``BoundaryScheduler``
     (trainprogress.scheduler) says when reports, checks and exchanges are due;
