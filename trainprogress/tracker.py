@@ -1,31 +1,34 @@
-"""ProgressTracker: counts steps and orchestrates its parts (the step clock, the value
-buffer, the report builder, the anomaly monitor) at report boundaries, then hands the
-Reports to the sinks."""
+"""ProgressTracker: counts steps and, at the boundaries its scheduler sets, orchestrates its
+parts (the step clock and the pace, the value buffer, the anomaly checks, the cross-rank
+exchange, the report builder), then hands the Reports to the sinks."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .boundaries import ReportSchedule
-from .buffer import LOSS_RING, ValueBuffer
+from .arguments import LOSS_TYPES, check_int, check_loss, check_run_arguments, detect_is_master
+from .anomaly import AnomalyConfig
+from .boundaries import ReportSchedule, parse_interval
+from .buffer import ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
+from .checks import AnomalyChecks
 from .eta import EtaEstimator
 from .flops import DevicePeak
 from .memory import probe_memory
+from .pace import Pace
+from .pauses import Pauses
 from .progress_units import SECONDS, TOKENS, epoch_length, size_run
 from .ranks import DataWaitTimer, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
+from .scheduler import BoundaryScheduler
 from .sinks.base import Event, RunInfo, Sink, SinkGroup
 from .speed import SpeedWindow
 from .timing import MAX_PENDING_GROUPS, StepClock
-from .values import is_tensor
 from .watchdog import start_watchdog
 
 logger = logging.getLogger(__name__)
@@ -37,38 +40,6 @@ UNCOUNTED_ITERS = 2**62
 # Seconds between live ticks for sinks that want them (the bar): often enough to look live,
 # rarely enough that the bar costs nothing measurable.
 TICK_INTERVAL_S = 0.5
-
-
-def detect_is_master() -> bool:
-    """True on rank 0 of a torch.distributed job (or when RANK says so), and outside one."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-# Types step() has accepted as a loss; any other type is checked once, then joins them.
-_LOSS_TYPES: set[type] = {float, int, type(None)}
-
-
-def _check_loss(loss: Any) -> None:
-    """Accept a number or a tensor as a loss (remembering its type), else raise TypeError."""
-    kind = type(loss)
-    if kind is bool or not (is_tensor(loss) or hasattr(kind, "__float__")):
-        shown = repr(loss)
-        raise TypeError(
-            f"trainprogress: step(loss=...) takes a number or a one-element tensor, got {kind.__name__} "
-            f"{shown if len(shown) <= 40 else shown[:37] + '...'}; pass loss.detach() or float(loss)"
-        )
-    _LOSS_TYPES.add(kind)
-
-
-def _check_int(name: str, value: Any, minimum: int, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}; {fix}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}; {fix}")
-    return value
 
 
 class ProgressTracker:
@@ -105,10 +76,14 @@ class ProgressTracker:
     Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
     ``step`` returns None there.
 
-    The parts: ``StepClock`` (trainprogress.timing) times groups of steps; ``ValueBuffer``
+    The parts: ``StepClock`` (trainprogress.timing) times groups of steps, and ``Pace``
+    (trainprogress.pace) turns them into speed and ETA; ``ValueBuffer``
     (trainprogress.buffer) keeps losses and values and materialises them; ``ReportBuilder``
-    and ``Sections`` (trainprogress.builder) make Reports; ``ReportSchedule``
-    (trainprogress.boundaries) says when reports and checks are due.
+    and ``Sections`` (trainprogress.builder) make Reports; ``BoundaryScheduler``
+    (trainprogress.scheduler) says when reports, checks and exchanges are due;
+    ``AnomalyChecks`` (trainprogress.checks) runs the detectors and says what changed;
+    ``Pauses`` (trainprogress.pauses) keeps the marked pauses and the loop's phase; its
+    arguments are checked in trainprogress.arguments.
 
     Several processes: with ``cross_rank=True`` (or a ``CrossRankConfig``) every rank joins
     one small exchange at each scheduled boundary, and the report carries every rank's data
@@ -121,42 +96,9 @@ class ProgressTracker:
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies",
-        "_buffer",
-        "_builder",
-        "_check_schedule",
-        "_closed",
-        "_data_wait",
-        "_dense_schedule",
-        "_eta",
-        "_iter",
-        "_loss_ring",
-        "_lr",
-        "_monitor",
-        "_next_check",
-        "_next_due",
-        "_next_report",
-        "_next_sync",
-        "_next_tick",
-        "_overrun_warned",
-        "_pause_depth",
-        "_pause_name",
-        "_pause_start",
-        "_peak",
-        "_phase",
-        "_ranks",
-        "_sections",
-        "_sinks",
-        "_speed",
-        "_timer",
-        "_unchecked_step_times",
-        "_units",
-        "_warned_after_close",
-        "_watchdog",
-        "interval_percent",
-        "is_master",
-        "schedule",
-        "start_iter",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_iter", "_loss_ring", "_lr",
+        "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
+        "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
     )
 
@@ -195,24 +137,10 @@ class ProgressTracker:
                                  "size it with total_iters= or epochs=, or pass cross_rank=False")
             total_iters = UNCOUNTED_ITERS
             window = 100 if window is None else window
-        self.total_iters = _check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
-        self.start_iter = _check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
-        if start_iter > total_iters:
-            raise ValueError(f"start_iter ({start_iter}) is past total_iters ({total_iters}); a resumed run needs total_iters >= start_iter")
-        if tokens_per_iter is not None:
-            _check_int("tokens_per_iter", tokens_per_iter, 1, "pass batch_size x block_size x accumulation steps x world size, or None")
-        if flops_per_iter is not None and not flops_per_iter > 0:
-            raise ValueError(f"flops_per_iter must be > 0, got {flops_per_iter!r}; pass None to leave out MFU")
-        if peak_flops is not None and not peak_flops > 0:
-            raise ValueError(f"peak_flops must be > 0 FLOP/s, got {peak_flops!r}; pass None to detect it")
-        _check_int("loss_window", loss_window, 1, "use e.g. 100")
-        if loss_window > LOSS_RING:
-            raise ValueError(f"loss_window must be <= {LOSS_RING} steps, got {loss_window}")
-        if window is None:
-            window = min(2000, max(10, round(0.02 * total_iters)))
-        _check_int("window", window, 1, "use e.g. 100 steps")
-
-        self.schedule = ReportSchedule(total_iters, interval_percent)
+        window = check_run_arguments(total_iters, start_iter, tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
+                                     peak_flops=peak_flops, loss_window=loss_window, window=window)
+        self.total_iters, self.start_iter = total_iters, start_iter
+        parse_interval(interval_percent)
         self.interval_percent = interval_percent
         self.is_master = detect_is_master() if is_master is None else bool(is_master)
         self._peak: DevicePeak | None = None
@@ -221,23 +149,17 @@ class ProgressTracker:
         peak = self._peak.peak if self._peak is not None else None  # None until settled
 
         self._sinks = SinkGroup(self._build_sinks(sinks) if self.is_master else [])
-        self._monitor = None
-        self._check_schedule: Any = None  # the anomaly checks' CheckCadence
-        self._dense_schedule: ReportSchedule | None = None
+        self._checks: AnomalyChecks | None = None
         if anomaly is not None and self.is_master:
-            self._init_anomaly(anomaly)
+            self._checks = AnomalyChecks(AnomalyConfig() if anomaly is True else anomaly)
         self._anomalies: tuple = ()
-        self._unchecked_step_times: list[float] = []  # per-step means the monitor has not seen yet
 
-        self._eta = EtaEstimator(total_iters, window)
-        self._speed = SpeedWindow(window)
-        self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._monitor is not None)
+        self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
                                       flops_per_iter=flops_per_iter, peak=peak, sections=self._sections,
                                       units=self._units, epochs=epochs, iters_per_epoch=epoch_len)
-        self._data_wait = DataWaitTimer(clock)
-        self._phase = "compute"
+        self._pauses = Pauses(clock)
         self._ranks = make_cross_rank(cross_rank, clock, start_iter)
         if self._ranks is not None and self.is_master:
             self._sections.set("🛰️ Ranks", lambda: self._ranks.figures.section_lines() if self._ranks.figures else {}, None)
@@ -248,21 +170,16 @@ class ProgressTracker:
         self._lr: Any = None
 
         self._overrun_warned = False
-        self._pause_depth = 0
-        self._pause_name = "pause"
-        self._pause_start = 0.0
         self._closed = False
         self._warned_after_close = False
         start_wall = time.time()
         self._timer = StepClock(clock, start_iter)
+        self._pace = Pace(self._timer, EtaEstimator(total_iters, window), SpeedWindow(window), self._units)
         self._next_tick = self._timer.t_start + TICK_INTERVAL_S if self._sinks.wants_ticks else math.inf
-        self._next_report = self._next_check = math.inf
-        if self.is_master:
-            self._next_report = self.schedule.next_due(start_iter) or math.inf
-            if self._check_schedule is not None:
-                self._next_check = self._check_schedule.next_due(start_iter)
-        self._next_sync = (self.schedule.next_due(start_iter) or math.inf) if self._ranks is not None else math.inf
-        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
+        self._boundaries = BoundaryScheduler(total_iters, interval_percent, start_iter, reports=self.is_master,
+                                             checks=self._checks.monitor.config if self._checks else None,
+                                             exchanges=self._ranks is not None)
+        self._next_due = self._boundaries.next_due(self._timer.next_sample)
         self._sinks.start(RunInfo(
             total_iters=0 if self._units is not None else total_iters, start_iter=start_iter, interval_percent=interval_percent,
             tokens_per_iter=tokens_per_iter, flops_per_iter=flops_per_iter,
@@ -270,7 +187,7 @@ class ProgressTracker:
             peak_flops_source=peak.source if peak else None,
             config=dict(run_config or {}), wall_time=start_wall,
         ))
-        self._watchdog = start_watchdog(watchdog, lambda: self._iter, self._current_phase,
+        self._watchdog = start_watchdog(watchdog, lambda: self._iter, self._pauses.current_phase,
                                         self._sinks.event if self.is_master else None)
 
     @staticmethod
@@ -281,13 +198,10 @@ class ProgressTracker:
             return [default_sink()]
         return list(sinks)
 
-    def _init_anomaly(self, anomaly: Any) -> None:
-        from .anomaly import AnomalyConfig, AnomalyMonitor, CheckCadence
-
-        config = AnomalyConfig() if anomaly is True else anomaly
-        self._monitor = AnomalyMonitor(config)
-        self._check_schedule = CheckCadence(self.total_iters, config, self.start_iter)
-        self._dense_schedule = ReportSchedule(self.total_iters, config.dense_percent)
+    @property
+    def schedule(self) -> ReportSchedule:
+        """The regular report boundaries (every ``interval_percent`` of the run)."""
+        return self._boundaries.schedule
 
     @property
     def tokens_per_iter(self) -> int | None:
@@ -325,9 +239,9 @@ class ProgressTracker:
         if self._closed:
             return self._step_after_close()
         loss = self._loss_ring[self._iter & 127]
-        if type(loss) not in _LOSS_TYPES:  # here, off the fastest path, where the clock is read
+        if type(loss) not in LOSS_TYPES:  # here, off the fastest path, where the clock is read
             try:
-                _check_loss(loss)
+                check_loss(loss)
             except TypeError:
                 self._loss_ring[self._iter & 127] = None
                 self._iter -= 1  # the rejected step does not count
@@ -339,7 +253,7 @@ class ProgressTracker:
             if units.unit == SECONDS:
                 units.done = self._timer.elapsed_s(now)
             if units.due and self.is_master:
-                self._next_report = it
+                self._boundaries.next_report = it
         if self._timer.backlog >= MAX_PENDING_GROUPS:
             self._drain_step_times()
         if it > self.total_iters and not self._overrun_warned:
@@ -348,18 +262,13 @@ class ProgressTracker:
                 "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
                 "Call step() once per optimizer step and pass the real total.", self.total_iters,
             )
-        synced = it >= self._next_sync
-        if synced:
+        boundaries = self._boundaries
+        if it >= boundaries.next_sync:
             self._sync_ranks()
-        # A report is a check too (it syncs anyway); between reports the cadence bounds them.
-        checked = self._monitor is not None and (
-            it >= self._next_report or (it >= self._next_check and self._check_schedule.allows(now))
-        )
-        if checked:
-            self._check_schedule.checked(it, now)
+        checked = boundaries.check_due(it, now)
         memory = probe_memory() if checked else None
         report = self._check_anomalies(memory) if checked else None
-        if report is None and it >= self._next_report:
+        if report is None and it >= boundaries.next_report:
             report = self._emit(SCHEDULED, memory)
         ticked = report is None and now >= self._next_tick
         if ticked:
@@ -372,7 +281,7 @@ class ProgressTracker:
             # the step times, and let the ETA count it as the recurring cost it is.
             cost = self._timer.now() - now
             self._timer.exclude(cost)
-            self._eta.add_pause("report", cost, it)
+            self._pace.eta.add_pause("report", cost, it)
         return report
 
     def _step_after_close(self) -> None:
@@ -383,79 +292,47 @@ class ProgressTracker:
                            "written. Call close() once, after the last step (or use the tracker as a context manager).")
 
     def _advance(self) -> None:
-        it = self._iter
-        if self._next_report <= it:
-            self._next_report = self._next_report_after(it)
-            if self._units is not None:
-                self._units.passed()
-        if self._check_schedule is not None:
-            self._next_check = self._check_schedule.next_due(it)
-        if self._next_sync <= it:
-            self._next_sync = self.schedule.next_due(it) or math.inf
-        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
-
-    def _next_report_after(self, iteration: int) -> float:
-        nxt = self.schedule.next_due(iteration)
-        if self._anomalies and self._dense_schedule is not None:
-            dense = self._dense_schedule.next_due(iteration)
-            nxt = dense if nxt is None else min(nxt, dense or nxt)
-        return math.inf if nxt is None else nxt
+        if self._boundaries.advance(self._iter, bool(self._anomalies)) and self._units is not None:
+            self._units.passed()
+        self._next_due = self._boundaries.next_due(self._timer.next_sample)
 
     def _drain_step_times(self) -> None:
         """Feed the step clock's timed groups to the ETA and the speed window (and, as
         per-step means, to the anomaly monitor's next check)."""
-        groups, first_iter = self._timer.take_groups()
-        if groups:
-            self._eta.add_groups(groups if self._units is None else self._units.to_reference_steps(groups, first_iter), first_iter)
-            for seconds, steps in groups:
-                self._speed.add_group(seconds, steps)
-            if self._monitor is not None:
-                self._unchecked_step_times.extend(seconds / steps for seconds, steps in groups)
+        groups = self._pace.drain()
+        if groups and self._checks is not None:
+            self._checks.add_step_times(groups)
 
     def _check_anomalies(self, memory: tuple[MemoryStats, ...]) -> Report | None:
         """Run the detectors; tell the sinks what was raised or cleared, and return an
         anomaly report when something new was raised."""
         self._drain_step_times()
         values = self._buffer.materialise(self._iter, self._lr)
-        step_times, self._unchecked_step_times = self._unchecked_step_times, []
-        was = {a.kind for a in self._anomalies}
-        self._anomalies = self._monitor.observe(
-            iteration=self._iter,
-            losses=self._buffer.take_unchecked_losses(),
-            step_times_s=step_times,
-            grad_norm=values.metrics.get("grad_norm"),
-            memory_bytes=memory[0].used_bytes if memory else None,
-        ) + (self._ranks.anomalies if self._ranks is not None else ())
-        now_kinds = {a.kind for a in self._anomalies}
-        for blip in self._monitor.blips:
-            self._sinks.event(self._event("anomaly_blip", anomaly=blip.kind, message=blip.message))
-        for anomaly in self._anomalies:
-            if anomaly.kind not in was:
-                self._sinks.event(self._event("anomaly", anomaly=anomaly.kind, message=anomaly.message, since_iter=anomaly.since_iter))
-        for kind in was - now_kinds:
-            self._sinks.event(self._event("anomaly_cleared", anomaly=kind))
-        if now_kinds != was:
-            # Switch between the regular and the dense schedule, keeping a boundary at this
-            # very iteration (a regular report is not lost when an anomaly clears here).
-            self._next_report = self._next_report_after(self._iter - 1)
-        if now_kinds - was:
-            return self._emit(ANOMALY, memory)
-        return None
+        found = self._checks.run(self._iter, self._buffer.take_unchecked_losses(), values.metrics.get("grad_norm"),
+                                 memory[0].used_bytes if memory else None, self._anomalies,
+                                 self._ranks.anomalies if self._ranks is not None else ())
+        self._anomalies = found.anomalies
+        for kind, data in found.events:
+            self._sinks.event(self._event(kind, **data))
+        if found.changed:
+            self._boundaries.replan(self._iter, bool(self._anomalies))
+        return self._emit(ANOMALY, memory) if found.raised else None
 
     def _sync_ranks(self) -> None:
         """Every rank, at each scheduled boundary: the cross-rank exchange (trainprogress.ranks).
         On rank 0 a straggler joins the anomalies; its naming or clearing is an event."""
         self._drain_step_times()
         values = self._buffer.materialise(self._iter, self._lr)
-        phase, self._phase = self._phase, "collective"
-        events = self._ranks.exchange(self._iter, self._timer.paused_s, self._data_wait.total_s,
+        pauses = self._pauses
+        phase, pauses.phase = pauses.phase, "collective"
+        events = self._ranks.exchange(self._iter, self._timer.paused_s, pauses.data_wait.total_s,
                                       values.loss, values.smoothed_loss)
-        self._phase = phase
+        pauses.phase = phase
         self._anomalies = tuple(a for a in self._anomalies if a.kind != "straggler") + self._ranks.anomalies
         for kind, data in events:
             self._sinks.event(self._event(kind, **data))
         if events:  # into or out of the dense schedule, keeping this boundary
-            self._next_report = self._next_report_after(self._iter - 1)
+            self._boundaries.replan(self._iter, bool(self._anomalies))
 
     def _emit(self, kind: str, memory: tuple[MemoryStats, ...] | None = None, **end: str | None) -> Report:
         """Build a Report of ``kind`` (with ``memory`` when already probed at this step) and
@@ -463,12 +340,7 @@ class ProgressTracker:
         self._drain_step_times()
         values = self._buffer.materialise(self._iter, self._lr)
         now = self._timer.now()
-        if kind == FINAL:
-            done = self._iter - self.start_iter
-            training_s = self._timer.elapsed_s(now) - self._timer.paused_s
-            iters_per_s = done / training_s if done and training_s > 0 else None
-        else:
-            iters_per_s = self._speed.iters_per_s
+        iters_per_s = self._pace.run_iters_per_s(self._iter - self.start_iter, now) if kind == FINAL else self._pace.iters_per_s
         if self._peak is not None:
             self._builder.peak = self._peak.settle(self._loss_ring)
             if (self._builder.mfu(iters_per_s) or 0.0) > 1.0:
@@ -484,11 +356,11 @@ class ProgressTracker:
             ranks=figures.scalars() if figures else None,
             elapsed_s=self._timer.elapsed_s(now),
             paused_s=self._timer.paused_s,
-            eta_s=self._remaining_s(now),
+            eta_s=self._pace.remaining_s(self._iter, now),
             iters_per_s=iters_per_s,
             memory=probe_memory() if memory is None else memory,
             anomalies=self._anomalies,
-            units_tokens_per_s=None if self._units is None else self._units.tokens_per_s(self._eta.typical_step_s),
+            units_tokens_per_s=self._pace.tokens_per_s(),
             **end,
         )
         self._sinks.report(report)
@@ -497,7 +369,7 @@ class ProgressTracker:
     def _send_tick(self) -> None:
         self._drain_step_times()
         self._sinks.tick(self._builder.tick(
-            self._iter, eta_s=self._remaining_s(self._timer.now()), iters_per_s=self._speed.iters_per_s,
+            self._iter, eta_s=self._pace.remaining_s(self._iter, self._timer.now()), iters_per_s=self._pace.iters_per_s,
             smoothed_loss=self._buffer.smoothed_loss,
         ))
 
@@ -516,11 +388,6 @@ class ProgressTracker:
             if not values:
                 return
         self._buffer.record(values)
-
-    def _remaining_s(self, now: float) -> float | None:
-        if self._units is None:
-            return self._eta.remaining_s(self._iter)
-        return self._units.remaining_s(self._eta.seconds_per_iter(self._iter), self._timer.elapsed_s(now))
 
     def _event(self, kind: str, **data: object) -> Event:
         return Event(kind=kind, iteration=self._iter, wall_time=time.time(), data=data)
@@ -544,29 +411,22 @@ class ProgressTracker:
         """Start time that is not training (eval, checkpoint, sampling), for frameworks that
         give begin and end hooks; ``end_pause()`` ends it. Pauses may nest: only the
         outermost counts, under its name."""
-        if self._pause_depth == 0:
-            self._pause_name = name
-            self._pause_start = self._timer.now()
-            self._phase = name  # what a stall report names
-        self._pause_depth += 1
+        self._pauses.begin(name)
 
     def end_pause(self) -> None:
         """End the pause that ``begin_pause`` started. The pause is left out of the speed,
         and recurring pauses enter the ETA at the rate they occur."""
-        if self._pause_depth == 0:
-            raise RuntimeError("end_pause() called without a matching begin_pause(); call begin_pause(name) first")
-        self._pause_depth -= 1
-        if self._pause_depth == 0:
-            self._phase = "compute"
-            duration = self._timer.now() - self._pause_start
+        ended = self._pauses.end()
+        if ended is not None:
+            name, duration = ended
             self._timer.exclude(duration, paused=True)
-            self._eta.add_pause(self._pause_name, duration, self._iter)
-            self._sinks.event(self._event("pause", name=self._pause_name, duration_s=duration))
+            self._pace.eta.add_pause(name, duration, self._iter)
+            self._sinks.event(self._event("pause", name=name, duration_s=duration))
 
     @property
     def paused(self) -> bool:
         """True between ``begin_pause`` and its ``end_pause`` (or inside ``with pause()``)."""
-        return self._pause_depth > 0
+        return self._pauses.active
 
     @contextmanager
     def pause(self, name: str = "pause") -> Iterator[None]:
@@ -584,10 +444,7 @@ class ProgressTracker:
         data time in the cross-rank figures (the rest of a step is compute) and names the phase
         a stall is reported in. Two clock reads, no device sync. A wait measured elsewhere can be
         added with ``tracker.data_wait().add(seconds)``."""
-        return self._data_wait
-
-    def _current_phase(self) -> str:
-        return "data" if self._data_wait.active else self._phase
+        return self._pauses.data_wait
 
     @property
     def iteration(self) -> int:
@@ -612,21 +469,11 @@ class ProgressTracker:
                 raise ValueError(f"set_total takes a positive number of {self._units.unit}, got {total!r}")
             self._units.set_total(total)
             return
-        _check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
-        self.total_iters = self._eta.total_iters = self._builder.total_iters = total
-        self.schedule = ReportSchedule(total, self.interval_percent)
-        if self._monitor is not None:
-            from .anomaly import CheckCadence
-
-            self._check_schedule = CheckCadence(total, self._monitor.config, self._iter)
-            self._dense_schedule = ReportSchedule(total, self._monitor.config.dense_percent)
-            self._next_check = self._check_schedule.next_due(self._iter)
+        check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
+        self.total_iters = self._pace.eta.total_iters = self._builder.total_iters = total
+        self._boundaries.resize(total, self._iter, bool(self._anomalies))
         self._overrun_warned = False
-        if self.is_master:
-            self._next_report = self._next_report_after(self._iter)
-        if self._ranks is not None:
-            self._next_sync = self.schedule.next_due(self._iter) or math.inf
-        self._next_due = min(self._next_report, self._next_check, self._timer.next_sample, self._next_sync)
+        self._next_due = self._boundaries.next_due(self._timer.next_sample)
 
     def wrap(self, loader: Iterable[Any], epochs: int | None = None) -> Iterator[Any]:
         """Yield the batches of ``loader`` over ``epochs`` passes (the tracker's ``epochs``
@@ -649,11 +496,7 @@ class ProgressTracker:
         """Estimated wall seconds until ``total_iters`` steps are done, as of now; None until
         it can be estimated."""
         self._drain_step_times()
-        now = self._timer.now()
-        remaining = self._remaining_s(now)
-        if remaining is None or self._pause_depth or self._units is not None:
-            return remaining
-        return max(0.0, remaining - self._timer.unsampled_s(now))
+        return self._pace.eta_s(self._iter, self._timer.now(), self._pauses.active)
 
     @property
     def iters_per_s(self) -> float | None:
@@ -661,7 +504,7 @@ class ProgressTracker:
         excluded), as the next report would show it; None before any step was timed. Reads
         no device value: no sync."""
         self._drain_step_times()
-        return self._speed.iters_per_s
+        return self._pace.iters_per_s
 
     @property
     def mfu(self) -> float | None:

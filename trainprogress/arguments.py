@@ -1,0 +1,77 @@
+"""What ProgressTracker is given, checked: its sizes and options at construction, a step's
+loss (by type, off the fastest path), and whether this process is the one that reports.
+Every error names the problem and the fix."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from .buffer import LOSS_RING
+from .values import is_tensor
+
+
+def detect_is_master() -> bool:
+    """True on rank 0 of a torch.distributed job (or when RANK says so), and outside one."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# Types step() has accepted as a loss; any other type is checked once, then joins them.
+LOSS_TYPES: set[type] = {float, int, type(None)}
+
+
+def check_loss(loss: Any) -> None:
+    """Accept a number or a tensor as a loss (remembering its type), else raise TypeError."""
+    kind = type(loss)
+    if kind is bool or not (is_tensor(loss) or hasattr(kind, "__float__")):
+        shown = repr(loss)
+        raise TypeError(
+            f"trainprogress: step(loss=...) takes a number or a one-element tensor, got {kind.__name__} "
+            f"{shown if len(shown) <= 40 else shown[:37] + '...'}; pass loss.detach() or float(loss)"
+        )
+    LOSS_TYPES.add(kind)
+
+
+def check_int(name: str, value: Any, minimum: int, fix: str) -> int:
+    """``value`` when it is an int >= ``minimum``; else TypeError or ValueError naming
+    ``name`` and ``fix``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}; {fix}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}; {fix}")
+    return value
+
+
+def check_run_arguments(
+    total_iters: Any,
+    start_iter: Any,
+    *,
+    tokens_per_iter: Any,
+    flops_per_iter: Any,
+    peak_flops: Any,
+    loss_window: Any,
+    window: Any,
+) -> int:
+    """Check ProgressTracker's sizes (steps, FLOP, FLOP/s), raising TypeError or ValueError
+    with the fix. Returns the speed window in steps: ``window``, or when None 2% of the run,
+    at least 10 and at most 2,000 steps."""
+    check_int("total_iters", total_iters, 1, "pass the number of optimizer steps in the whole run")
+    check_int("start_iter", start_iter, 0, "pass the iterations already completed before this process")
+    if start_iter > total_iters:
+        raise ValueError(f"start_iter ({start_iter}) is past total_iters ({total_iters}); a resumed run needs total_iters >= start_iter")
+    if tokens_per_iter is not None:
+        check_int("tokens_per_iter", tokens_per_iter, 1, "pass batch_size x block_size x accumulation steps x world size, or None")
+    if flops_per_iter is not None and not flops_per_iter > 0:
+        raise ValueError(f"flops_per_iter must be > 0, got {flops_per_iter!r}; pass None to leave out MFU")
+    if peak_flops is not None and not peak_flops > 0:
+        raise ValueError(f"peak_flops must be > 0 FLOP/s, got {peak_flops!r}; pass None to detect it")
+    check_int("loss_window", loss_window, 1, "use e.g. 100")
+    if loss_window > LOSS_RING:
+        raise ValueError(f"loss_window must be <= {LOSS_RING} steps, got {loss_window}")
+    if window is None:
+        window = min(2000, max(10, round(0.02 * total_iters)))
+    return check_int("window", window, 1, "use e.g. 100 steps")

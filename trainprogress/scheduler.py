@@ -1,0 +1,92 @@
+"""BoundaryScheduler: the next iterations at which the tracker has work to do besides
+counting: a report (on the regular schedule, or on the dense one while an anomaly is
+raised), an anomaly check between reports, a cross-rank exchange. The tracker's hot path
+compares each step against the earliest of these and the step clock's next sample."""
+
+from __future__ import annotations
+
+import math
+
+from .anomaly import AnomalyConfig, CheckCadence
+from .boundaries import ReportSchedule
+
+
+class BoundaryScheduler:
+    """Report, check and exchange boundaries of a run of ``total_iters`` optimizer steps
+    that reports every ``interval_percent``, from iteration ``start_iter`` on.
+
+    ``reports``: whether this process reports (the master; elsewhere ``next_report`` stays
+    math.inf). ``checks``: the AnomalyConfig when anomaly checks run, giving their cadence
+    and the dense report schedule; None when they do not. ``exchanges``: whether every
+    scheduled report boundary is also a cross-rank exchange, on every rank. A ``dense``
+    argument says whether an anomaly is raised, which adds the dense boundaries to the
+    reports. Boundaries are iterations; none left is math.inf.
+    """
+
+    __slots__ = ("_checks", "_exchanges", "_reports", "cadence", "dense", "interval_percent",
+                 "next_check", "next_report", "next_sync", "schedule")
+
+    def __init__(self, total_iters: int, interval_percent: float, start_iter: int, *, reports: bool,
+                 checks: AnomalyConfig | None, exchanges: bool) -> None:
+        self.interval_percent = interval_percent
+        self._reports = reports
+        self._checks = checks
+        self._exchanges = exchanges
+        self.next_report = self.next_check = self.next_sync = math.inf
+        self.resize(total_iters, start_iter, dense=False)
+
+    def resize(self, total_iters: int, iteration: int, dense: bool) -> None:
+        """Make the run ``total_iters`` steps long, as of ``iteration``: boundaries at or
+        before it are not due again."""
+        self.schedule = ReportSchedule(total_iters, self.interval_percent)
+        self.cadence: CheckCadence | None = None
+        self.dense: ReportSchedule | None = None
+        if self._checks is not None:
+            self.cadence = CheckCadence(total_iters, self._checks, iteration)
+            self.dense = ReportSchedule(total_iters, self._checks.dense_percent)
+            self.next_check = self.cadence.next_due(iteration)
+        if self._reports:
+            self.next_report = self.report_after(iteration, dense)
+        if self._exchanges:
+            self.next_sync = self.schedule.next_due(iteration) or math.inf
+
+    def report_after(self, iteration: int, dense: bool) -> float:
+        """The first report boundary after ``iteration`` (math.inf when none is left)."""
+        nxt = self.schedule.next_due(iteration)
+        if dense and self.dense is not None:
+            dense_due = self.dense.next_due(iteration)
+            nxt = dense_due if nxt is None else min(nxt, dense_due or nxt)
+        return math.inf if nxt is None else nxt
+
+    def replan(self, iteration: int, dense: bool) -> None:
+        """Switch between the regular and the dense report schedule, keeping a boundary at
+        ``iteration`` itself (a regular report is not lost when an anomaly clears there)."""
+        self.next_report = self.report_after(iteration - 1, dense)
+
+    def check_due(self, iteration: int, now_s: float) -> bool:
+        """Whether an anomaly check runs at ``iteration`` (clock ``now_s``, seconds), and if
+        so, record it. A report is a check too (it syncs anyway); between reports the
+        cadence bounds them."""
+        cadence = self.cadence
+        if cadence is None:
+            return False
+        checked = iteration >= self.next_report or (iteration >= self.next_check and cadence.allows(now_s))
+        if checked:
+            cadence.checked(iteration, now_s)
+        return checked
+
+    def advance(self, iteration: int, dense: bool) -> bool:
+        """Move every boundary reached at ``iteration`` to its next one. Returns whether a
+        report boundary was passed."""
+        passed = self.next_report <= iteration
+        if passed:
+            self.next_report = self.report_after(iteration, dense)
+        if self.cadence is not None:
+            self.next_check = self.cadence.next_due(iteration)
+        if self.next_sync <= iteration:
+            self.next_sync = self.schedule.next_due(iteration) or math.inf
+        return passed
+
+    def next_due(self, next_sample: float) -> float:
+        """The earliest boundary, or ``next_sample`` (the step clock's) when that comes first."""
+        return min(self.next_report, self.next_check, next_sample, self.next_sync)
