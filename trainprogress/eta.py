@@ -13,8 +13,9 @@ The estimate is
 - The first step of each process is never counted: it carries compilation, cuDNN
   autotuning, allocator warm-up or a resume's reload.
 - ``stall_rate``: a step slower than ``stall_factor`` x typical is a stall, and what it took
-  beyond a typical step is its cost. One to ``max_stall_run`` stalls in a row are one stall
-  event; a longer run of slow steps is a change of speed, which the median absorbs instead.
+  beyond a typical step is its cost. One to ``max_stall_run`` (4) stalls in a row are one
+  stall event (random data-loader waits now and then come three in a row); a longer run of
+  slow steps is a change of speed, which the median absorbs instead.
   Stall events that recur (an eval inside the training step every N iterations) are charged
   at the rate they occur; see ``RecurringCost``.
 - ``pause_rates``: each kind of marked pause ("eval", "checkpoint", ...) is a recurring
@@ -144,7 +145,7 @@ class EtaEstimator:
         window: int,
         *,
         stall_factor: float = 2.0,
-        max_stall_run: int = 2,
+        max_stall_run: int = 4,
         min_samples: int = 2,
     ) -> None:
         if window < 1:
