@@ -109,7 +109,7 @@ def main() -> None:
         figures = {name: summarise(errs) for name, errs in score(total, steps).items()}
         above = figures["trainprogress"][0] - min(figures["average"][0], figures["ema"][0])
         at_or_below += above <= 0
-        verdict = "ok" if above <= 0 else f"+{above:.2f} points"
+        verdict = "ok" if above <= 0 else f"+{above:.2g} points"
         row = "".join(f"{med:8.2f}%{p90:7.2f}%" for med, p90 in figures.values())
         print(f"{case[:45]:45}{row}   {verdict}")
     print(f"estimator at or below the better baseline (median error) in {at_or_below} of {len(all_cases)} cases")
