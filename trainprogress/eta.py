@@ -252,9 +252,7 @@ class EtaEstimator:
         """Expected wall seconds per remaining iteration, from the candidate chosen (see the
         module doc); None while the model cannot estimate yet."""
         forecasts = self._forecasts(iteration)
-        if forecasts is None:
-            return self._model_seconds_per_iter(iteration)
-        return forecasts[self._judge.chosen]
+        return None if forecasts is None else forecasts[self._judge.chosen]
 
     def _model_seconds_per_iter(self, iteration: int) -> float | None:
         """The model's seconds per iteration: typical step plus recurring costs."""
