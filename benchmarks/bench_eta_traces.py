@@ -4,16 +4,18 @@
     python benchmarks/bench_eta_traces.py [TRACE_DIR]
 
 At every 1% of each run (from 5% to 99%) the estimate is compared with the true remaining
-time of the trace: error = |ETA - true| / true. Printed per trace: the median and the 90th
-percentile of that error, for trainprogress's estimator and for two common baselines
-measured side by side on the same events:
+time of the trace: error = |ETA - true| / true. Printed per case, one line: the median and
+the 90th percentile of that error, for trainprogress's estimator and for two common
+baselines measured side by side on the same events, and whether the estimator's median
+error is at or below the better baseline's ("ok"; else by how many points it is above):
 - "average": remaining x (elapsed / iterations done), the whole-run mean rate;
 - "ema": remaining x an exponential moving average of step time (smoothing 0.3 per
   update, as tqdm's default), the estimate progress bars usually show.
 
 After the real traces come synthetic runs with heavy-tailed random stalls (data-loader
 waits of 3x to 30x a step, log-uniform, on about one step in twenty, at random), at three
-run lengths and three seeds each.
+run lengths and three seeds each. The last line counts the cases where the estimator is
+at or below the better baseline.
 """
 
 from __future__ import annotations
@@ -88,15 +90,29 @@ def score(total: int, steps: list[float]) -> dict[str, list[float]]:
     return errors
 
 
+def summarise(errors: list[float]) -> tuple[float, float]:
+    """(median, 90th percentile) of relative errors, in percent."""
+    p90 = quantiles(errors, n=10)[-1] if len(errors) > 1 else errors[0]
+    return 100 * median(errors), 100 * p90
+
+
 def main() -> None:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR
     if not list(folder.glob("*.json")):
         sys.exit(f"no traces (*.json) in {folder}; pass the traces folder as the first argument")
-    print(f"{'trace':45} {'estimator':>14} {'median err':>11} {'p90 err':>9}")
-    for case, total, steps in cases(folder):
-        for name, errs in score(total, steps).items():
-            p90 = quantiles(errs, n=10)[-1] if len(errs) > 1 else errs[0]
-            print(f"{case[:45]:45} {name:>14} {100 * median(errs):10.2f}% {100 * p90:8.2f}%")
+    names = ("trainprogress", "average", "ema")
+    print(f"{'':45}" + "".join(f"{name:>17}" for name in names) + "   vs better baseline")
+    print(f"{'case':45}" + f"{'median':>9}{'p90':>8}" * len(names) + "   (median)")
+    at_or_below = 0
+    all_cases = cases(folder)
+    for case, total, steps in all_cases:
+        figures = {name: summarise(errs) for name, errs in score(total, steps).items()}
+        above = figures["trainprogress"][0] - min(figures["average"][0], figures["ema"][0])
+        at_or_below += above <= 0
+        verdict = "ok" if above <= 0 else f"+{above:.2g} points"
+        row = "".join(f"{med:8.2f}%{p90:7.2f}%" for med, p90 in figures.values())
+        print(f"{case[:45]:45}{row}   {verdict}")
+    print(f"estimator at or below the better baseline (median error) in {at_or_below} of {len(all_cases)} cases")
 
 
 if __name__ == "__main__":
