@@ -285,7 +285,8 @@ class ProgressTracker:
         from .anomaly import AnomalyConfig, AnomalyMonitor, CheckCadence
 
         config = AnomalyConfig() if anomaly is True else anomaly
-        self._monitor = AnomalyMonitor(config)
+        # The run's length sizes the memory warm-up allowance; a run sized in tokens or seconds has none in steps.
+        self._monitor = AnomalyMonitor(config, None if self._units is not None else self.total_iters)
         self._check_schedule = CheckCadence(self.total_iters, config, self.start_iter)
         self._dense_schedule = ReportSchedule(self.total_iters, config.dense_percent)
 
@@ -617,6 +618,7 @@ class ProgressTracker:
             from .anomaly import CheckCadence
 
             self._check_schedule = CheckCadence(total, self._monitor.config, self._iter)
+            self._monitor.total_iters = total
             self._dense_schedule = ReportSchedule(total, self._monitor.config.dense_percent)
             self._next_check = self._check_schedule.next_due(self._iter)
         self._overrun_warned = False
