@@ -107,7 +107,8 @@ FAULTS = {
 TOTAL, FAULT_AT, CHECK_EVERY = 100_000, 50_000, 100
 HEALTHY_MEMORY = {
     "none, memory warming up over the first 10%": lambda it, m: m + min(it, TOTAL // 10) / (TOTAL // 10) * 1024 * MIB,
-    "none, memory stepping up at 20%, 45%, 70%": lambda it, m: m + sum(300 * MIB for at in (20, 45, 70) if it > at * TOTAL // 100),
+    "none, memory stepping up at 20%, 45%, 70%":
+        lambda it, m: m + sum(300 * MIB for at in (20, 45, 70) if it > at * TOTAL // 100),
 }
 
 

@@ -190,17 +190,21 @@ def test_a_resumed_process_warming_up_again_is_no_leak(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_noisy_flat_memory_is_no_leak(seed):
-    # Probes scattered by 5% of the memory, and one in fifty 600 MiB higher (a moment's buffer).
+@pytest.mark.parametrize("scatter_mib", [50, 100])
+def test_noisy_flat_memory_is_no_leak(seed, scatter_mib):
+    # Probes scattered by up to ±5% of the 2 GiB, one in fifty 600 MiB higher (a moment's
+    # buffer), and a step up of 500 MiB at 30% of the run.
     rng = random.Random(seed)
-    noisy = lambda it, m: m + rng.uniform(-50, 50) * MIB + (rng.random() < 0.02) * 600 * MIB  # noqa: E731
+    noisy = lambda it, m: (m + rng.uniform(-scatter_mib, scatter_mib) * MIB  # noqa: E731
+                           + (rng.random() < 0.02) * 600 * MIB + (it > 30_000) * 500 * MIB)
     assert leak_reports(noisy, seed=seed) == []
 
 
 # A real process whose memory warms up, levels off, then leaks; the tracker probes its resident
-# memory at its checks (a check every 10 steps: 0.1% of the run, bounds lowered to allow it).
+# memory at its checks (a check every 10 steps: 0.1% of the run, bounds lowered to allow it),
+# and tells the monitor the run's length, so that the warm-up is not taken for a leak.
 REAL_LEAK = """
-import json, sys, time
+import json, time
 from trainprogress import ProgressTracker, Sink
 from trainprogress.anomaly import AnomalyConfig
 
@@ -212,14 +216,13 @@ class Events(Sink):
         if event.kind == "anomaly":
             self.raised.append([event.iteration, event.data["anomaly"]])
 
-total, leak_from = 10_000, int(sys.argv[1])
+total, leak_from = 10_000, 5_000
 held, events = [], Events()
-# The leak's fresh pages really do slow the steps (page faults): this test is about memory.
-config = AnomalyConfig(min_check_steps=10, min_check_interval_s=0.0, throughput_drop=0.9)
+config = AnomalyConfig(min_check_steps=10, min_check_interval_s=0.0)
 with ProgressTracker(total, sinks=[events], anomaly=config) as tracker:
     for it in range(1, total + 1):
-        if it <= 500 and it % 5 == 0:
-            held.append(b"w" * (2 * 1024**2))  # warm-up: 200 MiB over the first 5% of the run
+        if it <= 1_000 and it % 10 == 0:
+            held.append(b"w" * (3 * 1024**2))  # warm-up: 300 MiB over the first 10% of the run
         if leak_from < it <= leak_from + 200:
             held.append(b"l" * (2 * 1024**2))  # a leak of 2 MiB a step (stopped after 400 MiB)
         time.sleep(0.0005)
@@ -229,12 +232,14 @@ print(json.dumps(events.raised))
 
 
 def test_a_real_process_leaking_is_caught_within_one_percent_and_its_warmup_is_not():
-    # Nothing before the leak (warm-up included), the leak within 1% of the run (100 steps).
-    result = subprocess.run([sys.executable, "-c", REAL_LEAK, "5000"], capture_output=True, text=True,
+    # No leak raised before the leak (warm-up included), the leak within 1% of the run (100
+    # steps). A throughput drop may be raised too, and be true: the leak's fresh pages fault
+    # in at 1 ms or more a step, and other processes share this machine.
+    result = subprocess.run([sys.executable, "-c", REAL_LEAK], capture_output=True, text=True,
                             timeout=300, cwd=REPO, check=True)
     raised = json.loads(result.stdout.splitlines()[-1])
-    assert len(raised) == 1 and raised[0][1] == "memory_growth", raised
-    assert 5_000 < raised[0][0] <= 5_100, raised
+    leaks = [it for it, kind in raised if kind == "memory_growth"]
+    assert len(leaks) == 1 and 5_000 < leaks[0] <= 5_100, raised
 
 
 def test_exploding_gradient_norm_is_caught():

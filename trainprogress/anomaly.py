@@ -27,7 +27,7 @@ beyond the one that materialises the losses):
     threshold over ``memory_plateau_checks`` checks levelled off there. The last three
     levels rising at a steady rate (each rise at least a quarter of the threshold, three
     times the probes' own scatter, and a quarter of both rises) to more than the threshold
-    above the highest such plateau is a leak, called about 5 checks after it starts. Warm-up
+    above the highest such plateau is a leak, called 5 or 6 checks after it starts. Warm-up
     never passes: it comes before any plateau, and growth that slows down cannot rise
     further above a plateau than it rose across it. Memory back at a level it held before
     is no leak either. A leak stays reported while memory keeps rising.
