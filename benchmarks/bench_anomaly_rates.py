@@ -11,9 +11,12 @@ Prints one table. False alarms: anomalies raised (and one-line blips) on healthy
 Catches: faults injected into a healthy simulated run of 100,000 steps of 0.1 s (noisy
 falling loss, jittered step times with rare stalls, gradient-norm noise with one-step
 blips, memory flat after warm-up), fed to the AnomalyMonitor at the tracker's default
-check cadence (every 100 steps, as AnomalyConfig.min_check_steps allows on such a run).
-Each fault starts at 50% of the run; its latency is the steps until the anomaly is
-raised, as a percent of the run.
+check cadence (every 100 steps, as AnomalyConfig.min_check_steps allows on such a run)
+and told the run's length, as the tracker does. Each fault starts at 50% of the run; its
+latency is the steps from the fault's start until the anomaly is raised, as a percent of
+the run. The same simulated run without a fault, and with memory that warms up over the
+first 10% of the run or steps up and stays, counts false alarms. False alarms in a fault's
+row: anomalies of other kinds, and of its own kind before the fault started.
 """
 
 from __future__ import annotations
@@ -97,16 +100,23 @@ FAULTS = {
     "loss spike that persists (+50%)": {"loss": lambda it, x: 1.5 * x},
     "slowdown that persists (2x)": {"time": lambda it, t: 2 * t},
     "memory leak (1 MiB a step)": {"memory": lambda it, m: m + (it - FAULT_AT) * MIB},
+    "memory leak (0.2 MiB a step)": {"memory": lambda it, m: m + (it - FAULT_AT) * 0.2 * MIB},
+    "memory leak (0.1 MiB a step)": {"memory": lambda it, m: m + (it - FAULT_AT) * 0.1 * MIB},
     "gradient norm that stays high (20x)": {"grad": lambda it, g: 20 * g},
 }
 TOTAL, FAULT_AT, CHECK_EVERY = 100_000, 50_000, 100
+HEALTHY_MEMORY = {
+    "none, memory warming up over the first 10%": lambda it, m: m + min(it, TOTAL // 10) / (TOTAL // 10) * 1024 * MIB,
+    "none, memory stepping up at 20%, 45%, 70%":
+        lambda it, m: m + sum(300 * MIB for at in (20, 45, 70) if it > at * TOTAL // 100),
+}
 
 
 def simulate(fault: dict, seed: int) -> tuple[list, list]:
     """A healthy simulated run fed to the monitor every CHECK_EVERY steps, the fault applied
     from FAULT_AT on. Returns (raised, blips) as (iteration, kind)."""
     rng = random.Random(seed)
-    monitor = AnomalyMonitor(AnomalyConfig())
+    monitor = AnomalyMonitor(AnomalyConfig(), TOTAL)
     raised, blips, active = [], [], set()
     for check in range(TOTAL // CHECK_EVERY):
         losses, times = [], []
@@ -124,6 +134,7 @@ def simulate(fault: dict, seed: int) -> tuple[list, list]:
         if rng.random() < 0.03:
             grad *= rng.uniform(10, 70)
         memory = int(2048 * MIB * min(1.0, 0.5 + check / 10)) + rng.randint(-20, 20) * MIB
+        memory = fault.get("healthy memory", lambda i, x: x)(it, memory)
         if it > FAULT_AT:
             grad = fault.get("grad", lambda i, x: x)(it, grad)
             memory = fault.get("memory", lambda i, x: x)(it, memory)
@@ -155,8 +166,9 @@ def main() -> None:
         print(f"{'trace: ' + path.stem:58} {describe(raised):28} {len(blips):>22}")
     print()
     print(f"Injected faults: {TOTAL:,} simulated steps, fault from step {FAULT_AT:,}, checks every {CHECK_EVERY} steps, 3 seeds")
-    print(f"{'fault':40} {'caught':>7} {'latency, % of run (worst)':>27} {'other anomalies':>16}")
-    for name, fault in FAULTS.items():
+    print(f"{'fault':44} {'caught':>7} {'latency, % of run (worst)':>27} {'false alarms':>13}")
+    runs = {**FAULTS, **{name: {"healthy memory": shape} for name, shape in HEALTHY_MEMORY.items()}}
+    for name, fault in runs.items():
         caught, latencies, others = 0, [], 0
         for seed in range(3):
             raised, _ = simulate(fault, seed)
@@ -164,12 +176,12 @@ def main() -> None:
                         "memory leak": "memory_growth", "gradient norm": "grad_explosion"}
             kind = next((k for prefix, k in expected.items() if name.startswith(prefix)), None)
             hits = [it for it, k in raised if k == kind and it > FAULT_AT]
-            others += sum(1 for _, k in raised if k != kind)
+            others += sum(1 for it, k in raised if k != kind or it <= FAULT_AT)
             if hits:
                 caught += 1
                 latencies.append(100 * (hits[0] - FAULT_AT) / TOTAL)
         worst = f"{max(latencies):.2f}%" if latencies else "-"
-        print(f"{name:40} {caught if fault else '-':>5}/3 {worst:>27} {others:>16}")
+        print(f"{name:44} {caught if kind else '-':>5}/3 {worst:>27} {others:>13}")
 
 
 if __name__ == "__main__":

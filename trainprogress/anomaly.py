@@ -16,11 +16,25 @@ beyond the one that materialises the losses):
   far above the median of its previous values that the speed lost more than
   ``throughput_drop`` of itself. The median ignores a single GC pause or data-loader
   hiccup; a sustained slowdown moves it.
-- ``memory_growth`` (a probable leak): over the last ``memory_window_checks`` checks after
-  warm-up, memory grew steadily by more than ``memory_growth`` of itself and by at least
-  ``memory_min_growth_bytes``. Steadily: the window's four quarters have rising medians,
-  each quarter at least a sixth of that threshold above the one before (half an even
-  share), so warm-up growth that levels off is no leak, and the medians ignore noise.
+- ``memory_growth`` (a probable leak): memory grows steadily, at a roughly constant rate,
+  where warm-up would not (``LeakDetector``). Memory is judged by levels, each the median of
+  3 consecutive checks: one odd probe is ignored, and a single step up (buffers allocated at
+  the first eval, a larger model after a growth step) moves one level only. The threshold
+  is ``memory_growth`` of the memory the growth is measured from, and at least
+  ``memory_min_growth_bytes``. Two rules, either one enough:
+
+  - off a plateau (fast, a leak that starts mid-run): memory that stayed within half the
+    threshold over ``memory_plateau_checks`` checks levelled off there. The last three
+    levels rising at a steady rate (each rise at least a quarter of the threshold, three
+    times the probes' own scatter, and a quarter of both rises) to more than the threshold
+    above the highest such plateau is a leak, called 5 or 6 checks after it starts. Warm-up
+    never passes: it comes before any plateau, and growth that slows down cannot rise
+    further above a plateau than it rose across it. Memory back at a level it held before
+    is no leak either. A leak stays reported while memory keeps rising.
+  - past warm-up (slow, a leak that starts with the process): over the last
+    ``memory_window_checks`` checks, all past the first ``memory_warmup_percent`` of the
+    run, the window's four quarters have medians each above the one before by a third of the
+    threshold (of the memory when this rule first judged) and twice the probes' scatter.
 - ``grad_explosion``: the latest ``grad_norm`` is not finite, above ``grad_norm_max``, or
   more than ``grad_norm_factor`` times the median of its recent values.
 
@@ -49,6 +63,9 @@ from .boundaries import ReportSchedule, parse_interval
 
 _GIB = 1024.0**3
 _MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 x its MAD
+# Memory is judged by medians of this many checks: odd, so that a single step up lands in
+# one level or the next, never half in each.
+_LEVEL_CHECKS = 3
 
 
 @dataclass(frozen=True)
@@ -101,17 +118,30 @@ class AnomalyConfig:
     """Least steps whose median loss and median step time the spike and throughput
     detectors judge; the steps of consecutive checks are pooled until there are this many."""
 
+    memory_plateau_checks: int = 18
+    """Checks in a row whose memory levels stay within half the leak threshold to make a
+    plateau, against which the fast rule measures growth. Longer than the 9 checks the fast
+    rule looks at, so that growth that slows down can never pass it. The fast rule needs
+    several checks per percent of the run to call a leak within 1%: at the tracker's
+    cadence, runs of 100,000 steps or more (a check every 100 steps and 10 seconds)."""
+
     memory_window_checks: int = 50
-    """Checks of memory the leak detector looks back over (its four quarters). Shorter
-    catches a leak sooner (about 5/8 of the window after it starts), but takes a warm-up
-    that grows memory over more checks than this for a leak."""
+    """Checks the slow rule looks back over (its four quarters): growth that went on steadily
+    for about 30 checks past the warm-up allowance is a leak."""
+
+    memory_warmup_percent: float = 10.0
+    """Percent of the run, from this process's first check after ``warmup_checks``, whose
+    memory growth the slow rule takes for warm-up (caching allocators, compilation, optimizer
+    state, eval buffers, a resume's reload). Needs the run's length
+    (``AnomalyMonitor(total_iters=...)``, as the tracker passes); without it the slow rule
+    judges from the first full window."""
 
     memory_growth: float = 0.05
-    """Steady growth that counts as a probable leak, from the first quarter of the history
-    window to its last (their medians), as a fraction of the first (0.05: 5%)."""
+    """Growth that counts as a probable leak, as a fraction of the level it grew from (0.05:
+    5%)."""
 
     memory_min_growth_bytes: int = 64 * 1024**2
-    """The least such growth in bytes that counts as a probable leak."""
+    """The least growth in bytes that counts as a probable leak."""
 
     grad_norm_factor: float = 10.0
     """How many times its recent median the gradient norm must be to count as exploding."""
@@ -128,7 +158,7 @@ class AnomalyConfig:
         parse_interval(self.check_percent, "check_percent")
         parse_interval(self.dense_percent, "dense_percent")
         for name in ("clear_after_checks", "history_checks", "min_history_checks", "pool_steps",
-                     "min_check_steps", "persist_checks", "memory_window_checks"):
+                     "min_check_steps", "persist_checks", "memory_window_checks", "memory_plateau_checks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"AnomalyConfig.{name} must be an int >= 1, got {value!r}")
@@ -139,7 +169,8 @@ class AnomalyConfig:
                 f"AnomalyConfig.min_history_checks ({self.min_history_checks}) exceeds history_checks "
                 f"({self.history_checks}); a baseline could never be complete. Lower it or raise history_checks."
             )
-        for name in ("loss_spike_sigmas", "loss_spike_min_rise", "memory_growth", "memory_min_growth_bytes"):
+        for name in ("loss_spike_sigmas", "loss_spike_min_rise", "memory_growth", "memory_min_growth_bytes",
+                     "memory_warmup_percent"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"AnomalyConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.min_check_interval_s >= 0:
@@ -214,7 +245,7 @@ class AnomalyMonitor:
     """Runs the detectors at each check and keeps each anomaly's episode: raised when its
     condition first shows, cleared after ``clear_after_checks`` checks without it."""
 
-    def __init__(self, config: AnomalyConfig) -> None:
+    def __init__(self, config: AnomalyConfig, total_iters: int | None = None) -> None:
         self.config = config
         history = config.history_checks
         self._checks = 0
@@ -222,7 +253,7 @@ class AnomalyMonitor:
         self._loss_medians: deque[float] = deque(maxlen=history)
         self._step_pool = _PooledMedian(config.pool_steps)
         self._step_medians: deque[float] = deque(maxlen=history)
-        self._memory: deque[int] = deque(maxlen=max(4, config.memory_window_checks))
+        self._leak = LeakDetector(config, total_iters)
         self._grad_norms: deque[float] = deque(maxlen=history)
         self._active: dict[str, Anomaly] = {}
         self._absent: dict[str, int] = {}
@@ -234,6 +265,16 @@ class AnomalyMonitor:
         self.blips: tuple[Anomaly, ...] = ()
         """Conditions seen for the first time at the latest check that are not (yet)
         anomalies: worth one short line, not a report."""
+
+    @property
+    def total_iters(self) -> int | None:
+        """The run's length in iterations, when known: it sizes the memory warm-up allowance
+        (``AnomalyConfig.memory_warmup_percent``). May be changed mid-run."""
+        return self._leak.total_iters
+
+    @total_iters.setter
+    def total_iters(self, total: int | None) -> None:
+        self._leak.total_iters = total
 
     def observe(
         self,
@@ -253,7 +294,8 @@ class AnomalyMonitor:
             "nonfinite_loss": self._nonfinite(iteration, losses),
             "loss_spike": self._spike(iteration, losses),
             "throughput_drop": self._throughput(iteration, step_times_s) if warm else None,
-            "memory_growth": self._memory_growth(iteration, memory_bytes) if warm else None,
+            "memory_growth": self._leak.judge(iteration, memory_bytes, leaking="memory_growth" in self._active)
+            if warm and memory_bytes is not None else None,
             "grad_explosion": self._grad(iteration, grad_norm),
         }
         blips = []
@@ -337,25 +379,6 @@ class AnomalyMonitor:
         history.append(recent)
         return finding
 
-    def _memory_growth(self, iteration: int, memory_bytes: int | None) -> Optional[Finding]:
-        if memory_bytes is None:
-            return None
-        window = self._memory
-        window.append(memory_bytes)
-        quarter = len(window) // 4
-        if len(window) < window.maxlen or quarter < 1:
-            return None
-        samples = list(window)[len(window) - 4 * quarter:]
-        medians = [median(samples[i * quarter:(i + 1) * quarter]) for i in range(4)]
-        needed = max(self.config.memory_growth * medians[0], self.config.memory_min_growth_bytes)
-        growth = medians[-1] - medians[0]
-        steady = all(later - earlier >= needed / 6 for earlier, later in zip(medians, medians[1:]))
-        message = (
-            f"memory grew steadily by {growth / _GIB:.2f} GiB (+{growth / max(medians[0], 1):.0%}) "
-            f"over the last {len(window)} checks: a probable leak"
-        )
-        return Finding(steady and growth >= needed, message, iteration)
-
     def _grad(self, iteration: int, grad_norm: float | None) -> Optional[Finding]:
         if not isinstance(grad_norm, (int, float)) or isinstance(grad_norm, bool):
             return None
@@ -374,3 +397,107 @@ class AnomalyMonitor:
                 finding = Finding(True, f"gradient norm {g:.4g} is {ratio:.0f}x its recent median {typical:.4g}", iteration)
         history.append(g)
         return finding
+
+
+class LeakDetector:
+    """The ``memory_growth`` detector (see the module's description): memory at each check,
+    judged by levels of 3 checks, against the plateau it levelled off at (fast) and over a
+    long window past the warm-up allowance (slow)."""
+
+    def __init__(self, config: AnomalyConfig, total_iters: int | None = None) -> None:
+        self.config = config
+        self.total_iters = total_iters
+        """The run's length in iterations (None: unknown; the slow rule then starts at once)."""
+        self._first_iter: int | None = None  # this process's first judged check
+        self._samples: deque[tuple[int, int]] = deque(
+            maxlen=max(4, config.memory_window_checks, config.memory_plateau_checks, 3 * _LEVEL_CHECKS))
+        self._plateau: float | None = None  # the highest level memory levelled off at (bytes)
+        self._warm_memory: float | None = None  # memory at the slow rule's first judgement (bytes)
+
+    def judge(self, iteration: int, memory_bytes: int, *, leaking: bool) -> Optional[Finding]:
+        """One check's memory (bytes) at ``iteration``. ``leaking``: a leak is active, so
+        it stays while memory keeps rising. None until there is enough to judge."""
+        if self._first_iter is None:
+            self._first_iter = iteration
+        self._samples.append((iteration, memory_bytes))
+        samples = [m for _, m in self._samples]
+        tail = samples[len(samples) % _LEVEL_CHECKS:]
+        levels = [median(tail[i:i + _LEVEL_CHECKS]) for i in range(0, len(tail), _LEVEL_CHECKS)]
+        # The probes' own scatter (a standard deviation, bytes), from the changes between
+        # consecutive checks: a step up or a spike is one or two of them, which the median
+        # ignores.
+        changes = [abs(b - a) for a, b in zip(samples, samples[1:])]
+        noise = _MAD_TO_SIGMA * median(changes) / math.sqrt(2) if changes else 0.0
+        finding = self._rise_off_plateau(iteration, levels, noise, leaking)
+        if finding is None or not finding.present:
+            finding = self._growth_past_warmup(iteration, noise) or finding
+        self._learn_plateau(levels)
+        return finding
+
+    def _threshold(self, level: float) -> float:
+        """The least growth from ``level`` (bytes) that counts as a probable leak."""
+        return max(self.config.memory_growth * level, self.config.memory_min_growth_bytes)
+
+    def _learn_plateau(self, levels: list[float]) -> None:
+        """Memory that stayed within half the threshold over the last
+        ``memory_plateau_checks`` checks levelled off; the highest plateau so far is kept, so
+        that memory back at a level it held before (buffers freed, then the training state
+        grown back) is never a rise."""
+        if len(levels) * _LEVEL_CHECKS < self.config.memory_plateau_checks:
+            return
+        recent = levels[-max(1, self.config.memory_plateau_checks // _LEVEL_CHECKS):]
+        top = max(recent)
+        if top - min(recent) <= self._threshold(min(recent)) / 2:
+            self._plateau = top if self._plateau is None else max(self._plateau, top)
+
+    def _rise_off_plateau(self, iteration: int, levels: list[float], noise: float, leaking: bool) -> Optional[Finding]:
+        """The fast rule: the last three levels rise at a steady rate, to more than the
+        threshold above the plateau. Each rise must be at least a quarter of the threshold,
+        three times the probes' scatter (``noise``, bytes) and a quarter of both rises, so that
+        a step up followed by noise or by a small allocation is no rise; once a leak is
+        active, rising at all keeps it."""
+        if self._plateau is None or len(levels) < 3:
+            return None
+        first, middle, last = levels[-3:]
+        growth = last - self._plateau
+        needed = self._threshold(self._plateau)
+        if leaking:
+            steady = last > first
+        else:
+            steady = min(middle - first, last - middle) >= max(needed / 4, 3 * noise, (last - first) / 4)
+        message = (
+            f"memory rose steadily to {last / _GIB:.2f} GiB, {growth / _GIB:.2f} GiB "
+            f"(+{growth / max(self._plateau, 1):.0%}) above where it had levelled off, over the last "
+            f"{3 * _LEVEL_CHECKS} checks: a probable leak"
+        )
+        return Finding(steady and growth >= needed, message, iteration)
+
+    def _growth_past_warmup(self, iteration: int, noise: float) -> Optional[Finding]:
+        """The slow rule: steady growth over the whole window, all of it past the warm-up
+        allowance: each quarter's median above the one before by a third of the threshold and
+        twice the probes' scatter (``noise``, bytes). The quarters have an odd number of
+        checks, so that a step up moves one quarter's median or the next, never half of it
+        into each."""
+        size = max(4, self.config.memory_window_checks)
+        if len(self._samples) < size:
+            return None
+        window = list(self._samples)[-size:]
+        if self.total_iters is not None and self._first_iter is not None:
+            allowance = self.config.memory_warmup_percent / 100 * self.total_iters
+            if window[0][0] - self._first_iter < allowance:
+                return None
+        quarter = size // 4 if size // 4 % 2 else size // 4 - 1
+        samples = [m for _, m in window][size - 4 * quarter:]
+        medians = [median(samples[i * quarter:(i + 1) * quarter]) for i in range(4)]
+        if self._warm_memory is None:
+            self._warm_memory = medians[0]
+        # Growth is measured against the memory once warm, not the window's own start, so
+        # that a leak at a constant rate stays a leak as the memory it has taken adds up.
+        needed = self._threshold(self._warm_memory)
+        growth = medians[-1] - medians[0]
+        steady = all(later - earlier >= max(needed / 3, 2 * noise) for earlier, later in zip(medians, medians[1:]))
+        message = (
+            f"memory grew steadily by {growth / _GIB:.2f} GiB (+{growth / max(medians[0], 1):.0%}) "
+            f"over the last {4 * quarter} checks: a probable leak"
+        )
+        return Finding(steady and growth >= needed, message, iteration)

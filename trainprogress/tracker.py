@@ -151,7 +151,10 @@ class ProgressTracker:
         self._sinks = SinkGroup(self._build_sinks(sinks) if self.is_master else [])
         self._checks: AnomalyChecks | None = None
         if anomaly is not None and self.is_master:
-            self._checks = AnomalyChecks(AnomalyConfig() if anomaly is True else anomaly)
+            # The run's length sizes the memory warm-up allowance; a run sized in tokens or
+            # seconds has none in steps.
+            self._checks = AnomalyChecks(AnomalyConfig() if anomaly is True else anomaly,
+                                         None if self._units is not None else total_iters)
         self._anomalies: tuple = ()
 
         self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
@@ -472,6 +475,8 @@ class ProgressTracker:
         check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
         self.total_iters = self._pace.eta.total_iters = self._builder.total_iters = total
         self._boundaries.resize(total, self._iter, bool(self._anomalies))
+        if self._checks is not None:
+            self._checks.monitor.total_iters = total
         self._overrun_warned = False
         self._next_due = self._boundaries.next_due(self._timer.next_sample)
 
