@@ -75,6 +75,19 @@ def test_summary_of_a_crashed_then_resumed_run(tmp_path):
     assert resumed["iters_per_s"] > 0 and resumed["error"] is None
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    log = tmp_path / "progress.jsonl"
+    for _ in range(80):  # 80 runs: their summaries are more than a pipe holds
+        write_log(log, 10, clock=FakeClock())
+    process = subprocess.Popen([sys.executable, "-m", "trainprogress", "summary", str(log), "--json", "--all-runs"],
+                               cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().strip() == b"["  # `... | head -1`
+    process.stdout.close()
+    assert process.wait(timeout=300) == 141
+    assert process.stderr.read() == b""  # no traceback
+    process.stderr.close()
+
+
 def test_plot_writes_the_png_next_to_the_log_by_default(tmp_path):
     log = tmp_path / "progress.jsonl"
     write_log(log, 100, clock=FakeClock())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,7 @@ from .summary import format_summary, summarize
 __all__ = ["main"]
 
 ERROR_EXIT = 1
+BROKEN_PIPE_EXIT = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
 
 
 def _note_skipped(log: RunLog) -> None:
@@ -123,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LogFileError, PlotExtraMissing) as exc:
         print(f"trainprogress {args.command}: error: {exc}", file=sys.stderr)
         return ERROR_EXIT
+    except BrokenPipeError:
+        # The reader went away (`trainprogress summary --json | head`): stop quietly, and
+        # point stdout at /dev/null so that the interpreter's final flush fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
 
 
 if __name__ == "__main__":
