@@ -106,13 +106,14 @@ def test_previous_handlers_are_restored_in_process():
     def mine(signum, frame):
         calls.append(signum)
 
+    sigint_before = signal.getsignal(signal.SIGINT)  # ignored when pytest runs as a background job
     before = signal.signal(signal.SIGTERM, mine)
     try:
         with GracefulStop() as stop:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.01)  # let the interpreter run the handler
             assert stop.requested and stop.signal_name == "SIGTERM" and stop.exit_code == 143
-        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is sigint_before
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.01)
         assert calls == [signal.SIGTERM]
