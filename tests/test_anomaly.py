@@ -16,7 +16,8 @@ import pytest
 
 from helpers import REPO, FakeClock, RecordingSink
 from trainprogress import ProgressTracker
-from trainprogress.anomaly import AnomalyConfig, AnomalyMonitor
+from trainprogress.anomaly import AnomalyConfig
+from trainprogress.monitor import AnomalyMonitor
 from trainprogress.report import ANOMALY, SCHEDULED
 from trainprogress.sinks.console import ConsoleSink
 

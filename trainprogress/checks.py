@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from .anomaly import AnomalyConfig, AnomalyMonitor
+from .anomaly import AnomalyConfig
+from .monitor import AnomalyMonitor
 from .report import Anomaly
 
 
