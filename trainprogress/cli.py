@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .plot import PlotExtraMissing
-from .runlog import LogFileError, Run, RunLog, read_log, resolve_log_path
+from .runlog import LogFileError, RunLog, read_log, resolve_log_path
+from .runs import Run
 from .summary import format_summary, summarize
 
 __all__ = ["main"]

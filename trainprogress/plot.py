@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import format as fmt
-from .runlog import Run
+from .runs import Run
 from .series import ITERATION, TIME, RunSeries, Series, build_series, run_duration_s, time_unit
 from .summary import summarize
 

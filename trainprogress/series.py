@@ -2,7 +2,7 @@
 
 Every series is a pair of lists, x and y, on one of two x axes: the iteration, or the time
 since the run started (in a chosen unit, with the gaps between a crash and its resume left
-out; see :meth:`trainprogress.runlog.Run.active_seconds`).
+out; see :meth:`trainprogress.runs.Run.active_seconds`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .runlog import Record, Run
+from .runs import Record, Run
 
 ITERATION = "iteration"
 TIME = "time"

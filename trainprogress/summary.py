@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import format as fmt
-from .runlog import RUNNING, Run, RunLog
+from .runlog import RunLog
+from .runs import RUNNING, Run
 from .sinks.console import BULLET
 
 # A running run whose log has been silent for this many report intervals (and at least

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import format as fmt
-from .runlog import LogFileError, LogReader, Record, Run, report_from_record, resolve_log_path
+from .runlog import LogFileError, LogReader, report_from_record, resolve_log_path
+from .runs import Record, Run
 from .sinks.console import ConsoleSink, to_ascii
 
 # Exit codes of `trainprogress watch`: the run completed, or it stopped early or crashed.
