@@ -76,6 +76,8 @@ class LazyReport(Mapping[str, Any]):
         return self._record()[key]
 
     def get(self, key: str, default: Any = None) -> Any:
+        if key == "iteration":
+            return self.iteration
         if key == "kind":
             return self.kind
         return self._record().get(key, default)
