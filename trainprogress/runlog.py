@@ -43,6 +43,9 @@ __all__ = ["LazyReport", "LogFileError", "LogReader", "RunLog", "read_log", "rep
 _REPORT_LINE = re.compile(
     rb'\{"schema": %d, "type": "report", "time": [-0-9.eE+]+, "iteration": (\d+), "kind": "(\w+)", ' % SCHEMA_VERSION
 )
+# How a whole report line ends: with its ``scalars`` object. A line cut short by a crash
+# does not, and is parsed in full (and skipped) instead.
+_REPORT_LINE_ENDS = (b"}}", b"}}\r")
 
 
 class LazyReport(Mapping[str, Any]):
@@ -52,10 +55,13 @@ class LazyReport(Mapping[str, Any]):
 
     __slots__ = ("iteration", "kind", "_data", "_start", "_end", "_full")
 
-    def __init__(self, iteration: int, kind: str, data: bytes, start: int, end: int) -> None:
-        self.iteration, self.kind = iteration, kind
-        self._data: bytes | None = data
-        self._start, self._end = start, end
+    def __init__(self, head: re.Match[bytes], end: int) -> None:
+        """The report whose line ``head`` (a match of the report head) begins and that
+        ends at ``end`` in the matched bytes."""
+        iteration, kind = head.groups()
+        self.iteration, self.kind = int(iteration), kind.decode()
+        self._data: bytes | None = head.string
+        self._start, self._end = head.start(), end
         self._full: dict[str, Any] | None = None
 
     def _record(self) -> dict[str, Any]:
@@ -75,23 +81,11 @@ class LazyReport(Mapping[str, Any]):
             return self.kind
         return self._record()[key]
 
-    def get(self, key: str, default: Any = None) -> Any:
-        if key == "iteration":
-            return self.iteration
-        if key == "kind":
-            return self.kind
-        return self._record().get(key, default)
-
     def __iter__(self) -> Iterator[str]:
         return iter(self._record())
 
     def __len__(self) -> int:
         return len(self._record())
-
-
-# How a whole report line ends: with its ``scalars`` object. A line cut short by a crash
-# does not, and is parsed in full (and skipped) instead.
-_REPORT_LINE_ENDS = (b"}}", b"}}\r")
 
 
 class LogFileError(Exception):
@@ -146,9 +140,8 @@ class LogReader:
                 continue
             head = _REPORT_LINE.match(line) if isinstance(line, bytes) else None
             if head is not None and line.endswith(_REPORT_LINE_ENDS):
-                iteration, kind = head.groups()
                 self.records += 1
-                self._segment_for_record().reports.append(LazyReport(int(iteration), kind.decode(), line, 0, len(line)))
+                self._segment_for_record().reports.append(LazyReport(head, len(line)))
             else:
                 self._parse(line)
 
@@ -170,8 +163,7 @@ class LogReader:
             if ends_with(_REPORT_LINE_ENDS, start, line_end):
                 if reports is None:
                     reports = self._segment_for_record().reports
-                iteration, kind = head.groups()
-                reports.append(LazyReport(int(iteration), kind.decode(), data, start, line_end))
+                reports.append(LazyReport(head, line_end))
                 self.records += 1
             else:
                 self._parse(data[start:line_end])
