@@ -74,6 +74,10 @@ def join_process_group(args: argparse.Namespace) -> tuple[int, int]:
         return 0, 1
     local_rank = int(os.environ["LOCAL_RANK"])
     if args.device.startswith("cuda"):
+        if local_rank >= torch.cuda.device_count():
+            sys.exit(f"test_verbose_logging.py: error: process {local_rank} of this node (LOCAL_RANK) has no GPU of its "
+                     f"own: {torch.cuda.device_count()} visible. Fix: torchrun --nproc_per_node="
+                     f"{torch.cuda.device_count()}, or --device cpu.")
         args.device = f"cuda:{local_rank}"
         torch.cuda.set_device(args.device)
     backend = "nccl" if args.device.startswith("cuda") else "gloo"

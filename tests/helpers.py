@@ -76,6 +76,11 @@ NANECHO_TINY = ["--preset", "tiny", "--jsonl_log", "True", "--n_layer", "1", "--
                 "--connection_growth_interval", "10", "--report_interval", "10", "--sample_tokens", "24"]
 
 
+# Multi-process tests run CPU processes on gloo, also on a GPU host, which may have fewer GPUs
+# than the test has processes.
+CPU_PROCESSES = {"CUDA_VISIBLE_DEVICES": ""}
+
+
 def run_script(script: str, *args: str, env: dict[str, str] | None = None, processes: int = 1, timeout: float = 300,
                check: bool = True) -> subprocess.CompletedProcess:
     """Run ``script`` (a path from the repository root) with ``args`` as a real process in the
@@ -86,8 +91,9 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None, proce
     the output)."""
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    result = subprocess.run([*launcher, str(REPO / script), *args], capture_output=True, text=True, timeout=timeout,
-                            cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", **(env or {})})
+    cpu_only = CPU_PROCESSES if processes > 1 else {}
+    result = subprocess.run([*launcher, str(REPO / script), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                            env={**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", **cpu_only, **(env or {})})
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result

@@ -185,7 +185,7 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_
      "gradient_accumulation_steps (3) is not divisible by the world size (2)"),
     (["--init_from=resume"], None, "ckpt.pt. Fix: train from scratch first"),
     (["--dataset=shakespeare"], None, "shakespeare/train.bin not found and there is no"),
-    (["--device=cuda:7"], None, "device 'cuda:7' requested but CUDA is not available"),
+    (["--device=cuda:99"], None, "device 'cuda:99' requested but "),  # no CUDA, or fewer GPUs: either names the fix
     (["--dtype=float16"], None, "dtype float16 needs a CUDA device"),
 ])
 def test_train_config_errors_exit_nonzero_and_write_nothing(tmp_path, args, env, expected):
@@ -220,3 +220,22 @@ def test_shipped_configs_load():
     assert (big.n_layer, big.n_embd, big.block_size) == (6, 384, 256)
     bench = load_config(train.TrainConfig, [str(REPO / "config/bench_gpt2_124m.py")])
     assert (bench.n_layer, bench.n_head, bench.n_embd, bench.block_size) == (12, 12, 768, 1024)
+
+
+@pytest.mark.parametrize("device, local_rank, expected", [
+    ("cuda:3", 0, "device 'cuda:3' requested but only 2 GPU(s) are visible (as CUDA_VISIBLE_DEVICES allows). "
+                  "Fix: --device=cuda:N with N below 2, or --device=auto."),
+    ("auto", 2, "process 2 of this node (LOCAL_RANK) has no GPU of its own: 2 visible. "
+                "Fix: torchrun --nproc_per_node=2, or --device=cpu."),
+])
+def test_a_gpu_past_the_visible_ones_is_refused_with_the_fix(monkeypatch, device, local_rank, expected):
+    import torch
+
+    from trainkit.runtime import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _resolve_device("auto", 1) == torch.device("cuda", 1)  # each process of a node its own GPU
+    with pytest.raises(ConfigError) as err:
+        _resolve_device(device, local_rank)
+    assert str(err.value) == expected

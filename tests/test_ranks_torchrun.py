@@ -14,10 +14,12 @@ from pathlib import Path
 
 import psutil
 
+from helpers import CPU_PROCESSES
+
 REPO = Path(__file__).resolve().parents[1]
 HEADER = re.compile(r"TRAINING PROGRESS: ([\d.]+)% \(([\d,]+)/([\d,]+) iterations\)")
 TINY = ["--n_layer", "1", "--n_embd", "32", "--block_size", "16", "--batch_size", "4"]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **CPU_PROCESSES}
 
 
 def torchrun(*args, nproc=2):

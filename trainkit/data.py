@@ -170,4 +170,5 @@ class TokenData:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        # A checkpoint loaded onto the GPU carries the state there; a CPU generator needs it on the CPU.
+        self.generator.set_state(state["generator"].cpu())

@@ -113,10 +113,14 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device '{name}' requested but CUDA is not available. Fix: --device=auto or --device=cpu.")
-        index = local_rank if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible.")
-        device = torch.device("cuda", index)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device '{name}' requested but only {count} GPU(s) are visible (as CUDA_VISIBLE_DEVICES "
+                              f"allows). Fix: --device=cuda:N with N below {count}, or --device=auto.")
+        if device.index is None and local_rank >= count:
+            raise ConfigError(f"process {local_rank} of this node (LOCAL_RANK) has no GPU of its own: {count} visible. "
+                              f"Fix: torchrun --nproc_per_node={count}, or --device=cpu.")
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
     elif device.type == "mps" and not mps_ok:
         raise ConfigError(f"device '{name}' requested but MPS is not available. Fix: --device=auto or --device=cpu.")
     return device

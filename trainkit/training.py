@@ -25,6 +25,7 @@ Several processes share one filesystem: rank 0 writes the checkpoint and every r
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import signal
@@ -51,6 +52,16 @@ CORE_KEYS = ("model", "optimizer", "scaler", "data", "model_args", "iter_num", "
 
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name if signum else "a stop request"
+
+
+def _buffer_sync_once() -> dict[str, bool]:
+    """DDP's options for buffers (NanEcho's masks) that are synced once at construction and
+    then change identically on every rank. torch 2.13 says so with ``forward_sync_buffers``;
+    releases before it lack that option and keep their default, which re-broadcasts the
+    buffers at every forward: correct, only slower."""
+    if "forward_sync_buffers" in inspect.signature(DDP).parameters:
+        return {"forward_sync_buffers": False}
+    return {}
 
 
 class SampledData(Protocol):
@@ -132,10 +143,9 @@ class Training:
         self.model = self.fast_model
         if rt.ddp:
             # device_ids: the device this rank runs on (--device=cuda:N may differ from
-            # LOCAL_RANK). Buffers (NanEcho's masks) are equal on every rank: they are synced
-            # once at construction and change identically on every rank after.
+            # LOCAL_RANK).
             device_ids = [rt.device.index] if rt.device_type == "cuda" else None
-            self.model = DDP(self.fast_model, device_ids=device_ids, forward_sync_buffers=False)
+            self.model = DDP(self.fast_model, device_ids=device_ids, **_buffer_sync_once())
         self.saved_at = self.iter_num if cfg.init_from == "resume" else None  # the iteration of the latest checkpoint
         self._stop = StopAgreement(stop, rt)
 

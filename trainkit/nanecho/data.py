@@ -89,7 +89,7 @@ class NanEchoData:
         return {"generator": self.generator.get_state(), "parts": {d: p.state_dict() for d, p in self.parts.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # see TokenData.load_state_dict
         for d, part_state in state["parts"].items():
             if d in self.parts:
                 self.parts[d].load_state_dict(part_state)
