@@ -4,6 +4,8 @@ segments, superseded iterations, torn lines, and the errors for bad files."""
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 
@@ -186,3 +188,32 @@ def test_reading_leaves_the_file_as_it_was(tmp_path):
     before = path.read_bytes()
     read_log(path)
     assert path.read_bytes() == before
+
+
+def test_a_log_read_from_a_pipe_is_whole(tmp_path):
+    """`trainprogress summary <(ssh host cat out/progress.jsonl)` reads a pipe, which can
+    be neither mapped nor read again later: its reports still parse in full."""
+    path = tmp_path / "progress.jsonl"
+    write_log(path, 40, clock=FakeClock(), eval_every=20)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(path.read_bytes()))
+    writer.start()
+    (piped,) = read_log(fifo).runs
+    writer.join()
+    (run,) = read_log(path).runs
+    assert len(piped.reports) == len(run.reports) == 10
+    assert [dict(r) for r in piped.reports] == [dict(r) for r in run.reports]
+
+
+def test_a_report_whose_line_changed_after_reading_keeps_only_its_iteration_and_kind(tmp_path):
+    """Reports are parsed from the file when first used: if the file was rewritten since,
+    what is now at a report's place is not taken for it."""
+    path = tmp_path / "progress.jsonl"
+    write_log(path, 40, clock=FakeClock())
+    (run,) = read_log(path).runs
+    first, second = run.reports[:2]
+    line = b'"iteration": %d,' % second["iteration"]
+    path.write_bytes(path.read_bytes().replace(line, b'"iteration": 9,'))  # same length: only the check tells
+    assert second.get("loss") is None and (second["iteration"], second["kind"]) == (8, "scheduled")
+    assert first["loss"] > 0  # a line still as it was reads in full

@@ -10,9 +10,9 @@ that the reconstructed view holds every scheduled report once.
 
 Records are read-only mappings of the JSON lines' keys (unknown keys are kept and
 ignored). A report line is parsed in full only when a key other than its ``iteration`` and
-``kind`` is first read: finding the runs, their segments and their ends needs only those,
-and a summary only a few whole reports, which keeps reading a 100,000-report log under a
-second (``benchmarks/bench_read_log.py``).
+``kind`` is first read, from the file: finding the runs, their segments and their ends
+needs only those, and a summary only a few whole reports, which keeps reading a
+100,000-report log well under a second (``benchmarks/bench_read_log.py``).
 :func:`report_from_record` rebuilds a :class:`trainprogress.report.Report` from a record
 when a renderer needs it.
 
@@ -25,9 +25,12 @@ when a renderer needs it.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
+import weakref
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -46,32 +49,46 @@ _REPORT_LINE = re.compile(
 # How a whole report line ends: with its ``scalars`` object. A line cut short by a crash
 # does not, and is parsed in full (and skipped) instead.
 _REPORT_LINE_ENDS = (b"}}", b"}}\r")
+_NOT_SPACE = re.compile(rb"\S")
+
+
+def _report_head(data: bytes | mmap.mmap, line_start: int, end: int) -> re.Match[bytes] | None:
+    """The first report head in ``data[line_start:end]`` that begins a line (a head quoted
+    inside a line, say in a text sample, is none)."""
+    position = line_start
+    while (head := _REPORT_LINE.search(data, position, end)) is not None:
+        if head.start() == line_start or data[head.start() - 1] == 0x0A:
+            return head
+        position = head.start() + 1
+    return None
 
 
 class LazyReport(Mapping[str, Any]):
     """A report line's record: ``iteration`` and ``kind`` read from its head at once, which
-    is all that finding the runs takes; the line is parsed the first time another key is
-    read. A line that then turns out not to parse keeps only those two."""
+    is all that finding the runs takes; the line is read from ``source`` and parsed the first
+    time another key is read. A line that then turns out not to parse, or to be another
+    report's (the file was rewritten since), keeps only those two."""
 
-    __slots__ = ("iteration", "kind", "_data", "_start", "_end", "_full")
+    __slots__ = ("iteration", "kind", "_source", "_start", "_end", "_full")
 
-    def __init__(self, head: re.Match[bytes], end: int) -> None:
-        """The report whose line ``head`` (a match of the report head) begins and that
-        ends at ``end`` in the matched bytes."""
+    def __init__(self, head: re.Match[bytes], source: bytes | LogBytes, start: int, end: int) -> None:
+        """The report whose head ``head`` matched (a match of the report head), and whose
+        line is ``source[start:end]``."""
         iteration, kind = head.groups()
         self.iteration, self.kind = int(iteration), kind.decode()
-        self._data: bytes | None = head.string
-        self._start, self._end = head.start(), end
+        self._source: bytes | LogBytes | None = source
+        self._start, self._end = start, end
         self._full: dict[str, Any] | None = None
 
     def _record(self) -> dict[str, Any]:
         if self._full is None:
             try:
-                record = json.loads((self._data or b"")[self._start:self._end])
-            except ValueError:
+                record = json.loads((self._source or b"")[self._start:self._end])
+            except (OSError, ValueError):
                 record = None
-            self._full = record if isinstance(record, dict) else {"iteration": self.iteration, "kind": self.kind}
-            self._data = None
+            same = isinstance(record, dict) and record.get("iteration") == self.iteration and record.get("kind") == self.kind
+            self._full = record if same else {"iteration": self.iteration, "kind": self.kind}
+            self._source = None
         return self._full
 
     def __getitem__(self, key: str) -> Any:
@@ -86,6 +103,20 @@ class LazyReport(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._record())
+
+
+class LogBytes:
+    """A log file's bytes, read by slice when a lazy report is first parsed: a read log
+    holds the positions of its report lines, not the lines. The file stays open while
+    records refer to it."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")
+        weakref.finalize(self, self._file.close)
+
+    def __getitem__(self, span: slice) -> bytes:
+        self._file.seek(span.start)
+        return self._file.read(span.stop - span.start)
 
 
 class LogFileError(Exception):
@@ -141,29 +172,34 @@ class LogReader:
             head = _REPORT_LINE.match(line) if isinstance(line, bytes) else None
             if head is not None and line.endswith(_REPORT_LINE_ENDS):
                 self.records += 1
-                self._segment_for_record().reports.append(LazyReport(head, len(line)))
+                self._segment_for_record().reports.append(LazyReport(head, line, 0, len(line)))
             else:
                 self._parse(line)
 
-    def feed_buffer(self, data: bytes, end: int) -> None:
-        """Add the records of ``data[:end]``, complete lines: like :meth:`feed`, but report
-        lines are found with one scan of the buffer and kept unparsed (see
-        :class:`LazyReport`). The loop runs once per report of a long log, so it stays lean."""
-        find, ends_with = data.find, data.endswith
+    def feed_buffer(self, data: bytes | mmap.mmap, end: int, source: bytes | LogBytes) -> None:
+        """Add the records of ``data[:end]``, complete lines of the file ``source`` reads:
+        like :meth:`feed`, but report lines are found with one scan of the buffer and kept
+        unparsed, as positions in ``source`` (see :class:`LazyReport`). The loop runs once
+        per report of a long log, so it stays lean."""
+        find, search = data.find, _REPORT_LINE.search
         done = 0  # where the lines not yet added begin
         reports: list[Record] | None = None  # the current segment's, while no other record comes
-        for head in _REPORT_LINE.finditer(data, 0, end):
+        # Each search starts where the last report line ends, so that the regex engine never
+        # scans a report's body: finding its end is a memchr.
+        while (head := search(data, done, end)) is not None:
             start = head.start()
             if start != done:
-                if start < done or data[start - 1] != 0x0A:  # not at a line's start
-                    continue
+                if data[start - 1] != 0x0A and (head := _report_head(data, done, end)) is None:
+                    break
+                start = head.start()
                 self.feed(data[done:start].split(b"\n"))  # the records between two reports
                 reports = None
             line_end = find(b"\n", start, end)
-            if ends_with(_REPORT_LINE_ENDS, start, line_end):
+            whole = data[line_end - 1] == 0x7D == data[line_end - 2] or data[line_end - 3:line_end] == b"}}\r"
+            if whole:  # it ends as _REPORT_LINE_ENDS says
                 if reports is None:
                     reports = self._segment_for_record().reports
-                reports.append(LazyReport(head, line_end))
+                reports.append(LazyReport(head, source, start, line_end))
                 self.records += 1
             else:
                 self._parse(data[start:line_end])
@@ -225,6 +261,16 @@ def _base_name(path: Path, start: Record | None) -> str:
     return path.stem
 
 
+def _map(path: Path) -> bytes | mmap.mmap:
+    """The file's bytes, mapped rather than copied where the OS can (a regular, non-empty
+    file): reading a long log then costs one scan of the page cache."""
+    with open(path, "rb") as file:
+        try:
+            return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # empty, or not a regular file (a pipe)
+            return file.read()
+
+
 def read_log(path: str | os.PathLike[str]) -> RunLog:
     """Read a JSONL progress log (or the progress.jsonl in a trainer's out_dir).
 
@@ -239,31 +285,33 @@ def read_log(path: str | os.PathLike[str]) -> RunLog:
             f"(out_dir/progress.jsonl) or with build_sinks(jsonl=...)."
         )
     try:
-        data = path.read_bytes()
+        data = _map(path)
+        source = LogBytes(path) if isinstance(data, mmap.mmap) else data
     except OSError as exc:
         raise LogFileError(f"{path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from exc
-    if not data or data.isspace():
-        raise LogFileError(
-            f"{path} is empty: the run has not written its first record yet. Fix: wait until "
-            f"training starts, or check that this is the right file."
-        )
-    complete = data.rfind(b"\n") + 1  # what follows is a line still being written, if anything
-    tail = data[complete:]
-    reader = LogReader(path)
-    reader.feed_buffer(data, complete)
-    incomplete = False
-    if tail.strip():
-        complete_lines = reader.skipped_lines
-        reader.feed([tail])
-        incomplete = reader.skipped_lines > complete_lines
-        reader.skipped_lines = complete_lines
-    if reader.records == 0:
-        lines = data.count(b"\n") + bool(tail.strip())
-        raise LogFileError(
-            f"{path} is not a trainprogress JSONL log: none of its {lines} lines is a "
-            f"record with 'schema' and 'type' keys. Fix: pass the file the JSONL sink writes "
-            f"(out_dir/progress.jsonl with --jsonl_log=True)."
-        )
+    with data if isinstance(data, mmap.mmap) else nullcontext():
+        if _NOT_SPACE.search(data) is None:
+            raise LogFileError(
+                f"{path} is empty: the run has not written its first record yet. Fix: wait until "
+                f"training starts, or check that this is the right file."
+            )
+        complete = data.rfind(b"\n") + 1  # what follows is a line still being written, if anything
+        tail = data[complete:]
+        reader = LogReader(path)
+        reader.feed_buffer(data, complete, source)
+        incomplete = False
+        if tail.strip():
+            complete_lines = reader.skipped_lines
+            reader.feed([tail])
+            incomplete = reader.skipped_lines > complete_lines
+            reader.skipped_lines = complete_lines
+        if reader.records == 0:
+            lines = data[:complete].count(b"\n") + bool(tail.strip())
+            raise LogFileError(
+                f"{path} is not a trainprogress JSONL log: none of its {lines} lines is a "
+                f"record with 'schema' and 'type' keys. Fix: pass the file the JSONL sink writes "
+                f"(out_dir/progress.jsonl with --jsonl_log=True)."
+            )
     reader.name_runs()
     return RunLog(path=path, runs=reader.runs, skipped_lines=reader.skipped_lines, incomplete_tail=incomplete)
 
