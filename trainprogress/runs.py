@@ -51,11 +51,10 @@ class Segment:
 
     @property
     def final(self) -> Record | None:
-        """This process's final summary report, if it wrote one."""
-        for record in reversed(self.reports):
-            if record.get("kind") == "final":
-                return record
-        return None
+        """This process's final summary report, if it wrote one: its last report, since a
+        process writes it as it ends."""
+        last = self.reports[-1] if self.reports else None
+        return last if last is not None and last.get("kind") == "final" else None
 
 
 @dataclass
