@@ -211,3 +211,11 @@ def train_with_sinks(sinks, total=200, *, nan_at=None, crash_at=None, start_iter
             if it == crash_at:
                 raise RuntimeError("CUDA out of memory")
     return tracker
+
+
+def png_size(path) -> tuple[int, int]:
+    """A PNG's (width, height) in pixels, the file closed again."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size

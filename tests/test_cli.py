@@ -12,9 +12,8 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from helpers import FakeClock
+from helpers import FakeClock, png_size
 from logwriter import write_log
 from trainprogress.sinks.jsonl import SCHEMA_VERSION
 
@@ -94,7 +93,7 @@ def test_plot_writes_the_png_next_to_the_log_by_default(tmp_path):
     result = command("plot", log)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"Wrote {tmp_path / 'progress.png'} ({tmp_path.name})"
-    assert Image.open(tmp_path / "progress.png").size == (1600, 1000)
+    assert png_size(tmp_path / "progress.png") == (1600, 1000)
 
 
 def test_torn_lines_are_noted_and_skipped(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import FakeClock
+from helpers import FakeClock, png_size
 from logwriter import write_log
 from trainprogress import read_log
 from trainprogress.plot import ITERS, RUN_COLOURS, SMOOTHED, build_figure, save_plot
@@ -68,7 +68,8 @@ def test_the_png_is_1600_by_1000_with_a_line_drawn_in_every_panel(log_path, tmp_
     figure = build_figure([run])
     png = tmp_path / "run.png"
     figure.savefig(png)
-    image = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    with Image.open(png) as opened:
+        image = np.asarray(opened.convert("RGB")).astype(int)
     assert image.shape == (1000, 1600, 3)
     colours = {"Loss": SMOOTHED, "Learning rate": SMOOTHED, "Speed (pauses excluded)": ITERS,
                "Model FLOPs utilisation": ITERS, "Memory": RUN_COLOURS[0],
@@ -146,7 +147,7 @@ def test_save_plot_writes_atomically_and_leaves_pyplot_alone(log_path, tmp_path)
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["run.png"]
-    assert Image.open(tmp_path / "out" / "run.png").size == (1600, 1000)
+    assert png_size(tmp_path / "out" / "run.png") == (1600, 1000)
 
 
 def test_without_matplotlib_the_command_names_the_extra(log_path, tmp_path):

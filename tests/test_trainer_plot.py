@@ -9,8 +9,7 @@ import subprocess
 import sys
 import time
 
-from PIL import Image
-from helpers import NANECHO_TINY, REPO, run_script, TINY_TRAIN as TINY
+from helpers import NANECHO_TINY, REPO, run_script, TINY_TRAIN as TINY, png_size
 
 from trainprogress import read_log
 
@@ -25,7 +24,7 @@ def test_train_py_draws_progress_png_at_the_end(tmp_path):
     result = train("train.py", *TINY, "--max_iters=40", f"--out_dir={tmp_path}", "--jsonl_log=True")
     assert result.returncode == 0, result.stderr
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
-    assert Image.open(tmp_path / "progress.png").size == (1600, 1000)
+    assert png_size(tmp_path / "progress.png") == (1600, 1000)
     assert read_log(tmp_path).runs[-1].status == "completed"
 
 
@@ -33,7 +32,7 @@ def test_train_nanecho_draws_progress_png_at_the_end(tmp_path):
     result = train("train_nanecho.py", *NANECHO_TINY, "--max_iters", "20", "--out_dir", str(tmp_path), "--jsonl_log", "True")
     assert result.returncode == 0, result.stderr
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
-    assert Image.open(tmp_path / "progress.png").size == (1600, 1000)
+    assert png_size(tmp_path / "progress.png") == (1600, 1000)
 
 
 def test_no_plot_without_the_jsonl_log(tmp_path):
@@ -54,5 +53,5 @@ def test_an_interrupted_run_still_draws_its_plot(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err  # a graceful stop: checkpoint, summary, plot, then 128 + SIGINT
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in out
-    assert Image.open(tmp_path / "progress.png").size == (1600, 1000)
+    assert png_size(tmp_path / "progress.png") == (1600, 1000)
     assert read_log(log).runs[-1].status == "stopped"
