@@ -17,10 +17,10 @@ waits of 3x to 30x a step, log-uniform, on about one step in twenty, at random),
 run lengths and three seeds each. The last line counts the cases where the estimator is
 at or below the better baseline.
 
-``--explain CASE`` prints instead, for the cases whose name contains CASE, every report's
-signed error of the estimate, of each candidate forecast the estimator judges (model,
-whole-run average, blend) and of the baselines, and the candidate it follows: where and
-why it is above a baseline.
+``--explain CASE`` prints instead, for the cases whose name contains CASE, at every report
+the candidate the estimator follows and the signed error of its estimate, of each candidate
+forecast it judges (model, blend; the whole-run average is one of the baselines) and of the
+baselines: where and why it is above a baseline.
 """
 
 from __future__ import annotations
@@ -107,15 +107,15 @@ def score(total: int, steps: list[float]) -> dict[str, list[float]]:
 
 
 def explain(total: int, steps: list[float]) -> None:
-    """Prints, at each 1% boundary, the signed error (%) of the estimate, of each of the
-    estimator's candidate forecasts and of the baselines, and the candidate followed."""
-    print(f"{'iteration':>9} {'follows':>8}" + "".join(f"{name:>14}" for name in ("trainprogress", "model", "average*", "blend", "average", "ema")))
+    """Prints, at each 1% boundary, the candidate the estimator follows and the signed error
+    (%) of its estimate, of its other candidate forecasts (model, blend) and of the
+    baselines (the whole-run average is a candidate too)."""
+    print(f"{'iteration':>9} {'follows':>8}" + "".join(f"{name:>14}" for name in ("trainprogress", "model", "blend", "average", "ema")))
     for i, truth, estimator, estimates in replay(total, steps):
         candidates = estimator.forecasts(i) or {}
-        signed = [estimates["trainprogress"]] + [candidates.get(n, 0.0) * (total - i) for n in ("model", "average", "blend")]
+        signed = [estimates["trainprogress"]] + [candidates.get(name, 0.0) * (total - i) for name in ("model", "blend")]
         signed += [estimates["average"], estimates["ema"]]
         print(f"{i:9d} {estimator.chosen:>8}" + "".join(f"{100 * (eta - truth) / truth:13.2f}%" for eta in signed))
-    print("(average*: the estimator's whole-run average candidate; average and ema: the baselines)")
 
 
 def summarise(errors: list[float]) -> tuple[float, float]:
