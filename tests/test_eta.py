@@ -209,3 +209,17 @@ def test_estimate_uses_only_the_past():
             if i == 3000:
                 estimates.append((estimator.remaining_s(i), estimator.chosen))
     assert estimates[0] == estimates[1]
+
+
+def test_candidate_forecasts_and_the_one_followed():
+    # After a 90 s first step the whole-run average carries the warm-up, the model leaves
+    # it out, the blend is halfway; the estimate is the forecast of the candidate followed.
+    estimator = EtaEstimator(1000, window=20)
+    assert estimator.forecasts(1) is None
+    estimator.add_steps([90.0] + [0.1] * 499, 1)
+    forecasts = estimator.forecasts(500)
+    assert forecasts["model"] == pytest.approx(0.1)
+    assert forecasts["average"] == pytest.approx((90.0 + 49.9) / 500)
+    assert forecasts["blend"] == pytest.approx((forecasts["model"] + forecasts["average"]) / 2)
+    assert estimator.chosen == "model"
+    assert estimator.remaining_s(500) == pytest.approx(500 * forecasts["model"])

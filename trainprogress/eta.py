@@ -205,8 +205,9 @@ class EtaEstimator:
         if iteration >= self._next_judgement:
             self._judge_candidates(iteration)
 
-    def _forecasts(self, iteration: int) -> dict[str, float] | None:
-        """Every candidate's seconds per iteration as of ``iteration``; None until all have one."""
+    def forecasts(self, iteration: int) -> dict[str, float] | None:
+        """Every candidate's expected seconds per remaining iteration as of ``iteration``,
+        by name ("model", "average", "blend"); None until all have one."""
         model = self._model_seconds_per_iter(iteration)
         if model is None:
             return None
@@ -214,7 +215,7 @@ class EtaEstimator:
         return {"model": model, "average": average, "blend": (model + average) / 2}
 
     def _judge_candidates(self, iteration: int) -> None:
-        forecasts = self._forecasts(iteration)
+        forecasts = self.forecasts(iteration)
         if forecasts is not None:
             self._judge.judge(iteration, self._elapsed_s, forecasts)
         # The next boundary k x total / JUDGEMENTS_PER_RUN (floored, as the tracker's
@@ -251,7 +252,7 @@ class EtaEstimator:
     def seconds_per_iter(self, iteration: int) -> float | None:
         """Expected wall seconds per remaining iteration, from the candidate chosen (see the
         module doc); None while the model cannot estimate yet."""
-        forecasts = self._forecasts(iteration)
+        forecasts = self.forecasts(iteration)
         return None if forecasts is None else forecasts[self._judge.chosen]
 
     def _model_seconds_per_iter(self, iteration: int) -> float | None:
