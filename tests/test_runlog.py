@@ -12,7 +12,7 @@ import pytest
 from helpers import FakeClock
 from logwriter import write_log
 from trainprogress import read_log
-from trainprogress.runlog import LogFileError, LogReader, report_from_record
+from trainprogress.runlog import LogBytes, LogFileError, LogReader, report_from_record
 from trainprogress.sinks.console import render_final, render_progress
 from trainprogress.sinks.jsonl import SCHEMA_VERSION
 
@@ -132,10 +132,16 @@ def test_every_record_reads_as_its_line_parsed(tmp_path):
     records = [r for segment in run.segments for r in (segment.start, *segment.reports, *segment.events, segment.end)]
     key = lambda r: (r["time"], r["type"], r["iteration"])  # noqa: E731
     assert sorted((dict(r) for r in records), key=key) == sorted(lines, key=key)
-    live = LogReader(path)  # what `trainprogress watch` reads with, line by line
-    live.feed(path.read_bytes().splitlines())
-    live_reports = [dict(r) for segment in live.runs[0].segments for r in segment.reports]
-    assert live_reports == [dict(r) for segment in run.segments for r in segment.reports]
+    data = path.read_bytes()
+    middle = data.index(b"\n", len(data) // 2) + 1
+    live = LogReader(path)  # as `trainprogress watch` reads: what was appended, in pieces
+    for begin, end in ((0, middle), (middle, len(data))):
+        live.feed_buffer(data[begin:end], end - begin, LogBytes(path), begin)
+    lines = LogReader(path)  # line by line
+    lines.feed(data.splitlines())
+    expected = [dict(r) for segment in run.segments for r in segment.reports]
+    for reader in (live, lines):
+        assert [dict(r) for segment in reader.runs[0].segments for r in segment.reports] == expected
 
 
 def test_unknown_keys_and_record_types_are_ignored(tmp_path):

@@ -92,16 +92,17 @@ def test_watch_once_prints_the_current_state_of_a_running_log(tmp_path):
 def test_the_follower_returns_only_complete_lines_and_starts_over_on_a_new_file(tmp_path):
     path = tmp_path / "log.jsonl"
     follower = LogFollower(path)
-    assert follower.poll() == ([], False)  # not there yet
+    assert follower.poll() == (b"", 0, False)  # not there yet
     with open(path, "wb") as handle:
         handle.write(b'{"a": 1}\n{"b"')
         handle.flush()
-        assert follower.poll() == ([b'{"a": 1}'], False)
+        assert follower.poll() == (b'{"a": 1}\n', 0, False)
         handle.write(b': 2}\n')
         handle.flush()
-        assert follower.poll() == ([b'{"b": 2}'], False)
+        assert follower.poll() == (b'{"b": 2}\n', 9, False)  # from the line's start in the file
+        assert follower.poll() == (b"", 18, False)
     path.unlink()
     path.write_bytes(b'{"c": 3}\n')  # replaced, as by a run started again from scratch
-    assert follower.poll() == ([b'{"c": 3}'], True)
+    assert follower.poll() == (b'{"c": 3}\n', 0, True)
     path.write_bytes(b"")  # truncated
-    assert follower.poll() == ([], True)
+    assert follower.poll() == (b"", 0, True)

@@ -176,11 +176,11 @@ class LogReader:
             else:
                 self._parse(line)
 
-    def feed_buffer(self, data: bytes | mmap.mmap, end: int, source: bytes | LogBytes) -> None:
-        """Add the records of ``data[:end]``, complete lines of the file ``source`` reads:
-        like :meth:`feed`, but report lines are found with one scan of the buffer and kept
-        unparsed, as positions in ``source`` (see :class:`LazyReport`). The loop runs once
-        per report of a long log, so it stays lean."""
+    def feed_buffer(self, data: bytes | mmap.mmap, end: int, source: bytes | LogBytes, offset: int = 0) -> None:
+        """Add the records of ``data[:end]``, complete lines that begin at ``offset`` in what
+        ``source`` reads: like :meth:`feed`, but report lines are found with one scan of the
+        buffer and kept unparsed, as positions in ``source`` (see :class:`LazyReport`). The
+        loop runs once per report of a long log, so it stays lean."""
         find, search = data.find, _REPORT_LINE.search
         done = 0  # where the lines not yet added begin
         reports: list[Record] | None = None  # the current segment's, while no other record comes
@@ -199,7 +199,7 @@ class LogReader:
             if whole:  # it ends as _REPORT_LINE_ENDS says
                 if reports is None:
                     reports = self._segment_for_record().reports
-                reports.append(LazyReport(head, source, start, line_end))
+                reports.append(LazyReport(head, source, offset + start, offset + line_end))
                 self.records += 1
             else:
                 self._parse(data[start:line_end])

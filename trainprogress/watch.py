@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import format as fmt
-from .runlog import LogFileError, LogReader, report_from_record, resolve_log_path
+from .runlog import LogBytes, LogFileError, LogReader, report_from_record, resolve_log_path
 from .runs import Record, Run
 from .sinks.console import ConsoleSink, to_ascii
 
@@ -29,7 +29,8 @@ FOREIGN_LINES_LIMIT = 20
 
 
 class LogFollower:
-    """Returns the complete lines appended to a file since the last call."""
+    """Returns the complete lines appended to a file since the last call, with where in the
+    file they begin."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -37,27 +38,30 @@ class LogFollower:
         self._partial = b""
         self._identity: tuple[int, int] | None = None
 
-    def poll(self) -> tuple[list[bytes], bool]:
-        """(new complete lines, whether the file was replaced or truncated since the last
-        call, so that what was read before no longer holds). No lines while it is missing."""
+    def poll(self) -> tuple[bytes, int, bool]:
+        """(the new complete lines, each ending in a newline; the file offset at which they
+        begin; whether the file was replaced or truncated since the last call, so that what
+        was read before no longer holds). No lines while it is missing."""
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
-            return [], False
+            return b"", self._offset, False
         identity = (stat.st_dev, stat.st_ino)
         restarted = self._identity is not None and (identity != self._identity or stat.st_size < self._offset)
         if restarted:
             self._offset, self._partial = 0, b""
         self._identity = identity
+        begin = self._offset - len(self._partial)
         if stat.st_size == self._offset:
-            return [], restarted
+            return b"", begin, restarted
         with open(self.path, "rb") as handle:
             handle.seek(self._offset)
             data = handle.read()
-        self._offset += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        return lines, restarted
+        data = self._partial + data if self._partial else data  # a long log's first read is not copied
+        self._offset = begin + len(data)
+        complete = data.rfind(b"\n") + 1
+        self._partial = data[complete:]
+        return data if complete == len(data) else data[:complete], begin, restarted
 
 
 def progress_bar(percent: float, ascii: bool = False) -> str:
@@ -111,6 +115,7 @@ class Watcher:
         self.clock = clock
         self._follower = LogFollower(self.path)
         self._reader = LogReader(self.path)
+        self._source: LogBytes | None = None  # what the reports read their lines from, once the file exists
         self._lines_seen = 0
         self._shown: Record | None = None
 
@@ -121,11 +126,13 @@ class Watcher:
     def update(self) -> Run | None:
         """Read what was appended and redraw what changed; returns the latest run (None
         before the first record)."""
-        lines, restarted = self._follower.poll()
+        lines, offset, restarted = self._follower.poll()
         if restarted:
-            self._reader, self._lines_seen = LogReader(self.path), 0
-        self._lines_seen += len(lines)
-        self._reader.feed(lines)
+            self._reader, self._source, self._lines_seen = LogReader(self.path), None, 0
+        if lines:
+            self._source = self._source or LogBytes(self.path)
+            self._lines_seen += lines.count(b"\n")
+            self._reader.feed_buffer(lines, len(lines), self._source, offset)
         if self._reader.records == 0 and self._lines_seen >= FOREIGN_LINES_LIMIT:
             raise LogFileError(
                 f"{self.path} is not a trainprogress JSONL log: none of its first {self._lines_seen} lines is a "
