@@ -195,8 +195,7 @@ class LogReader:
                 self.feed(data[done:start].split(b"\n"))  # the records between two reports
                 reports = None
             line_end = find(b"\n", start, end)
-            whole = data[line_end - 1] == 0x7D == data[line_end - 2] or data[line_end - 3:line_end] == b"}}\r"
-            if whole:  # it ends as _REPORT_LINE_ENDS says
+            if data[line_end - 3:line_end].endswith(_REPORT_LINE_ENDS):
                 if reports is None:
                     reports = self._segment_for_record().reports
                 reports.append(LazyReport(head, source, offset + start, offset + line_end))
