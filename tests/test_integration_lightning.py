@@ -130,3 +130,104 @@ def test_lightning_crash_inside_training_gives_the_crash_summary(tmp_path, capfd
     lines = read_jsonl(jsonl)
     assert any(e["type"] == "event" and e["event"] == "crash" and "boom at step 7" in e["data"]["error"] for e in lines)
     assert lines[-1]["status"] == "crashed"
+
+
+class ValLosses(L.Callback):
+    """The validation losses Lightning computed, in order (the sanity check left out)."""
+
+    def __init__(self):
+        self.values = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.values.append(float(trainer.callback_metrics["val_loss"]))
+
+
+def test_lightning_validation_after_the_last_step_reaches_the_summary(tmp_path):
+    from trainprogress.runlog import read_log
+    from trainprogress.summary import summarize
+
+    jsonl = tmp_path / "p.jsonl"
+    val_losses = ValLosses()
+    torch.manual_seed(0)
+    trainer = L.Trainer(max_steps=STEPS, accumulate_grad_batches=ACCUM, accelerator="cpu", devices=1,
+                        default_root_dir=str(tmp_path), enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[TrainProgress(sinks=build_sinks(console=False, jsonl=jsonl)), val_losses])
+    trainer.fit(TinyLM())
+    # Validation ran after each epoch: steps 100 and 200, the last; the last is the best.
+    assert len(val_losses.values) == 2 and val_losses.values[1] < val_losses.values[0]
+    final = [r for r in read_jsonl(jsonl) if r["type"] == "report" and r["kind"] == "final"][0]
+    assert final["best_val_loss"] == pytest.approx(min(val_losses.values), rel=1e-6)
+    assert final["metrics"]["val_loss"] == pytest.approx(val_losses.values[-1], rel=1e-6)
+    assert summarize(read_log(jsonl).runs[-1])["best_val_loss"] == pytest.approx(min(val_losses.values), rel=1e-6)
+
+
+class MicroLosses(TinyLM):
+    """Keeps every micro-batch's loss as the step computed it (a test may sync)."""
+
+    def __init__(self):
+        super().__init__()
+        self.micro_losses = []
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.micro_losses.append(loss.item())
+        return loss
+
+    def train_dataloader(self):
+        tokens = torch.randint(0, VOCAB, (100 * BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+        return torch.utils.data.DataLoader(tokens, batch_size=BATCH)
+
+
+def test_lightning_epoch_not_divisible_by_the_accumulation_reports_each_steps_true_loss(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    model = MicroLosses()
+    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=3, accelerator="cpu", devices=1, limit_val_batches=0,
+                        default_root_dir=str(tmp_path), enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[TrainProgress(sinks=build_sinks(console=False, jsonl=jsonl))])
+    trainer.fit(model)
+    # 100 micro-batches at 3 a step: 33 full steps, then one of a single micro-batch.
+    assert trainer.global_step == 34 and len(model.micro_losses) == 100
+    true_losses = [sum(group) / len(group) for group in (model.micro_losses[i:i + 3] for i in range(0, 100, 3))]
+    reports = [r for r in read_jsonl(jsonl) if r["type"] == "report"]
+    assert [r["iteration"] for r in reports if r["kind"] == "scheduled"] == list(range(1, 35))
+    for r in reports:
+        assert r["loss"] == pytest.approx(true_losses[r["iteration"] - 1], rel=1e-5), r["iteration"]
+    assert reports[-1]["kind"] == "final" and reports[-1]["loss"] == pytest.approx(model.micro_losses[-1], rel=1e-5)
+
+
+class Unsized(torch.utils.data.IterableDataset):
+    """40 batches' worth of token rows, with no len()."""
+
+    def __iter__(self):
+        yield from torch.randint(0, VOCAB, (40 * BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+
+
+class UnsizedLM(TinyLM):
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(Unsized(), batch_size=BATCH)
+
+
+def fit_unsized(root, progress):
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, limit_val_batches=0, default_root_dir=str(root),
+                        enable_model_summary=False, enable_checkpointing=False, callbacks=[progress])
+    trainer.fit(UnsizedLM())
+    return trainer
+
+
+def test_lightning_unsized_loader_without_max_steps_trains_with_one_warning(tmp_path, caplog, capfd):
+    with caplog.at_level("WARNING", logger="trainprogress.integrations.lightning"):
+        trainer = fit_unsized(tmp_path, TrainProgress())
+    assert trainer.global_step == 40  # trained to the loader's end, as without the integration
+    warnings = [r.getMessage() for r in caplog.records if r.name == "trainprogress.integrations.lightning"]
+    assert len(warnings) == 1 and "cannot size this run" in warnings[0] and "iters_per_epoch=N" in warnings[0]
+    assert "TRAINING PROGRESS" not in capfd.readouterr().out
+
+
+def test_lightning_unsized_loader_is_sized_by_iters_per_epoch(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    fit_unsized(tmp_path, TrainProgress(iters_per_epoch=40, sinks=build_sinks(console=False, jsonl=jsonl)))
+    lines = read_jsonl(jsonl)
+    reports = [r for r in lines if r["type"] == "report" and r["kind"] == "scheduled"]
+    assert lines[0]["total_iters"] == 40 and [r["iteration"] for r in reports] == list(range(1, 41))
+    assert reports[-1]["percent"] == 100.0 and lines[-1]["status"] == "completed"

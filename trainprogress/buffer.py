@@ -67,6 +67,7 @@ class ValueBuffer:
         (e.g. val_loss=None between evaluations) and keeps the previous value. A
         ``best_val_loss`` (a resumed run's earlier best) only lowers the tracked best."""
         values = {name: value for name, value in values.items() if value is not None}
+        self._snapshot = None  # values recorded after a report at this iteration (at close) must reach the next
         val_loss = values.get("val_loss")
         if val_loss is not None and not is_tensor(val_loss):
             self._update_best(float(val_loss))

@@ -518,14 +518,17 @@ class ProgressTracker:
         step was timed. No sync."""
         return self._builder.mfu(self.iters_per_s)
 
-    def close(self, error: BaseException | None = None) -> Report | None:
+    def close(self, error: BaseException | None = None, **values: Any) -> Report | None:
         """End the run: send the final summary (on the master) and close the sinks. Safe to
         call more than once; later calls do nothing and return None. ``error``, when the run
         ends by an exception, is sent to the sinks as a "crash" event first, and makes the
         summary's ``outcome`` CRASHED (else COMPLETED when every iteration is done, STOPPED
-        when not)."""
+        when not). Named ``values`` measured after the last step (an evaluation at the last
+        step: ``close(val_loss=v)``) go into the final report as ``step()``'s would."""
         if self._closed:
             return None
+        if values:
+            self._buffer.record(values)
         self._closed = True
         self._next_due = 0  # every later step() goes to _on_due, which ignores it
         if self._watchdog is not None:

@@ -234,7 +234,9 @@ class TrainProgressCallback(FrameworkPauses, TrainerCallback):
     def _close(self, error: BaseException | None) -> None:
         if self.tracker is not None:
             self._end_pause()
-            self.tracker.close(error=error)
+            # An evaluation after the last step has no step left to carry its loss.
+            self.tracker.close(error=error, val_loss=self._val_loss)
+            self._val_loss = None
         if self._hf_bars_were_on:
             self._hf_bars_were_on = False
             hf_logging.enable_progress_bar()

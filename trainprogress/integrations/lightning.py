@@ -2,11 +2,15 @@
 
 ``TrainProgress`` is a Lightning progress bar, so it replaces the built-in one. It counts
 one step per optimizer step (not per micro-batch), reports the step's loss undone from
-Lightning's division by ``accumulate_grad_batches`` (the sum of the micro-batch losses),
-the learning rate the optimizer used, and the latest logged ``val_loss``. The total is
-``trainer.estimated_stepping_batches``; the sanity check is left out; validation and
-checkpointing are pauses; a run resumed with ``ckpt_path=`` continues its percent; a crash
-ends with the tracker's summary. Only global rank 0 speaks.
+Lightning's division by ``accumulate_grad_batches`` (the mean over the micro-batches the
+step had, the epoch's last and shorter step included), the learning rate the optimizer
+used, and the latest logged ``val_loss`` (a validation after the last step reaches the
+final summary). The total is ``trainer.estimated_stepping_batches``; a run Lightning cannot
+size (a loader without len() and no max_steps) is sized ``max_epochs`` x the
+``iters_per_epoch=`` given to ``TrainProgress``, else gets no reports, with one warning.
+The sanity check is left out; validation and checkpointing are pauses; a run resumed with
+``ckpt_path=`` continues its percent; a crash ends with the tracker's summary. Only global
+rank 0 speaks.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class TrainProgress(FrameworkPauses, ProgressBar):
         self.tracker: ProgressTracker | None = None
         self._rank_mean: RankMeanLoss | None = None
         self._loss_sum: Any = None
+        self._micro_batches = 0
         self._lr: Any = None
         self._val_loss: Any = None
         self._last_global_step = 0
@@ -63,22 +68,37 @@ class TrainProgress(FrameworkPauses, ProgressBar):
         self._enabled = True
 
     def on_train_start(self, trainer, pl_module):
-        total = trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            logger.warning(
-                "trainprogress: Lightning cannot size this run (a data loader without len() and no max_steps); "
-                "no progress reports. Pass Trainer(max_steps=N) to get them."
-            )
-            return
         kwargs = dict(self._tracker_kwargs)
-        interval = kwargs.get("interval_percent", 1.0)
+        size = self._run_size(trainer, kwargs.pop("iters_per_epoch", None))
+        if size is None:
+            return
         start = trainer.global_step
+        if "total_iters" in size:
+            start = min(start, size["total_iters"])
         self.tracker = ProgressTracker(
-            int(total), start_iter=min(start, int(total)), is_master=trainer.is_global_zero and self._enabled, **kwargs
+            start_iter=start, is_master=trainer.is_global_zero and self._enabled, **size, **kwargs
         )
-        self._rank_mean = RankMeanLoss(int(total), start, interval)
-        self._last_global_step = start
+        self._rank_mean = RankMeanLoss(self.tracker.total_iters, start, kwargs.get("interval_percent", 1.0))
+        self._last_global_step = trainer.global_step
         self._loss_sum = None
+        self._micro_batches = 0
+
+    @staticmethod
+    def _run_size(trainer: Any, iters_per_epoch: int | None) -> dict[str, int] | None:
+        """The tracker's sizing arguments: Lightning's estimate of the optimizer steps, else
+        ``max_epochs`` x the ``iters_per_epoch`` given to TrainProgress (as the README sizes
+        a loop whose loader has no len()), else None, with one warning."""
+        total = trainer.estimated_stepping_batches
+        if math.isfinite(total) and total >= 1:  # -1: an unsized loader and no max_steps
+            return {"total_iters": int(total)}
+        epochs = trainer.max_epochs
+        if iters_per_epoch is not None and epochs is not None and epochs >= 1:
+            return {"epochs": epochs, "iters_per_epoch": iters_per_epoch}
+        logger.warning(
+            "trainprogress: Lightning cannot size this run (a data loader without len() and no max_steps), so it "
+            "gets no progress reports; pass Trainer(max_steps=N), or TrainProgress(iters_per_epoch=N) with max_epochs."
+        )
+        return None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._end_pause()  # a checkpoint written after the previous batch
@@ -92,13 +112,19 @@ class TrainProgress(FrameworkPauses, ProgressBar):
             return
         loss = _batch_loss(outputs)
         if loss is not None:
-            # Lightning divided each micro-batch's loss by accumulate_grad_batches: the sum
-            # over the micro-batches of one optimizer step is that step's mean loss.
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            self._micro_batches += 1
         if trainer.global_step == self._last_global_step:
             return  # a micro-batch that only accumulated gradients
         self._last_global_step = trainer.global_step
         step_loss, self._loss_sum = self._loss_sum, None
+        micro_batches, self._micro_batches = self._micro_batches, 0
+        accumulation = trainer.accumulate_grad_batches
+        if step_loss is not None and micro_batches != accumulation:
+            # Lightning divides every micro-batch's loss by accumulate_grad_batches, also in
+            # the epoch's last step when it has fewer micro-batches: rescale that sum to
+            # the mean over the micro-batches the step had (a tensor op, no sync).
+            step_loss = step_loss * (accumulation / micro_batches)
         step_loss = self._rank_mean(self.tracker.iteration + 1, step_loss)
         self.tracker.step(loss=step_loss, lr=self._lr, val_loss=self._val_loss)
         self._val_loss = None
@@ -131,5 +157,7 @@ class TrainProgress(FrameworkPauses, ProgressBar):
     def _close(self, error: BaseException | None) -> None:
         if self.tracker is not None:
             self._end_pause()
-            self.tracker.close(error=error)
+            # A validation after the last step has no step left to carry its loss.
+            self.tracker.close(error=error, val_loss=self._val_loss)
             self.tracker = None
+            self._val_loss = None
