@@ -155,3 +155,30 @@ def test_hf_reported_loss_is_the_loss_hf_itself_logs_for_that_step(tmp_path):
     for r in reports:
         assert r["loss"] == pytest.approx(hf_losses[r["iteration"]], rel=1e-5)
         assert r["lr"] == pytest.approx(hf_lrs[r["iteration"]])
+
+
+class CountingTokens(RandomTokens):
+    """Rows that count up from a random start: a sequence the model learns within a few
+    dozen steps, so each evaluation is lower than the one before."""
+
+    def __init__(self, n, seed):
+        starts = torch.randint(0, VOCAB, (n, 1), generator=torch.Generator().manual_seed(seed))
+        self.ids = (starts + torch.arange(SEQ)) % VOCAB
+
+
+def test_hf_evaluation_at_the_last_step_reaches_the_summary(tmp_path):
+    from trainprogress.runlog import read_log
+    from trainprogress.summary import summarize
+
+    jsonl = tmp_path / "p.jsonl"
+    trainer = make_trainer(tmp_path / "run", jsonl)
+    trainer.args.max_steps, trainer.args.eval_steps, trainer.args.save_strategy = 40, 20, "no"
+    trainer.train_dataset, trainer.eval_dataset = CountingTokens(256, 1), CountingTokens(16, 2)
+    trainer.train()
+    evals = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
+    # Evaluations at steps 20 and 40 (the last); the last is the best.
+    assert len(evals) == 2 and evals[1] < evals[0]
+    lines = read_jsonl(jsonl)
+    final = [r for r in lines if r["type"] == "report" and r["kind"] == "final"][0]
+    assert final["best_val_loss"] == pytest.approx(min(evals)) and final["metrics"]["val_loss"] == pytest.approx(evals[1])
+    assert summarize(read_log(jsonl).runs[-1])["best_val_loss"] == pytest.approx(min(evals))
