@@ -1,5 +1,6 @@
 """The notebook display, in a real Jupyter kernel: a notebook executed headless with
-nbclient shows one display, updated in place, holding the full block at the end."""
+nbclient shows one display, updated in place, holding the full block at the end, and a
+cell ending in ``tracker.close()`` echoes a one-line Report."""
 
 from pathlib import Path
 
@@ -22,7 +23,7 @@ tracker = ProgressTracker(300, interval_percent=1)
 for i in range(300):
     time.sleep(0.003)
     tracker.step(loss=5.0 - i / 100, lr=1e-3)
-final = tracker.close()
+tracker.close()
 """
 
 
@@ -33,7 +34,9 @@ def test_a_notebook_gets_one_display_updated_in_place(tmp_path):
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     outputs = nb.cells[0].outputs
-    assert [o.output_type for o in outputs] == ["display_data"], [o.get("text", "") for o in outputs]
+    assert [o.output_type for o in outputs] == ["display_data", "execute_result"], [o.get("text", "") for o in outputs]
+    # The cell's last line, tracker.close(), echoes its Report: one short line, not every field.
+    assert outputs[1].data["text/plain"] == "Report(final, completed, 100%, iteration 300/300, loss 2.01)"
     plain = outputs[0].data["text/plain"]
     # The final state of the one display: the last full block, then the summary.
     assert plain.startswith("100% (300/300), finished")

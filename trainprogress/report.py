@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from .format import format_percent
+
 # What kind of moment a Report describes.
 SCHEDULED = "scheduled"  # a regular interval boundary (every 1% by default)
 ANOMALY = "anomaly"  # an extra report triggered by an anomaly detector
@@ -146,6 +148,16 @@ class Report:
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))
         object.__setattr__(self, "ranks", _frozen_mapping(self.ranks))
+
+    def __repr__(self) -> str:
+        """One short line, for a notebook cell that ends in ``tracker.close()``: "Report(final,
+        completed, 100%, iteration 400/400, loss 2.91)". Every field is an attribute; the
+        dataclass's equality still compares them all."""
+        parts = [self.kind, *([self.outcome] if self.outcome else []), format_percent(self.percent),
+                 f"iteration {self.iteration}/{self.total_iters}"]
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4g}")
+        return f"Report({', '.join(parts)})"
 
     def scalars(self) -> dict[str, float]:
         """The report's numbers under one flat, slash-namespaced key scheme with units in the
