@@ -49,9 +49,10 @@ def materialise(values: Sequence[Any]) -> list[float]:
 
 
 def is_number(value: Any) -> bool:
-    """Whether ``value`` is an int, a float (bools included) or a tensor: what becomes a float
-    at a report. Anything else (a phase name) is reported as it is."""
-    return is_tensor(value) or isinstance(value, (int, float))
+    """Whether ``value`` is a number (bools included; numpy and JAX scalars too: anything
+    with ``__float__``) or a tensor: what becomes a float at a report. Anything else (a
+    phase name) is reported as it is."""
+    return is_tensor(value) or hasattr(type(value), "__float__")
 
 
 def materialise_named(losses: Sequence[Any], named: Mapping[str, Any]) -> tuple[list[float], dict[str, float]]:
