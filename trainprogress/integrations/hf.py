@@ -12,11 +12,35 @@ the tracker's summary before the exception goes on.
 
 No host-device sync is added per step: losses and gradient norms are kept as tensors by
 reference and read once per report.
+
+What the hooks are given, and what they are not. The run's size, resume point and rank
+come from ``state``; the precision, world size and accumulation from ``args``; the model
+(for MFU) from ``model``; the learning rate from ``optimizer`` in ``on_optimizer_step``;
+the eval loss from ``metrics`` in ``on_evaluate``; whether an eval or a save follows from
+``control``. Four things no hook gives (transformers 5.x), and each needs the Trainer:
+
+- the step's loss: no hook receives it. ``on_log`` has it only at ``logging_steps``, as a
+  mean since the previous log; forcing logs at our reports would change the numbers the
+  user's own logs and loggers record. So ``training_step``'s return value is observed;
+- the pre-clip gradient norm: the Trainer hands it only to its private logging; after
+  clipping (``on_pre_optimizer_step``) the gradients no longer tell it. So
+  ``accelerator.clip_grad_norm_`` is observed;
+- a crash: there is no exception hook, and ``on_train_end`` does not run after one. So
+  ``train`` is observed, to end the tracker with the crash before the exception goes on;
+- HF's own bar and log printer: callbacks are not given the callback handler to remove
+  them from.
+
+Callbacks are not given their Trainer either, so it is found once, in ``on_init_end`` (or
+``on_train_begin`` for a callback added later), as the ``self`` of the Trainer method that
+calls the hook. Only that one instance's bound methods are wrapped; the Trainer class and
+every other Trainer are left as they are.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import sys
 from typing import Any
 
 try:
@@ -31,6 +55,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ..flops import gpt_flops_per_token
 from ..tracker import ProgressTracker
 from ._common import FrameworkPauses, RankMeanLoss, batch_tokens, find_caller_self
+
+logger = logging.getLogger(__name__)
 
 
 def _hf_printers() -> tuple[type, ...]:
@@ -70,6 +96,17 @@ def _precision(args: Any) -> str:
     return "tf32" if getattr(args, "tf32", False) else "fp32"
 
 
+def _warn_if_each_process_trains_alone(args: Any) -> None:
+    """Under torchrun on a machine without a GPU, a Trainer not told ``use_cpu=True`` trains
+    one whole run per process (``args.world_size`` is 1 in each), and each prints."""
+    dist = sys.modules["torch"].distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > args.world_size == 1:
+        if dist.get_rank() == 0:
+            logger.warning("trainprogress: %d processes each train the whole run alone (TrainingArguments.world_size "
+                           "is 1); on CPU pass TrainingArguments(use_cpu=True) to train them as one run",
+                           dist.get_world_size())
+
+
 class TrainProgressCallback(FrameworkPauses, TrainerCallback):
     """Progress reports for a Hugging Face ``Trainer`` run. Takes ProgressTracker's keyword
     arguments (``sinks=``, ``interval_percent=``, ``anomaly=``, ...), except the run's size
@@ -84,6 +121,9 @@ class TrainProgressCallback(FrameworkPauses, TrainerCallback):
         self._tracker_kwargs = tracker_kwargs
         self.tracker: ProgressTracker | None = None
         self._trainer: Any = None
+        self._args: Any = None
+        self._state: Any = None
+        self._model: Any = None
         self._rank_mean: RankMeanLoss | None = None
         self._micro_losses: list[Any] = []
         self._grad_norm: Any = None
@@ -95,9 +135,10 @@ class TrainProgressCallback(FrameworkPauses, TrainerCallback):
     def on_init_end(self, args, state, control, **kwargs):
         self._attach(find_caller_self(Trainer))
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         if self._trainer is None:  # added with trainer.add_callback after the Trainer was built
             self._attach(find_caller_self(Trainer))
+        self._args, self._state, self._model = args, state, model
         self.tracker = None  # made at the first micro-batch, when the batch's shape is known
         self._micro_losses = []
         # HF's own bars (checkpoint shards, downloads) would write carriage returns between
@@ -157,8 +198,8 @@ class TrainProgressCallback(FrameworkPauses, TrainerCallback):
         trainer.train = reported_train
 
     def _start(self, first_batch: Any) -> None:
-        trainer = self._trainer
-        args, state = trainer.args, trainer.state
+        args, state, model = self._args, self._state, self._model
+        _warn_if_each_process_trains_alone(args)
         kwargs = dict(self._tracker_kwargs)
         micro_tokens = batch_tokens(first_batch)
         world = max(1, args.world_size)
@@ -166,12 +207,12 @@ class TrainProgressCallback(FrameworkPauses, TrainerCallback):
             kwargs["tokens_per_iter"] = micro_tokens * args.gradient_accumulation_steps * world
         if kwargs.get("tokens_per_iter") and "flops_per_iter" not in kwargs and micro_tokens is not None:
             seq_len = first_batch["input_ids"].shape[-1]
-            per_token = model_flops_per_token(trainer.model, seq_len)
+            per_token = model_flops_per_token(model, seq_len)
             if per_token is not None:
                 # Per device: MFU compares with one device's peak.
                 kwargs["flops_per_iter"] = per_token * kwargs["tokens_per_iter"] / world
         kwargs.setdefault("precision", _precision(args))
-        kwargs.setdefault("run_config", {"trainer": type(trainer).__name__, "model": type(trainer.model).__name__})
+        kwargs.setdefault("run_config", {"trainer": type(self._trainer).__name__, "model": type(model).__name__})
         interval = kwargs.get("interval_percent", 1.0)
         self.tracker = ProgressTracker(
             state.max_steps, start_iter=state.global_step, is_master=state.is_world_process_zero, **kwargs
