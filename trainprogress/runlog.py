@@ -240,6 +240,8 @@ class LogReader:
                 self._new_run(record)
         elif kind == "run_end":
             self._segment_for_record().end = record
+        elif kind == "gap":
+            self._segment_for_record().gaps.append(record)
         # Other types are newer additions this reader does not use.
 
     def name_runs(self) -> None:

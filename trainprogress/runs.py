@@ -22,12 +22,14 @@ RUNNING = "running"
 class Segment:
     """What one process of a run wrote: its ``run_start`` record (None when the file begins
     without one), its reports (scheduled, anomaly and final, in file order), its events and
-    its ``run_end`` record (None while it runs, or when it was killed)."""
+    its ``run_end`` record (None while it runs, or when it was killed), and its ``gap``
+    records (where records that could not be written were dropped)."""
 
     start: Record | None
     reports: list[Record] = field(default_factory=list)
     events: list[Record] = field(default_factory=list)
     end: Record | None = None
+    gaps: list[Record] = field(default_factory=list)
 
     @property
     def start_iter(self) -> int:
@@ -154,9 +156,17 @@ class Run:
         return int(last["iteration"]) if last is not None else 0
 
     @property
+    def gaps(self) -> list[Record]:
+        """The gap records of every process: records the log could not hold were dropped there."""
+        return [gap for segment in self.segments for gap in segment.gaps]
+
+    @property
     def status(self) -> str:
-        """"completed", "stopped" or "crashed" once the latest process wrote its end;
-        "running" before (still running, or killed without a chance to write it)."""
+        """How the run ended, from its latest process's ``run_end`` record, else from that
+        process's final report: "completed", "stopped" or "crashed". Only a latest process
+        with neither is "running" (still running, or killed without a chance to write
+        them). A gap in the log changes nothing: a log with a gap and a ``run_end`` is the
+        run that ended so, with the gap noted (``gaps``)."""
         end = self.end
         if end is not None and end.get("status"):
             return str(end["status"])

@@ -120,6 +120,10 @@ def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> 
         ],
         "reports": len(run.reports),
         "skipped_lines": log.skipped_lines if log else 0,
+        "gaps": [
+            {key: gap.get(key) for key in ("records", "reports", "from_iteration", "to_iteration", "error")}
+            for gap in run.gaps
+        ],
     }
     if run.status == RUNNING and latest.get("eta_s") is not None and "time" in latest:
         summary["eta_s"] = max(0.0, latest["eta_s"] - (now - latest["time"]))
@@ -183,6 +187,9 @@ def format_summary(s: dict[str, Any]) -> list[str]:
         at = ", ".join(fmt.format_count(i) for i in s["resumed_at"])
         lines.append(f"{BULLET}Resumed {len(s['resumed_at'])}× (at iteration {at}); "
                      f"{s['superseded_records']} records of redone iterations superseded")
+    for gap in s["gaps"]:
+        lines.append(f"{BULLET}Log gap: {gap['records']} records ({gap['reports']} reports) of iterations "
+                     f"{gap['from_iteration']} to {gap['to_iteration']} could not be written ({gap['error']})")
     if s["anomalies"]:
         shown = "; ".join(f"{a.get('anomaly', '?')} at iteration {fmt.format_count(a['iteration'])}" for a in s["anomalies"][:5])
         more = f" (+{len(s['anomalies']) - 5} more)" if len(s["anomalies"]) > 5 else ""
