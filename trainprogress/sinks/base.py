@@ -129,14 +129,16 @@ class SinkGroup:
         self._call("event", event)
 
     def close(self) -> None:
-        """Close every sink, giving them together up to ``limits.close_s`` to finish."""
+        """Close the sinks in order (the plot sink reads what the JSONL sink wrote as it
+        closed), giving them together up to ``limits.close_s``, and each one still to close
+        once that has passed ``limits.call_s``: so close() returns within close_s plus
+        call_s per sink."""
         runners, self._runners = self._runners, []
         self.wants_ticks = False
-        for runner in runners:
-            runner.close()
         deadline = time.monotonic() + self._limits.close_s
         for runner in runners:
-            if not runner.join(max(0.0, deadline - time.monotonic())):
+            runner.close()
+            if not runner.join(max(self._limits.call_s, deadline - time.monotonic())):
                 logger.warning("trainprogress: sink %s did not finish closing within %s s; it is left behind",
                                runner.name, self._limits.close_s)
             elif runner.error is not None:

@@ -7,8 +7,9 @@ A call still running after ``SinkLimits.call_s`` (``start_s`` for ``start()``, w
 a connection before training begins) is left to finish on the sink's thread, with one
 warning: from then on training queues the sink's messages without waiting. If they pile up
 (``max_pending`` waiting: the sink stays slow, or never returns), it is switched off with one
-more warning. ``close()`` waits for the sinks together at most ``close_s``. So a sink whose
-call never returns costs training ``call_s`` once, and ``close()`` at most ``close_s``.
+more warning. ``close()`` waits for the sinks together at most ``close_s`` (then ``call_s``
+for each one still to close). So a sink whose call never returns costs training ``call_s``
+once, and ``close()`` at most ``close_s`` plus ``call_s`` per sink.
 Anything a sink raises, SystemExit included, switches it off and never reaches training.
 """
 
