@@ -41,15 +41,26 @@ class Segment:
 
     @property
     def start_time(self) -> float | None:
-        """Unix time (s) at which this process started, as far as the log tells."""
-        records = [r for r in (self.start, *self.reports[:1], *self.events[:1]) if r is not None]
-        return min((r["time"] for r in records), default=None)
+        """Unix time (s) at which this process started, as far as the log tells: its first
+        record's (records are ordered as written, never by their wall time, which a clock
+        set back mid-run makes go backwards)."""
+        first = self.start or self._first(self.reports[:1] + self.events[:1])
+        return first["time"] if first is not None else None
+
+    @staticmethod
+    def _first(records: list[Record]) -> Record | None:
+        return min(records, key=lambda r: r["iteration"], default=None)
 
     @property
     def last_record(self) -> Record | None:
-        """The latest record this process wrote."""
-        candidates = [r for r in (self.start, self.end, *self.reports[-1:], *self.events[-1:]) if r is not None]
-        return max(candidates, key=lambda r: r["time"], default=None)
+        """The latest record this process wrote: its end, else the furthest in iterations
+        of its last report and last event (a report after an event at the same iteration).
+        Never chosen by wall time, which a clock set back mid-run makes go backwards."""
+        if self.end is not None:
+            return self.end
+        candidates = [r for r in (self.start, *self.events[-1:], *self.reports[-1:]) if r is not None]
+        # max keeps the first of equals: reversed, so that the later kind wins a tie.
+        return max(reversed(candidates), key=lambda r: r["iteration"], default=None)
 
     @property
     def final(self) -> Record | None:

@@ -82,7 +82,7 @@ def status_line(run: Run, now: float, ascii: bool = False) -> str:
     parts = [f"{progress_bar(percent, ascii)} {fmt.format_percent(percent)} {fmt.format_count(run.iteration)}/{fmt.format_count(total)}"]
     eta = report.get("eta_s")
     if run.status == "running" and isinstance(eta, (int, float)):
-        parts.append(f"ETA {fmt.format_eta(max(0.0, eta - (now - report['time'])))}")
+        parts.append(f"ETA {fmt.format_eta(max(0.0, eta - max(0.0, now - report['time'])))}")
     if isinstance(report.get("iters_per_s"), (int, float)):
         parts.append(fmt.format_rate(report["iters_per_s"]))
     if isinstance(report.get("smoothed_loss"), (int, float)):
