@@ -74,7 +74,7 @@ def test_cross_rank_without_a_process_group_in_a_multi_process_job_says_what_to_
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="call torch.distributed.init_process_group"):
         ProgressTracker(10, sinks=[], is_master=True, cross_rank=CrossRankConfig(timeout_s=5))
-    with pytest.raises(TypeError, match="cross_rank must be a bool or a CrossRankConfig"):
+    with pytest.raises(TypeError, match="cross_rank must be True, False or an instance of CrossRankConfig"):
         ProgressTracker(10, sinks=[], is_master=True, cross_rank="on")
     with pytest.raises(ValueError, match="timeout_s must be > 0"):
         CrossRankConfig(timeout_s=0)

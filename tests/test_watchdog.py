@@ -146,7 +146,7 @@ def test_the_console_prints_a_stall_block():
 def test_bad_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WatchdogConfig(**kwargs)
-    with pytest.raises(TypeError, match="watchdog must be a bool or a WatchdogConfig"):
+    with pytest.raises(TypeError, match="watchdog must be True, False or an instance of WatchdogConfig"):
         ProgressTracker(10, sinks=[], watchdog="yes")
 
 

@@ -4,8 +4,10 @@ Every error names the problem and the fix."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from .buffer import LOSS_RING
@@ -75,3 +77,59 @@ def check_run_arguments(
     if window is None:
         window = min(2000, max(10, round(0.02 * total_iters)))
     return check_int("window", window, 1, "use e.g. 100 steps")
+
+
+def resolve_option(name: str, setting: Any, config_type: type) -> Any:
+    """The config object for an option that takes a bool or a config object (anomaly,
+    cross_rank, watchdog): None when off (False or None), ``config_type()`` for True, the
+    object itself; anything else is a TypeError naming the option and the fix."""
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        return config_type()
+    if isinstance(setting, config_type):
+        return setting
+    raise TypeError(f"{name} must be True, False or an instance of {config_type.__name__}, got {type(setting).__name__} {setting!r}; "
+                    f"pass {name}=True for the defaults or {name}={config_type.__name__}(...) to tune it")
+
+
+def check_sinks(sinks: Any) -> list[Any] | None:
+    """``sinks`` as a list of sinks (None: the default), else a TypeError with the fix."""
+    from .sinks.base import Sink
+
+    fix = "pass a list of sinks, e.g. sinks=build_sinks(jsonl='out/progress.jsonl') or sinks=[ConsoleSink()]"
+    if sinks is None:
+        return None
+    if isinstance(sinks, (str, bytes)) or not hasattr(sinks, "__iter__"):
+        raise TypeError(f"sinks must be a list of Sink objects, got {type(sinks).__name__} {sinks!r}; {fix}")
+    sinks = list(sinks)
+    for sink in sinks:
+        if not isinstance(sink, Sink):
+            raise TypeError(f"sinks must hold Sink objects, got {type(sink).__name__} {sink!r}; {fix}")
+    return sinks
+
+
+def check_clock(clock: Any) -> None:
+    """Read ``clock`` once: it must be callable and return a finite number of seconds."""
+    fix = "pass a function returning seconds as a float, such as time.perf_counter (the default)"
+    if not callable(clock):
+        raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}; {fix}")
+    value = clock()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"clock() must return a finite number of seconds, got {type(value).__name__} {value!r}; {fix}")
+
+
+def check_options(*, run_config: Any, peak_flops: Any, precision: Any) -> None:
+    """ProgressTracker's options that would otherwise be dropped or fail later."""
+    if run_config is not None and not isinstance(run_config, Mapping):
+        raise TypeError(f"run_config must be a mapping of names to values, got {type(run_config).__name__} "
+                        f"{run_config!r}; pass e.g. run_config={{'lr': 3e-4, 'batch_size': 64}}")
+    if peak_flops is not None and (isinstance(peak_flops, bool) or not isinstance(peak_flops, (int, float))
+                                   or not math.isfinite(peak_flops)):
+        raise ValueError(f"peak_flops must be a finite number of FLOP/s, got {peak_flops!r}; "
+                         f"pass e.g. peak_flops=989e12, or None to detect it")
+    from .flops import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} or None, got {precision!r}; "
+                         f"pass the dtype the model trains in, e.g. precision='bf16'")

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from .plot import PlotExtraMissing
-from .runlog import LogFileError, RunLog, read_log, resolve_log_path
+from .runlog import STDIN_PATH, LogFileError, RunLog, check_regular_file, read_log, resolve_log_path
 from .runs import Run
 from .summary import format_summary, summarize
 
@@ -48,10 +49,26 @@ def _plot(args: argparse.Namespace) -> int:
         log = read_log(path)
         _note_skipped(log)
         runs += _runs(log, args.all_runs)
+    if args.output is None and args.logs[0] == STDIN_PATH:
+        raise LogFileError("a log read from standard input has no name to write the PNG beside. Fix: pass -o run.png.")
     output = args.output or resolve_log_path(args.logs[0]).with_suffix(".png")
+    check_output_path(output)
     save_plot(runs, output, x_axis=args.x)
     print(f"Wrote {output} ({', '.join(run.name for run in runs)})")
     return 0
+
+
+def check_output_path(output: Path) -> None:
+    """Raise LogFileError when the PNG cannot be written at ``output``: a folder is there,
+    or a folder above it is a file."""
+    if output.is_dir():
+        raise LogFileError(f"-o {output} is a folder. Fix: name the PNG to write, e.g. -o {output / 'progress.png'}.")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LogFileError(f"-o {output}: {parent} is a file, not a folder, so nothing can be written under it. "
+                                   f"Fix: choose another path for the PNG.")
+            return
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -71,8 +88,11 @@ def _summary(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     from .watch import Watcher
 
-    if args.interval <= 0:
+    if not 0 < args.interval < math.inf:
         raise LogFileError(f"--interval must be a positive number of seconds, got {args.interval}. Fix: e.g. --interval 0.5.")
+    if args.log == STDIN_PATH:
+        raise LogFileError("watch follows a file as it grows and cannot follow standard input. Fix: pass the log's path.")
+    check_regular_file(resolve_log_path(args.log))  # watch follows a file: no device, no pipe
     watcher = Watcher(args.log)
     if args.once:
         _note_skipped(read_log(args.log))  # the clear errors for a missing, empty or foreign file

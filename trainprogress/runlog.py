@@ -28,18 +28,22 @@ import json
 import mmap
 import os
 import re
+import select
+import stat
+import sys
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 from .report import Anomaly, MemoryStats, Report, Section
 from .runs import Record, Run, Segment
 from .sinks.jsonl import SCHEMA_VERSION
 
-__all__ = ["LazyReport", "LogFileError", "LogReader", "RunLog", "read_log", "report_from_record", "resolve_log_path"]
+__all__ = ["LazyReport", "LogFileError", "LogReader", "RunLog", "check_regular_file", "read_log", "report_from_record",
+           "resolve_log_path"]
 
 # The head of a report line as the JSONL sink writes it (json.dumps keeps the key order).
 # It begins with a literal, which lets the regex engine scan a whole buffer for it quickly.
@@ -240,6 +244,8 @@ class LogReader:
                 self._new_run(record)
         elif kind == "run_end":
             self._segment_for_record().end = record
+        elif kind == "gap":
+            self._segment_for_record().gaps.append(record)
         # Other types are newer additions this reader does not use.
 
     def name_runs(self) -> None:
@@ -261,22 +267,84 @@ def _base_name(path: Path, start: Record | None) -> str:
 
 
 def _map(path: Path) -> bytes | mmap.mmap:
-    """The file's bytes, mapped rather than copied where the OS can (a regular, non-empty
+    """The regular file's bytes, mapped rather than copied where the OS can (a non-empty
     file): reading a long log then costs one scan of the page cache."""
     with open(path, "rb") as file:
         try:
             return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):  # empty, or not a regular file (a pipe)
+        except (OSError, ValueError):  # empty
             return file.read()
 
 
+# The path that reads a log from standard input (a pipe the user asked for).
+STDIN_PATH = "-"
+# The most a pipe (standard input, a FIFO, a shell's <(...)) is read: it may never end.
+MAX_PIPE_BYTES = 1 << 30
+# Seconds a FIFO is given to have a writer: one with none would block for good.
+FIFO_WAIT_S = 5.0
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a file"
+
+
+def check_regular_file(path: Path, *, pipe_allowed: bool = False) -> bool:
+    """Raise LogFileError when ``path`` exists but is not a regular file (a FIFO passes
+    with ``pipe_allowed``): a device such as /dev/zero would be read until memory runs out.
+    Returns whether it is a FIFO; False when it is missing (the caller says so)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if stat.S_ISREG(mode) or (pipe_allowed and stat.S_ISFIFO(mode)):
+        return stat.S_ISFIFO(mode)
+    piped = " (a pipe is read once by summary and plot, never followed)" if stat.S_ISFIFO(mode) else ""
+    raise LogFileError(
+        f"{path} is {_kind(mode)}, not a regular file, so it is not read{piped}. Fix: pass the "
+        f"progress.jsonl a run writes (or, to summary and plot, '-' to read a log piped to standard input)."
+    )
+
+
+def _read_pipe(file: BinaryIO, name: str) -> bytes:
+    """All of a pipe, up to MAX_PIPE_BYTES (an endless stream is refused, not read until
+    memory runs out)."""
+    data = file.read(MAX_PIPE_BYTES + 1)
+    if len(data) > MAX_PIPE_BYTES:
+        raise LogFileError(f"{name} streams more than {MAX_PIPE_BYTES >> 20} MiB. Fix: save the log to a file and pass its path.")
+    return data
+
+
+def _read_fifo(path: Path) -> bytes:
+    """A FIFO's bytes, once a writer is there: it is given FIFO_WAIT_S to show up."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening does not wait for a writer
+    with open(fd, "rb", closefd=True) as file:
+        ready, _, _ = select.select([fd], [], [], FIFO_WAIT_S)
+        if not ready:
+            raise LogFileError(f"{path} is a FIFO (named pipe) with no writer after {FIFO_WAIT_S:g} s. Fix: start "
+                               f"what writes into it first, or pass the log file itself.")
+        os.set_blocking(fd, True)
+        return _read_pipe(file, str(path))
+
+
 def read_log(path: str | os.PathLike[str]) -> RunLog:
-    """Read a JSONL progress log (or the progress.jsonl in a trainer's out_dir).
+    """Read a JSONL progress log (or the progress.jsonl in a trainer's out_dir; ``"-"``:
+    standard input; a pipe such as the shell's ``<(...)``).
 
     Returns a :class:`RunLog` with the runs in the file, oldest first; see :class:`Run` for
     the reconstructed view of a resumed run. Torn and garbled lines are skipped and counted.
-    Raises :class:`LogFileError`, naming the problem and the fix, for a missing file, an
-    empty file, a file that is not a progress log, or a newer schema version."""
+    Raises :class:`LogFileError`, naming the problem and the fix, for a missing file, one
+    that is neither a regular file nor a pipe (a device such as /dev/zero: never read), a
+    FIFO with no writer, an empty file, a file that is not a progress log, or a newer
+    schema version."""
+    if os.fspath(path) == STDIN_PATH:
+        data = _read_pipe(sys.stdin.buffer, "standard input")
+        return _parse_log(Path("<stdin>"), data, data)
     path = resolve_log_path(path)
     if not path.exists():
         raise LogFileError(
@@ -284,33 +352,41 @@ def read_log(path: str | os.PathLike[str]) -> RunLog:
             f"(out_dir/progress.jsonl) or with build_sinks(jsonl=...)."
         )
     try:
+        if check_regular_file(path, pipe_allowed=True):
+            data = _read_fifo(path)
+            return _parse_log(path, data, data)
         data = _map(path)
         source = LogBytes(path) if isinstance(data, mmap.mmap) else data
     except OSError as exc:
         raise LogFileError(f"{path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from exc
     with data if isinstance(data, mmap.mmap) else nullcontext():
-        if _NOT_SPACE.search(data) is None:
-            raise LogFileError(
-                f"{path} is empty: the run has not written its first record yet. Fix: wait until "
-                f"training starts, or check that this is the right file."
-            )
-        complete = data.rfind(b"\n") + 1  # what follows is a line still being written, if anything
-        tail = data[complete:]
-        reader = LogReader(path)
-        reader.feed_buffer(data, complete, source)
-        incomplete = False
-        if tail.strip():
-            complete_lines = reader.skipped_lines
-            reader.feed([tail])
-            incomplete = reader.skipped_lines > complete_lines
-            reader.skipped_lines = complete_lines
-        if reader.records == 0:
-            lines = data[:complete].count(b"\n") + bool(tail.strip())
-            raise LogFileError(
-                f"{path} is not a trainprogress JSONL log: none of its {lines} lines is a "
-                f"record with 'schema' and 'type' keys. Fix: pass the file the JSONL sink writes "
-                f"(out_dir/progress.jsonl with --jsonl_log=True)."
-            )
+        return _parse_log(path, data, source)
+
+
+def _parse_log(path: Path, data: bytes | mmap.mmap, source: bytes | LogBytes) -> RunLog:
+    """The runs in ``data``, a whole log's bytes (``source`` reads them again later)."""
+    if _NOT_SPACE.search(data) is None:
+        raise LogFileError(
+            f"{path} is empty: the run has not written its first record yet. Fix: wait until "
+            f"training starts, or check that this is the right file."
+        )
+    complete = data.rfind(b"\n") + 1  # what follows is a line still being written, if anything
+    tail = data[complete:]
+    reader = LogReader(path)
+    reader.feed_buffer(data, complete, source)
+    incomplete = False
+    if tail.strip():
+        complete_lines = reader.skipped_lines
+        reader.feed([tail])
+        incomplete = reader.skipped_lines > complete_lines
+        reader.skipped_lines = complete_lines
+    if reader.records == 0:
+        lines = data[:complete].count(b"\n") + bool(tail.strip())
+        raise LogFileError(
+            f"{path} is not a trainprogress JSONL log: none of its {lines} lines is a "
+            f"record with 'schema' and 'type' keys. Fix: pass the file the JSONL sink writes "
+            f"(out_dir/progress.jsonl with --jsonl_log=True)."
+        )
     reader.name_runs()
     return RunLog(path=path, runs=reader.runs, skipped_lines=reader.skipped_lines, incomplete_tail=incomplete)
 

@@ -22,12 +22,14 @@ RUNNING = "running"
 class Segment:
     """What one process of a run wrote: its ``run_start`` record (None when the file begins
     without one), its reports (scheduled, anomaly and final, in file order), its events and
-    its ``run_end`` record (None while it runs, or when it was killed)."""
+    its ``run_end`` record (None while it runs, or when it was killed), and its ``gap``
+    records (where records that could not be written were dropped)."""
 
     start: Record | None
     reports: list[Record] = field(default_factory=list)
     events: list[Record] = field(default_factory=list)
     end: Record | None = None
+    gaps: list[Record] = field(default_factory=list)
 
     @property
     def start_iter(self) -> int:
@@ -39,15 +41,26 @@ class Segment:
 
     @property
     def start_time(self) -> float | None:
-        """Unix time (s) at which this process started, as far as the log tells."""
-        records = [r for r in (self.start, *self.reports[:1], *self.events[:1]) if r is not None]
-        return min((r["time"] for r in records), default=None)
+        """Unix time (s) at which this process started, as far as the log tells: its first
+        record's (records are ordered as written, never by their wall time, which a clock
+        set back mid-run makes go backwards)."""
+        first = self.start or self._first(self.reports[:1] + self.events[:1])
+        return first["time"] if first is not None else None
+
+    @staticmethod
+    def _first(records: list[Record]) -> Record | None:
+        return min(records, key=lambda r: r["iteration"], default=None)
 
     @property
     def last_record(self) -> Record | None:
-        """The latest record this process wrote."""
-        candidates = [r for r in (self.start, self.end, *self.reports[-1:], *self.events[-1:]) if r is not None]
-        return max(candidates, key=lambda r: r["time"], default=None)
+        """The latest record this process wrote: its end, else the furthest in iterations
+        of its last report and last event (a report after an event at the same iteration).
+        Never chosen by wall time, which a clock set back mid-run makes go backwards."""
+        if self.end is not None:
+            return self.end
+        candidates = [r for r in (self.start, *self.events[-1:], *self.reports[-1:]) if r is not None]
+        # max keeps the first of equals: reversed, so that the later kind wins a tie.
+        return max(reversed(candidates), key=lambda r: r["iteration"], default=None)
 
     @property
     def final(self) -> Record | None:
@@ -154,9 +167,17 @@ class Run:
         return int(last["iteration"]) if last is not None else 0
 
     @property
+    def gaps(self) -> list[Record]:
+        """The gap records of every process: records the log could not hold were dropped there."""
+        return [gap for segment in self.segments for gap in segment.gaps]
+
+    @property
     def status(self) -> str:
-        """"completed", "stopped" or "crashed" once the latest process wrote its end;
-        "running" before (still running, or killed without a chance to write it)."""
+        """How the run ended, from its latest process's ``run_end`` record, else from that
+        process's final report: "completed", "stopped" or "crashed". Only a latest process
+        with neither is "running" (still running, or killed without a chance to write
+        them). A gap in the log changes nothing: a log with a gap and a ``run_end`` is the
+        run that ended so, with the gap noted (``gaps``)."""
         end = self.end
         if end is not None and end.get("status"):
             return str(end["status"])

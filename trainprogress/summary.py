@@ -61,7 +61,7 @@ def _throughput(run: Run) -> dict[str, float | None]:
         last_report = segment.reports[-1] if segment.reports else None
         begin, last = segment.start_time, segment.last_record
         if begin is not None and last is not None:
-            wall_s += last["time"] - begin
+            wall_s += max(0.0, last["time"] - begin)  # a clock set back never makes time negative
         if last_report is not None:
             iterations += last_report["iteration"] - segment.start_iter
             training_s += max(0.0, (last_report.get("elapsed_s") or 0.0) - (last_report.get("paused_s") or 0.0))
@@ -98,7 +98,7 @@ def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> 
         "percent": 100.0 * run.iteration / total if total else None,
         "started": _iso(run.segments[0].start_time),
         "last_record": _iso(last.get("time")),
-        "seconds_since_last_record": now - last["time"] if last else None,
+        "seconds_since_last_record": max(0.0, now - last["time"]) if last else None,
         "eta_s": None,
         "wall_s": speed["wall_s"],
         "training_s": speed["training_s"],
@@ -120,9 +120,13 @@ def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> 
         ],
         "reports": len(run.reports),
         "skipped_lines": log.skipped_lines if log else 0,
+        "gaps": [
+            {key: gap.get(key) for key in ("records", "reports", "from_iteration", "to_iteration", "error")}
+            for gap in run.gaps
+        ],
     }
     if run.status == RUNNING and latest.get("eta_s") is not None and "time" in latest:
-        summary["eta_s"] = max(0.0, latest["eta_s"] - (now - latest["time"]))
+        summary["eta_s"] = max(0.0, latest["eta_s"] - max(0.0, now - latest["time"]))
     summary["probably_killed"] = run.status == RUNNING and _is_stale(run, summary["seconds_since_last_record"])
     return summary
 
@@ -183,6 +187,9 @@ def format_summary(s: dict[str, Any]) -> list[str]:
         at = ", ".join(fmt.format_count(i) for i in s["resumed_at"])
         lines.append(f"{BULLET}Resumed {len(s['resumed_at'])}× (at iteration {at}); "
                      f"{s['superseded_records']} records of redone iterations superseded")
+    for gap in s["gaps"]:
+        lines.append(f"{BULLET}Log gap: {gap['records']} records ({gap['reports']} reports) of iterations "
+                     f"{gap['from_iteration']} to {gap['to_iteration']} could not be written ({gap['error']})")
     if s["anomalies"]:
         shown = "; ".join(f"{a.get('anomaly', '?')} at iteration {fmt.format_count(a['iteration'])}" for a in s["anomalies"][:5])
         more = f" (+{len(s['anomalies']) - 5} more)" if len(s["anomalies"]) > 5 else ""

@@ -11,7 +11,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .arguments import LOSS_TYPES, check_int, check_loss, check_run_arguments, detect_is_master
+from .arguments import (
+    LOSS_TYPES, check_clock, check_int, check_loss, check_options, check_run_arguments, check_sinks, detect_is_master,
+    resolve_option,
+)
 from .anomaly import AnomalyConfig
 from .boundaries import ReportSchedule, parse_interval
 from .buffer import ValueBuffer
@@ -23,13 +26,13 @@ from .memory import probe_memory
 from .pace import Pace
 from .pauses import Pauses
 from .progress_units import SECONDS, TOKENS, epoch_length, size_run
-from .ranks import DataWaitTimer, make_cross_rank
+from .ranks import CrossRankConfig, DataWaitTimer, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
 from .scheduler import BoundaryScheduler
 from .sinks.base import Event, RunInfo, Sink, SinkGroup
 from .speed import SpeedWindow
 from .timing import MAX_PENDING_GROUPS, StepClock
-from .watchdog import start_watchdog
+from .watchdog import WatchdogConfig, start_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +131,12 @@ class ProgressTracker:
         watchdog: Any = False,
         device: Any = None,
     ) -> None:
+        anomaly = resolve_option("anomaly", anomaly, AnomalyConfig)
+        cross_rank = resolve_option("cross_rank", cross_rank, CrossRankConfig)
+        watchdog = resolve_option("watchdog", watchdog, WatchdogConfig)
+        sinks = check_sinks(sinks)
+        check_clock(clock)
+        check_options(run_config=run_config, peak_flops=peak_flops, precision=precision)
         total_iters, self._units, epoch_len = size_run(
             total_iters, epochs=epochs, iters_per_epoch=iters_per_epoch, loader=loader,
             total_tokens=total_tokens, time_budget_s=time_budget_s, interval_percent=interval_percent)
@@ -153,7 +162,7 @@ class ProgressTracker:
         if anomaly is not None and self.is_master:
             # The run's length sizes the memory warm-up allowance; a run sized in tokens or
             # seconds has none in steps.
-            self._checks = AnomalyChecks(AnomalyConfig() if anomaly is True else anomaly,
+            self._checks = AnomalyChecks(anomaly,
                                          None if self._units is not None else total_iters)
         self._anomalies: tuple = ()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import format as fmt
-from .runlog import LogBytes, LogFileError, LogReader, report_from_record, resolve_log_path
+from .runlog import LogBytes, LogFileError, LogReader, check_regular_file, report_from_record, resolve_log_path
 from .runs import Record, Run
 from .sinks.console import ConsoleSink, to_ascii
 
@@ -46,6 +46,7 @@ class LogFollower:
             stat = os.stat(self.path)
         except FileNotFoundError:
             return b"", self._offset, False
+        check_regular_file(self.path)
         identity = (stat.st_dev, stat.st_ino)
         restarted = self._identity is not None and (identity != self._identity or stat.st_size < self._offset)
         if restarted:
@@ -81,7 +82,7 @@ def status_line(run: Run, now: float, ascii: bool = False) -> str:
     parts = [f"{progress_bar(percent, ascii)} {fmt.format_percent(percent)} {fmt.format_count(run.iteration)}/{fmt.format_count(total)}"]
     eta = report.get("eta_s")
     if run.status == "running" and isinstance(eta, (int, float)):
-        parts.append(f"ETA {fmt.format_eta(max(0.0, eta - (now - report['time'])))}")
+        parts.append(f"ETA {fmt.format_eta(max(0.0, eta - max(0.0, now - report['time'])))}")
     if isinstance(report.get("iters_per_s"), (int, float)):
         parts.append(fmt.format_rate(report["iters_per_s"]))
     if isinstance(report.get("smoothed_loss"), (int, float)):

@@ -10,7 +10,8 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from ..report import Report
-from .runner import CLOSE_TIME_LIMIT_S, SINK_TIME_LIMIT_S, START_TIME_LIMIT_S, SinkRunner
+from . import runner as runner_module
+from .runner import SinkLimits, SinkRunner
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,14 @@ class Sink:
 
 
 class SinkGroup:
-    """Sends each message to every sink; a slow one is moved off the training thread (see
-    ``runner``). A sink that raises (SystemExit included) or stays slow is switched off with
-    one clear warning, and the others, and training, go on. After ``close()`` nothing is sent."""
+    """Sends each message to every sink, each on its own thread, waiting for it only up to
+    ``limits`` (see ``runner``; default ``runner.DEFAULT_LIMITS``). A sink that raises
+    (SystemExit included) or stays slow is switched off with one clear warning, and the
+    others, and training, go on. After ``close()`` nothing is sent."""
 
-    def __init__(self, sinks: Iterable[Sink]) -> None:
-        self._runners = [SinkRunner(sink) for sink in sinks]
+    def __init__(self, sinks: Iterable[Sink], limits: SinkLimits | None = None) -> None:
+        self._limits = limits or runner_module.DEFAULT_LIMITS
+        self._runners = [SinkRunner(sink, self._limits) for sink in sinks]
         self.wants_ticks = any(r.sink.wants_ticks for r in self._runners)
 
     def __bool__(self) -> bool:
@@ -108,9 +111,9 @@ class SinkGroup:
                 self._switch_off(runner, why)
             elif runner.background and not was_background:
                 logger.warning(
-                    "trainprogress: sink %s took over %.1f s in %s(); it now runs in the background and "
+                    "trainprogress: sink %s took over %s s in %s(); it now runs in the background and "
                     "training no longer waits for it", runner.name,
-                    START_TIME_LIMIT_S if method == "start" else SINK_TIME_LIMIT_S, method,
+                    self._limits.start_s if method == "start" else self._limits.call_s, method,
                 )
 
     def start(self, run: RunInfo) -> None:
@@ -126,15 +129,17 @@ class SinkGroup:
         self._call("event", event)
 
     def close(self) -> None:
-        """Close every sink, giving them together up to CLOSE_TIME_LIMIT_S to finish."""
+        """Close the sinks in order (the plot sink reads what the JSONL sink wrote as it
+        closed), giving them together up to ``limits.close_s``, and each one still to close
+        once that has passed ``limits.call_s``: so close() returns within close_s plus
+        call_s per sink."""
         runners, self._runners = self._runners, []
         self.wants_ticks = False
+        deadline = time.monotonic() + self._limits.close_s
         for runner in runners:
             runner.close()
-        deadline = time.monotonic() + CLOSE_TIME_LIMIT_S
-        for runner in runners:
-            if not runner.join(max(0.0, deadline - time.monotonic())):
-                logger.warning("trainprogress: sink %s did not finish closing within %.0f s; it is left behind",
-                               runner.name, CLOSE_TIME_LIMIT_S)
+            if not runner.join(max(self._limits.call_s, deadline - time.monotonic())):
+                logger.warning("trainprogress: sink %s did not finish closing within %s s; it is left behind",
+                               runner.name, self._limits.close_s)
             elif runner.error is not None:
                 logger.warning("trainprogress: sink %s %s; training goes on", runner.name, runner.error)

@@ -62,6 +62,15 @@ and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B rece
 "completed" (all iterations done), "crashed" (ended by an exception; ``error`` says which)
 or "stopped" (ended early).
 
+``gap`` (only after the file could not be written for a while, say a full disk): records
+that had to be dropped stood here. ``records`` (how many), ``reports`` (how many of them
+were reports), ``from_iteration`` and ``to_iteration`` (the first and last dropped record's
+iteration), ``error`` (why writing failed); ``iteration`` is ``to_iteration``. A failed
+write never switches the log off: records are kept in memory (up to
+``JsonlSink.MAX_PENDING_BYTES``) and written once the file takes writes again, and the log
+is retried with back-off (``RETRY_FIRST_S`` doubling to ``RETRY_MAX_S``, and for up to
+``CLOSE_RETRY_S`` at close); only what passes that bound is dropped, and a gap says so.
+
 A value that is unknown is null; so is a non-finite number (NaN, infinity), which strict
 JSON cannot hold (the anomaly that reports it says what it was). Values JSON has no type for
 are written as their str().
@@ -72,12 +81,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, BinaryIO, Mapping
 
 from ..report import CRASHED, FINAL, Report
 from .base import Event, RunInfo, Sink
+from .retrying_writer import Gap, RetryingWriter
 
 SCHEMA_VERSION = 1
 
@@ -121,11 +132,33 @@ class JsonlSink(Sink):
     """Appends one JSON object per line to ``path`` (see the module docstring for the
     schema). The file and its parent folders are created when the run starts."""
 
+    # Records kept in memory while the file cannot be written (a report line is ~2 KB).
+    MAX_PENDING_BYTES = 8 << 20
+    # Back-off between two tries after a failed write, and how long close() keeps trying.
+    RETRY_FIRST_S = 0.05
+    RETRY_MAX_S = 5.0
+    CLOSE_RETRY_S = 5.0
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"jsonl must be a file path (str or Path), got {type(path).__name__} {path!r}; "
+                            f"pass e.g. jsonl='out/progress.jsonl'")
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             raise ValueError(f"JSONL log path {self.path} is a folder; pass a file path such as {self.path / 'progress.jsonl'}")
-        self._file: TextIO | None = None
+        self._file: BinaryIO | None = None
+        self._writer: RetryingWriter | None = None
+
+    def _open(self) -> BinaryIO:
+        """The log, opened for appending, unbuffered: a write says how much reached the file."""
+        return open(self.path, "ab", buffering=0)
+
+    @staticmethod
+    def _gap_line(gap: Gap) -> bytes:
+        record = {"schema": SCHEMA_VERSION, "type": "gap", "time": time.time(), "iteration": gap.to_iteration,
+                  "records": gap.records, "reports": gap.reports, "from_iteration": gap.from_iteration,
+                  "to_iteration": gap.to_iteration, "error": gap.error}
+        return (json.dumps(record) + "\n").encode("utf-8")
 
     def _ends_torn(self) -> bool:
         """Whether the existing log ends inside a line (its last byte is not a newline)."""
@@ -140,18 +173,21 @@ class JsonlSink(Sink):
             return False
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
+        if self._writer is None:
             return
         line = json.dumps(_clean({"schema": SCHEMA_VERSION, **record}), ensure_ascii=False, allow_nan=False, default=str)
-        self._file.write(line + "\n")
-        self._file.flush()
+        self._writer.write((line + "\n").encode("utf-8"), record["iteration"], record["type"] == "report")
 
     def start(self, run: RunInfo) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         torn = self._ends_torn()
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = self._open()
+        self._writer = RetryingWriter(
+            self._file, f"the JSONL log {self.path}", self._gap_line, max_pending_bytes=self.MAX_PENDING_BYTES,
+            retry_first_s=self.RETRY_FIRST_S, retry_max_s=self.RETRY_MAX_S,
+        )
         if torn:  # a process killed mid-write: end its partial line so this run's start is whole
-            self._file.write("\n")
+            self._writer.write(b"\n", run.start_iter, False)
         self._write({
             "type": "run_start",
             "time": run.wall_time,
@@ -178,6 +214,9 @@ class JsonlSink(Sink):
         self._write({"type": "event", "time": event.wall_time, "iteration": event.iteration, "event": event.kind, "data": dict(event.data)})
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.drain(self.CLOSE_RETRY_S)
+            self._writer = None
         if self._file is not None:
             self._file.close()
             self._file = None

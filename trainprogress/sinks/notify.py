@@ -9,7 +9,9 @@ every piece of every secret masked besides:
 
 - ``TRAINPROGRESS_SLACK_WEBHOOK_URL``: an incoming-webhook URL; a JSON ``{"text": ...}`` is
   POSTed to it (Slack, Mattermost and other Slack-compatible endpoints accept it). A
-  ``user:password@`` in it is sent as HTTP basic authentication.
+  ``user:password@`` in it is sent as HTTP basic authentication. A redirect is followed only
+  to the same scheme, host and port while credentials are sent: one to another host is not
+  followed, and is logged in one line (without the URL) as a failed notification.
 - ``TRAINPROGRESS_SMTP_HOST`` turns e-mail on and then needs ``TRAINPROGRESS_SMTP_TO``
   (comma-separated addresses). Optional: ``TRAINPROGRESS_SMTP_PORT`` (default 587 with
   STARTTLS, else 25), ``TRAINPROGRESS_SMTP_USER`` and ``TRAINPROGRESS_SMTP_PASSWORD`` (login),
@@ -98,11 +100,41 @@ class _Webhook:
         request = urllib.request.Request(
             self._url, data=json.dumps({"text": text}).encode("utf-8"), headers=self._headers, method="POST",
         )
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # raises on HTTP >= 400
+        with _OPENER.open(request, timeout=timeout_s) as response:  # raises on HTTP >= 400
             response.read()
 
     def __repr__(self) -> str:
         return "_Webhook(url=***)"
+
+
+class CrossHostRedirect(urllib.error.URLError):
+    """The webhook answered with a redirect to another scheme, host or port, which is not
+    followed while the request carries credentials."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__("redirect to another host")
+        self.code = code
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the webhook's own scheme, host and port when the
+    request carries an Authorization header: urllib's own handler copies every header,
+    credentials included, to whatever host the Location names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+        carries_credentials = req.has_header("Authorization") or "Authorization" in req.unredirected_hdrs
+        if carries_credentials and _origin(newurl) != _origin(req.full_url):
+            fp.close()
+            raise CrossHostRedirect(code)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameHostRedirects())
 
 
 class _Email:
@@ -179,6 +211,9 @@ def _secret_parts(secret: str) -> tuple[str, ...]:
 def _describe_failure(exc: BaseException) -> str:
     """What went wrong, from the exception's type and codes only: an exception's text can
     quote the URL, the host or the server's reply, any of which may hold a secret."""
+    if isinstance(exc, CrossHostRedirect):
+        return (f"the endpoint redirected to another host (HTTP status {exc.code}); not followed, so that the "
+                f"URL's credentials never reach another host. Fix: set the final URL in {ENV_WEBHOOK}")
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP status {exc.code}"
     if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):

@@ -1,58 +1,69 @@
-"""A slow sink cannot keep stalling training: it is timed, moved off the training thread,
-and switched off if it stays slow.
+"""No sink can stall training for long, nor hang it: every call into a sink runs on that
+sink's own thread, and the training thread waits for it only up to a time limit.
 
-A sink is called on the training thread, so that a healthy one's output is in place before
-``step()`` returns (the console block where the loop's own prints expect it, the JSONL line
-on disk) and a healthy run has no extra thread. A call that takes longer than
-``SINK_TIME_LIMIT_S`` (``START_TIME_LIMIT_S`` for ``start()``, which may open a connection
-before training begins) moves the sink to a thread of its own, with one warning: training
-waits for it that once, never again. If it stays slow there, so that ``MAX_PENDING``
-messages pile up, it is switched off with one more warning. Anything a sink raises,
-SystemExit included, switches it off and never reaches training.
+A healthy sink's call returns within the limit, so its output is in place before ``step()``
+returns (the console block where the loop's own prints expect it, the JSONL line on disk).
+A call still running after ``SinkLimits.call_s`` (``start_s`` for ``start()``, which may open
+a connection before training begins) is left to finish on the sink's thread, with one
+warning: from then on training queues the sink's messages without waiting. If they pile up
+(``max_pending`` waiting: the sink stays slow, or never returns), it is switched off with one
+more warning. ``close()`` waits for the sinks together at most ``close_s`` (then ``call_s``
+for each one still to close). So a sink whose call never returns costs training ``call_s``
+once, and ``close()`` at most ``close_s`` plus ``call_s`` per sink.
+Anything a sink raises, SystemExit included, switches it off and never reaches training.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .base import Sink
 
-__all__ = ["CLOSE_TIME_LIMIT_S", "MAX_PENDING", "SINK_TIME_LIMIT_S", "START_TIME_LIMIT_S", "SinkRunner"]
+__all__ = ["DEFAULT_LIMITS", "SinkLimits", "SinkRunner"]
 
-# Seconds a sink call may take on the training thread; rendering a report takes milliseconds.
-SINK_TIME_LIMIT_S = 1.0
-# start() may connect somewhere (W&B starts a service process), before training begins.
-START_TIME_LIMIT_S = 30.0
-# Messages waiting for a background sink before it counts as too slow to keep.
-MAX_PENDING = 16
-# Seconds close() gives the background sinks together to finish.
-CLOSE_TIME_LIMIT_S = 15.0
+
+@dataclass(frozen=True)
+class SinkLimits:
+    """How long training waits for sinks, in seconds, and how many messages a sink that
+    stopped keeping up may have waiting before it is switched off."""
+
+    call_s: float = 1.0  # rendering a report takes milliseconds
+    start_s: float = 30.0  # start() may connect somewhere (W&B starts a service process)
+    close_s: float = 15.0  # all sinks together, at close()
+    max_pending: int = 16
+
+
+DEFAULT_LIMITS = SinkLimits()
 
 _STOP = None
 
 
 class SinkRunner:
-    """One sink: called directly while it is quick, on a thread of its own once it was not.
+    """One sink and its thread. ``call(method, args)`` returns None when the sink is fine,
+    else why it must be switched off (after which everything sent to it is dropped)."""
 
-    ``call(method, args)`` returns None when the sink is fine, else why it must be switched
-    off (after which everything sent to it is dropped)."""
-
-    def __init__(self, sink: "Sink") -> None:
+    def __init__(self, sink: "Sink", limits: SinkLimits) -> None:
         self.sink = sink
         self.name = type(sink).__name__
+        self._limits = limits
         self._error: str | None = None
-        self._queue: queue.Queue | None = None
-        self._thread: threading.Thread | None = None
+        self._background = False
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=_work, args=(self._queue, sink, weakref.ref(self)),
+                                        name=f"trainprogress-{self.name}", daemon=True)
+        self._thread.start()
+        # A tracker dropped without close() must not leave the thread waiting forever.
+        weakref.finalize(self, self._queue.put, _STOP)
 
     @property
     def background(self) -> bool:
-        """Whether the sink runs on its own thread (after a slow call)."""
-        return self._thread is not None
+        """Whether training has stopped waiting for the sink (after a call past the limit)."""
+        return self._background
 
     @property
     def error(self) -> str | None:
@@ -65,57 +76,42 @@ class SinkRunner:
     def call(self, method: str, args: tuple[Any, ...]) -> str | None:
         if self._error is not None:
             return self._error
-        if self._queue is not None:
-            if self._queue.qsize() >= MAX_PENDING:
+        if self._background:
+            if self._queue.qsize() >= self._limits.max_pending:
                 self._error = f"stays slow ({self._queue.qsize()} messages waiting)"
                 return self._error
-            self._queue.put((method, args))
+            self._queue.put((method, args, None))
             return None
-        started = time.perf_counter()
-        try:
-            getattr(self.sink, method)(*args)
-        except (Exception, SystemExit) as error:  # KeyboardInterrupt is the user's: it goes through
-            self._failed(method, error)
-            return self._error
-        if time.perf_counter() - started > (START_TIME_LIMIT_S if method == "start" else SINK_TIME_LIMIT_S):
-            self._move_to_thread()
-        return None
-
-    def _move_to_thread(self) -> None:
-        self._queue = queue.Queue()
-        self._thread = threading.Thread(target=_work, args=(self._queue, self.sink, weakref.ref(self)),
-                                        name=f"trainprogress-{self.name}", daemon=True)
-        self._thread.start()
-        # A tracker dropped without close() must not leave the thread waiting forever.
-        weakref.finalize(self, self._queue.put, _STOP)
+        done = threading.Event()
+        self._queue.put((method, args, done))
+        if not done.wait(self._limits.start_s if method == "start" else self._limits.call_s):
+            self._background = True
+        return self._error
 
     def close(self) -> None:
-        """Close the sink: now, or on its thread (then ``join`` waits for it)."""
+        """Ask the sink to close on its thread (``join`` waits for it), and its thread to end."""
         if self._error is None:
-            self.call("close", ())
+            self._queue.put(("close", (), None))
         self.stop()
 
     def stop(self) -> None:
-        """Let the sink's thread, if any, end once it has handled what is queued."""
-        if self._queue is not None:
-            self._queue.put(_STOP)
+        """Let the sink's thread end once it has handled what is queued."""
+        self._queue.put(_STOP)
 
     def join(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the sink's thread, if any, to end; whether it did."""
-        if self._thread is None:
-            return True
+        """Wait up to ``timeout_s`` for the sink's thread to end; whether it did."""
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
 
 def _work(messages: queue.Queue, sink: "Sink", runner: weakref.ref) -> None:
-    """A slow sink's thread. It holds the runner only weakly, so that dropping the runner
-    ends it; once the sink has failed or been switched off, what is queued is dropped."""
+    """A sink's thread. It holds the runner only weakly, so that dropping the runner ends
+    it; once the sink has failed or been switched off, what is queued is dropped."""
     while True:
         item = messages.get()
         if item is _STOP:
             return
-        method, args = item
+        method, args, done = item
         owner = runner()
         if owner is not None and owner.error is None:
             try:
@@ -123,3 +119,5 @@ def _work(messages: queue.Queue, sink: "Sink", runner: weakref.ref) -> None:
             except BaseException as error:  # noqa: BLE001 - SystemExit from a sink must not end training either
                 owner._failed(method, error)
         del owner
+        if done is not None:
+            done.set()
