@@ -5,6 +5,7 @@ regular cadence, named in every report; a healthy run gets exactly its regular r
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,6 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8", "OMP_
 
 
 def free_port():
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -38,8 +37,8 @@ def test_a_straggler_for_the_whole_run_is_named_in_every_report_without_a_flood(
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=2", "--rdzv-backend=c10d",
              f"--rdzv-endpoint=127.0.0.1:{port}", f"--node-rank={node}", "--rdzv-id=straggler",
-             str(REPO / "test_verbose_logging.py"), "--max_iters", "200", "--straggler_rank", "3", "--straggler_ms", "40",
-             "--jsonl", str(tmp_path / f"node{node}.jsonl")],
+             str(REPO / "test_verbose_logging.py"),
+             "--max_iters", "200", "--straggler_rank", "3", "--straggler_ms", "40", "--jsonl", str(tmp_path / f"node{node}.jsonl")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV,
         ))
     outputs = [p.communicate(timeout=400) for p in procs]

@@ -84,7 +84,8 @@ class DenseReports:
         out = []
         for anomaly in anomalies:
             episode = self._episodes.get(anomaly.kind)
-            if episode is not None and not episode.dense(self._steady_after) and episode.since_iter == anomaly.since_iter:
+            steady = episode is not None and not episode.dense(self._steady_after)
+            if steady and episode.since_iter == anomaly.since_iter:
                 anomaly = replace(anomaly, steady=True, message=STILL + anomaly.message)
             out.append(anomaly)
         return tuple(out)

@@ -138,8 +138,9 @@ class StragglerDetector:
         named = self.named
         message = "straggler " + "; ".join(s.describe() for s in named)
         ranks = ", ".join(str(s.rank) for s in named)
+        subject = ("rank " if len(named) == 1 else "ranks ") + ranks
         return Anomaly("straggler", f"{message} (slow for {runs}+ reports in a row)", self._since_iter,
-                       severity=max(s.excess_ms for s in named), subject=("rank " if len(named) == 1 else "ranks ") + ranks)
+                       severity=max(s.excess_ms for s in named), subject=subject)
 
     @property
     def named(self) -> tuple[SlowRank, ...]:

@@ -97,8 +97,8 @@ class ProgressTracker:
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_dense", "_iter", "_loss_ring", "_lr",
-        "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_dense", "_iter", "_loss_ring",
+        "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
         "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
     )
