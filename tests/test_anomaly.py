@@ -313,30 +313,82 @@ def run_tracker(total, losses, *, config=AnomalyConfig(clear_after_checks=3, **E
     return sink, reports
 
 
-def test_tracker_reports_at_once_then_densely_until_cleared():
+def test_tracker_reports_at_once_then_densely_until_the_anomaly_holds_steady_then_regularly_until_cleared():
     # 2,000 iterations: checks and dense reports every 0.1% (2 iterations), regular every 10%.
+    # The loss is NaN from 1,001 to 1,500: new at 1,002, steady after 3 dense reports.
     rng = random.Random(0)
     console = io.StringIO()
     sink, reports = run_tracker(
-        2000, lambda it: math.nan if 1001 <= it <= 1020 else 2 + rng.gauss(0, 0.05),
+        2000, lambda it: math.nan if 1001 <= it <= 1500 else 2 + rng.gauss(0, 0.05),
         sinks=[ConsoleSink(console, ascii=False)],
     )
     anomaly_reports = [r for r in reports if r.kind == ANOMALY]
     assert [r.iteration for r in anomaly_reports] == [1002]
     assert anomaly_reports[0].anomalies[0].kind == "nonfinite_loss"
     assert anomaly_reports[0].anomalies[0].since_iter == 1001
-    # Dense while active (NaN through 1020, cleared by the third clean check, at 1026).
+    # Dense for the anomaly report and two more, then the regular 10% while it lasts.
     dense = [r.iteration for r in reports if r.kind == SCHEDULED and 1000 < r.iteration < 1100]
-    assert dense == list(range(1004, 1025, 2))
-    assert all(r.anomalies for r in reports if 1002 <= r.iteration < 1026)
-    assert not any(r.anomalies for r in reports if r.iteration >= 1026)
-    # Regular reports everywhere else, none lost or doubled.
+    assert dense == [1004, 1006]
+    named = {r.iteration: r.anomalies for r in reports if r.anomalies}
+    assert list(named) == [1002, 1004, 1006, 1200, 1400]
+    assert all(not a[0].steady and not a[0].message.startswith("still: ") for it, a in named.items() if it < 1200)
+    assert all(a[0].steady and a[0].message.startswith("still: loss is nan") and a[0].since_iter == 1001
+               for it, a in named.items() if it >= 1200)
+    # Cleared by the third clean check (1,502, 1,504, 1,506); regular reports, none lost or doubled.
     regular = [r.iteration for r in reports if r.kind == SCHEDULED and not 1000 < r.iteration < 1100]
     assert regular == [200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000]
     kinds = [(e.kind, e.iteration) for e in sink.events]
-    assert kinds == [("anomaly", 1002), ("anomaly_cleared", 1026)]
+    assert kinds == [("anomaly", 1002), ("anomaly_cleared", 1506)]
     assert "⚠️ Anomalies:" in console.getvalue()
-    assert "(since iteration 1,001)" in console.getvalue()
+    assert "• still: loss is nan" in console.getvalue() and "(since iteration 1,001)" in console.getvalue()
+
+
+def run_slowdown(slowdown, total=2000):
+    """A ``total``-step run at the default anomaly settings, reports every 1%, on an injected
+    clock: 0.1 s steps (jittered by up to 5%) times ``slowdown(iteration)``."""
+    clock, sink, rng = FakeClock(), RecordingSink(), random.Random(0)
+    tracker = ProgressTracker(total, sinks=[sink], clock=clock, anomaly=True)
+    for it in range(1, total + 1):
+        clock.advance(0.1 * slowdown(it) * (1 + 0.05 * rng.random()))
+        tracker.step(loss=2 + rng.gauss(0, 0.05), lr=1e-3)
+    tracker.close()
+    return sink, [r for r in sink.reports if r.kind != "final"]
+
+
+def test_a_steady_slowdown_is_reported_densely_three_times_then_every_1_percent_until_it_clears():
+    # 4x slower from 1,001 to 1,300 of 2,000: dense reports for all of it made 221 reports.
+    sink, reports = run_slowdown(lambda it: 4 if 1001 <= it <= 1300 else 1)
+    events = [(e.kind, e.iteration, e.data.get("anomaly")) for e in sink.events]
+    raised = next(it for kind, it, _ in events if kind == "anomaly")
+    cleared = next(it for kind, it, _ in events if kind == "anomaly_cleared")
+    assert 1001 < raised <= 1080 and 1300 < cleared <= 1420  # 3 pools to raise it, 5 to clear it
+    assert [kind for kind, _, _ in events if kind != "anomaly_blip"] == ["anomaly", "anomaly_cleared"]
+    assert len(reports) == 102  # 100 regular, 2 dense
+    dense = [r.iteration for r in reports if r.iteration % 20]
+    assert dense == [raised + 2, raised + 4]
+    while_it_lasts = [r for r in reports if raised <= r.iteration < cleared]
+    assert len(while_it_lasts) == 3 + (cleared - raised - 1) // 20
+    for report in while_it_lasts:  # named in every report while it lasts, "still" once steady
+        [anomaly] = report.anomalies
+        assert anomaly.kind == "throughput_drop" and anomaly.since_iter > 1000
+        assert anomaly.steady == (report.iteration > raised + 4) == anomaly.message.startswith("still: throughput fell")
+    assert not any(r.anomalies for r in reports if not raised <= r.iteration < cleared)
+
+
+def test_a_slowdown_that_gets_worse_is_reported_densely_again():
+    # 4x from 1,001 to 1,300, then 8x to 1,500: worse by more than AnomalyConfig.worse_factor.
+    sink, reports = run_slowdown(lambda it: 4 if 1001 <= it <= 1300 else 8 if 1301 <= it <= 1500 else 1)
+    anomaly_reports = [r.iteration for r in reports if r.kind == ANOMALY]
+    assert len(anomaly_reports) == 2 and anomaly_reports[0] < 1100 and 1300 < anomaly_reports[1] <= 1340
+    worse = anomaly_reports[1]
+    assert [r.iteration for r in reports if r.iteration % 20] == [anomaly_reports[0] + 2, anomaly_reports[0] + 4,
+                                                                  worse + 2, worse + 4]
+    assert len(reports) == 104
+    at_worse = next(r for r in reports if r.iteration == worse).anomalies[0]
+    before = next(r for r in reports if r.iteration == worse - 20).anomalies[0]
+    assert not at_worse.steady and before.steady and at_worse.severity > 1.5 * before.severity
+    assert at_worse.since_iter == before.since_iter  # the same episode, worse
+    assert [e.kind for e in sink.events if e.kind != "anomaly_blip"] == ["anomaly", "anomaly_cleared"]
 
 
 def test_tracker_keeps_a_regular_report_when_an_anomaly_clears_on_its_boundary():

@@ -50,6 +50,7 @@ def test_named_after_reports_in_a_row_and_cleared_after_as_many_fine_ones():
     # Slow at 10, fine at 20 (the run restarts), slow at 30, 40, 50: named at 50.
     assert seen[:4] == [None] * 4
     assert seen[4].kind == "straggler" and seen[4].since_iter == 50 and "rank 2 on node-b" in seen[4].message
+    assert seen[4].subject == "rank 2" and seen[4].severity == pytest.approx(20.6 - 0.3)  # ms the others wait
     assert [s.rank for s in detector.named] == [2]
     assert detector.observe(60, [], 4) is not None and detector.observe(70, [], 4) is not None
     assert detector.observe(80, [], 4) is None and detector.named == ()

@@ -48,6 +48,11 @@ new level (a new curriculum phase, a bigger model after a growth step) becomes t
 within about half the history and its anomaly clears. An anomaly clears once its condition
 has been absent for ``clear_after_checks`` checks in a row; its ``since_iter`` is the
 iteration at which its episode began.
+
+Dense reports are for what is new or getting worse (``dense.DenseReports``): an anomaly that
+holds steady goes back to the regular schedule after ``steady_after_reports`` dense reports
+and shows in each regular report as "still: ..."; one that gets worse by ``worse_factor``
+has dense reports again.
 """
 
 from __future__ import annotations
@@ -79,7 +84,22 @@ class AnomalyConfig:
     """Least seconds between two checks that do not come with a report."""
 
     dense_percent: float = 0.1
-    """Percent of the run between reports while an anomaly is active."""
+    """Percent of the run between reports while an anomaly is new or getting worse."""
+
+    steady_after_reports: int = 3
+    """Reports an anomaly gets on the dense schedule (the one that raised it included)
+    before, if it holds steady (same kind, same subject such as the same slow rank, not
+    worse by ``worse_factor``), it goes back to the regular schedule. It stays in every
+    report meanwhile, its message starting "still: ", until it clears. A condition that
+    lasts the whole run so costs a few extra reports, not ten times as many."""
+
+    worse_factor: float = 1.5
+    """How much worse a steady anomaly must get to have dense reports again: its severity
+    (a straggler's excess ms per step over the other ranks' median, a throughput drop's
+    median step time, a loss spike's rise above the recent median, a gradient norm,
+    memory in use) over this multiple of its highest value while it was reported densely
+    (1.5: 50% worse; a 4x slowdown turning into 8x is worse, its jitter is not). A
+    non-finite loss is as bad as it gets: it never counts as worse."""
 
     clear_after_checks: int = 5
     """Checks in a row without its condition before an anomaly clears (for the loss-spike
@@ -151,7 +171,7 @@ class AnomalyConfig:
     def __post_init__(self) -> None:
         parse_interval(self.check_percent, "check_percent")
         parse_interval(self.dense_percent, "dense_percent")
-        for name in ("clear_after_checks", "history_checks", "min_history_checks", "pool_steps",
+        for name in ("clear_after_checks", "history_checks", "steady_after_reports", "min_history_checks", "pool_steps",
                      "min_check_steps", "persist_checks", "memory_window_checks", "memory_plateau_checks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -171,6 +191,8 @@ class AnomalyConfig:
             raise ValueError(f"AnomalyConfig.min_check_interval_s must be >= 0 seconds, got {self.min_check_interval_s!r}")
         if not 0 < self.throughput_drop < 1:
             raise ValueError(f"AnomalyConfig.throughput_drop must be a fraction in (0, 1), got {self.throughput_drop!r}")
+        if not self.worse_factor > 1:
+            raise ValueError(f"AnomalyConfig.worse_factor must be > 1 (e.g. 1.5 for 50% worse), got {self.worse_factor!r}")
         if not self.grad_norm_factor > 1:
             raise ValueError(f"AnomalyConfig.grad_norm_factor must be > 1, got {self.grad_norm_factor!r}")
         if self.grad_norm_max is not None and not self.grad_norm_max > 0:
@@ -184,6 +206,7 @@ class Finding(NamedTuple):
     present: bool  # whether the anomalous condition holds now
     message: str  # one human sentence saying what was seen
     since_iter: int  # the iteration at which an episode starting now would begin
+    severity: float | None = None  # how bad, larger is worse (AnomalyConfig.worse_factor); None: not graded
 
 
 class CheckCadence:

@@ -16,7 +16,6 @@ class CheckResult(NamedTuple):
 
     anomalies: tuple[Anomaly, ...]  # active now, the monitor's first
     events: list[tuple[str, dict[str, object]]]  # (kind, data) for the sinks, in order
-    changed: bool  # the set of active kinds changed: the report schedule switches
     raised: bool  # a kind is new: an anomaly report is due
 
 
@@ -65,4 +64,4 @@ class AnomalyChecks:
                                            "since_iter": anomaly.since_iter}))
         for kind in was - now_kinds:
             events.append(("anomaly_cleared", {"anomaly": kind}))
-        return CheckResult(anomalies, events, now_kinds != was, bool(now_kinds - was))
+        return CheckResult(anomalies, events, bool(now_kinds - was))

@@ -82,8 +82,7 @@ class AnomalyMonitor:
             "nonfinite_loss": self._nonfinite(iteration, losses),
             "loss_spike": self._spike(iteration, losses),
             "throughput_drop": self._throughput(iteration, step_times_s) if warm else None,
-            "memory_growth": self._leak.judge(iteration, memory_bytes, leaking="memory_growth" in self._active)
-            if warm and memory_bytes is not None else None,
+            "memory_growth": self._memory(iteration, memory_bytes) if warm and memory_bytes is not None else None,
             "grad_explosion": self._grad(iteration, grad_norm),
         }
         blips = []
@@ -98,7 +97,7 @@ class AnomalyMonitor:
         """Apply one finding; returns it as a blip when it is present but not yet an anomaly."""
         if finding is None:
             return None
-        present, message, since = finding
+        present, message, since, severity = finding
         if not present:
             self._present[kind] = 0
         elif kind not in self._active:
@@ -107,10 +106,11 @@ class AnomalyMonitor:
             if shown == 1:
                 self._first_seen[kind] = since  # an episode starts at its first showing
             if shown < self._persist.get(kind, 1):
-                return Anomaly(kind, message, since) if shown == 1 else None
+                return Anomaly(kind, message, since, severity) if shown == 1 else None
         if present:
             old = self._active.get(kind)
-            self._active[kind] = Anomaly(kind, message, old.since_iter if old else self._first_seen.get(kind, since))
+            self._active[kind] = Anomaly(kind, message, old.since_iter if old else self._first_seen.get(kind, since),
+                                         severity)
             self._absent[kind] = 0
         elif kind in self._active:
             self._absent[kind] += 1
@@ -145,7 +145,7 @@ class AnomalyMonitor:
                 message = f"loss {value:.4g} is {rise / sigma:.1f}σ above its recent median {center:.4g}"
             else:
                 message = f"loss {value:.4g} is above its constant recent value {center:.4g}"
-            finding = Finding(rise > threshold, message, iteration)
+            finding = Finding(rise > threshold, message, iteration, rise)
         history.append(value)
         return finding
 
@@ -163,25 +163,30 @@ class AnomalyMonitor:
                 f"throughput fell {lost:.0%}: {1000 * recent:.1f} ms/iter against a typical "
                 f"{1000 * typical:.1f} ms/iter"
             )
-            finding = Finding(slow, message, iteration)
+            finding = Finding(slow, message, iteration, recent)
         history.append(recent)
         return finding
+
+    def _memory(self, iteration: int, memory_bytes: int) -> Optional[Finding]:
+        finding = self._leak.judge(iteration, memory_bytes, leaking="memory_growth" in self._active)
+        return None if finding is None else finding._replace(severity=float(memory_bytes))
 
     def _grad(self, iteration: int, grad_norm: float | None) -> Optional[Finding]:
         if not isinstance(grad_norm, (int, float)) or isinstance(grad_norm, bool):
             return None
         g = float(grad_norm)
         if not math.isfinite(g):
-            return Finding(True, f"gradient norm is {g}", iteration)
+            return Finding(True, f"gradient norm is {g}", iteration, math.inf)
         cfg = self.config
         history = self._grad_norms
         finding = Finding(False, "", iteration)
         if cfg.grad_norm_max is not None and g > cfg.grad_norm_max:
-            finding = Finding(True, f"gradient norm {g:.4g} exceeds the limit {cfg.grad_norm_max:.4g}", iteration)
+            finding = Finding(True, f"gradient norm {g:.4g} exceeds the limit {cfg.grad_norm_max:.4g}", iteration, g)
         elif len(history) >= cfg.min_history_checks:
             typical = median(history)
             if g > cfg.grad_norm_factor * typical:
                 ratio = g / typical if typical > 0 else math.inf
-                finding = Finding(True, f"gradient norm {g:.4g} is {ratio:.0f}x its recent median {typical:.4g}", iteration)
+                finding = Finding(True, f"gradient norm {g:.4g} is {ratio:.0f}x its recent median {typical:.4g}",
+                                  iteration, g)
         history.append(g)
         return finding

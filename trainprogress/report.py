@@ -51,9 +51,12 @@ class MemoryStats:
 class Anomaly:
     """Something a detector found unhealthy: what, since which iteration, and how bad."""
 
-    kind: str  # "nonfinite_loss", "loss_spike", "throughput_drop", "memory_growth", "grad_explosion"
+    kind: str  # "nonfinite_loss", "loss_spike", "throughput_drop", "memory_growth", "grad_explosion", "straggler"
     message: str  # one human sentence, e.g. "loss 9.81 is 7.2σ above its recent mean 2.10"
     since_iter: int  # the first iteration at which it was seen in this episode
+    severity: float | None = None  # how bad, larger is worse, in the kind's unit (AnomalyConfig.worse_factor)
+    subject: str = ""  # whom it is about, e.g. "rank 3"; "" for the whole run
+    steady: bool = False  # reported densely and holding steady: regular reports, message "still: ..."
 
 
 @dataclass(frozen=True)

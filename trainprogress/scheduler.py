@@ -1,6 +1,6 @@
 """BoundaryScheduler: the next iterations at which the tracker has work to do besides
 counting: a report (on the regular schedule, or on the dense one while an anomaly is
-raised), an anomaly check between reports, a cross-rank exchange. The tracker's hot path
+new or getting worse), an anomaly check between reports, a cross-rank exchange. The tracker's hot path
 compares each step against the earliest of these and the step clock's next sample."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ class BoundaryScheduler:
     math.inf). ``checks``: the AnomalyConfig when anomaly checks run, giving their cadence
     and the dense report schedule; None when they do not. ``exchanges``: whether every
     scheduled report boundary is also a cross-rank exchange, on every rank. A ``dense``
-    argument says whether an anomaly is raised, which adds the dense boundaries to the
-    reports. Boundaries are iterations; none left is math.inf.
+    argument says whether an anomaly is new or getting worse (``dense.DenseReports.wanted``),
+    which adds the dense boundaries to the reports. Boundaries are iterations; none left is math.inf.
     """
 
     __slots__ = ("_checks", "_exchanges", "_reports", "cadence", "dense", "interval_percent",
@@ -60,7 +60,8 @@ class BoundaryScheduler:
 
     def replan(self, iteration: int, dense: bool) -> None:
         """Switch between the regular and the dense report schedule, keeping a boundary at
-        ``iteration`` itself (a regular report is not lost when an anomaly clears there)."""
+        ``iteration`` itself (a regular report is not lost when an anomaly clears or holds
+        steady there)."""
         self.next_report = self.report_after(iteration - 1, dense)
 
     def check_due(self, iteration: int, now_s: float) -> bool:

@@ -15,6 +15,8 @@ compared with the fast one rather than with their average. Either way the excess
 be at least ``min_excess_fraction`` of the others' median step, so that noise in
 sub-millisecond figures names nobody. A rank named at ``reports_in_a_row``
 reports in a row becomes a "straggler" anomaly; it clears after as many reports without.
+The anomaly's subject is the ranks named, its severity the largest excess in ms per step:
+a straggler that stays the same rank at about the same excess is steady (``dense.DenseReports``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class SlowRank:
     what: str  # "data" or "compute"
     ms: float
     median_ms: float
+
+    @property
+    def excess_ms(self) -> float:
+        """Milliseconds per step this rank takes over the other ranks' median: what they wait."""
+        return self.ms - self.median_ms
 
     def describe(self) -> str:
         """E.g. "rank 5 on node-b: data 20.6 ms vs median 0.3 ms" (the other ranks' median)."""
@@ -128,8 +135,12 @@ class StragglerDetector:
         if self._since_iter is None:
             self._since_iter = iteration
         runs = self.config.reports_in_a_row
-        message = "straggler " + "; ".join(s.describe() for _, s in sorted(self._named.items()))
-        return Anomaly("straggler", f"{message} (slow for {runs}+ reports in a row)", self._since_iter)
+        named = self.named
+        message = "straggler " + "; ".join(s.describe() for s in named)
+        ranks = ", ".join(str(s.rank) for s in named)
+        subject = ("rank " if len(named) == 1 else "ranks ") + ranks
+        return Anomaly("straggler", f"{message} (slow for {runs}+ reports in a row)", self._since_iter,
+                       severity=max(s.excess_ms for s in named), subject=subject)
 
     @property
     def named(self) -> tuple[SlowRank, ...]:

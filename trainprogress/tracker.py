@@ -16,6 +16,7 @@ from .arguments import (
     resolve_option,
 )
 from .anomaly import AnomalyConfig
+from .dense import DenseReports
 from .boundaries import ReportSchedule, parse_interval
 from .buffer import ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
@@ -99,8 +100,8 @@ class ProgressTracker:
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_iter", "_loss_ring", "_lr",
-        "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_dense", "_iter", "_loss_ring",
+        "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
         "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
     )
@@ -159,12 +160,13 @@ class ProgressTracker:
 
         self._sinks = SinkGroup(self._build_sinks(sinks) if self.is_master else [])
         self._checks: AnomalyChecks | None = None
+        anomaly_config = anomaly or AnomalyConfig()  # the dense-report rules also apply to stragglers
         if anomaly is not None and self.is_master:
             # The run's length sizes the memory warm-up allowance; a run sized in tokens or
             # seconds has none in steps.
-            self._checks = AnomalyChecks(anomaly,
-                                         None if self._units is not None else total_iters)
+            self._checks = AnomalyChecks(anomaly_config, None if self._units is not None else total_iters)
         self._anomalies: tuple = ()
+        self._dense = DenseReports(anomaly_config)
 
         self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
         self._sections = Sections()
@@ -304,7 +306,7 @@ class ProgressTracker:
                            "written. Call close() once, after the last step (or use the tracker as a context manager).")
 
     def _advance(self) -> None:
-        if self._boundaries.advance(self._iter, bool(self._anomalies)) and self._units is not None:
+        if self._boundaries.advance(self._iter, self._dense.wanted) and self._units is not None:
             self._units.passed()
         self._next_due = self._boundaries.next_due(self._timer.next_sample)
 
@@ -323,12 +325,22 @@ class ProgressTracker:
         found = self._checks.run(self._iter, self._buffer.take_unchecked_losses(), values.metrics.get("grad_norm"),
                                  memory[0].used_bytes if memory else None, self._anomalies,
                                  self._ranks.anomalies if self._ranks is not None else ())
-        self._anomalies = found.anomalies
-        for kind, data in found.events:
+        worse = self._take_anomalies(found.anomalies, found.events)
+        return self._emit(ANOMALY, memory) if found.raised or worse else None
+
+    def _take_anomalies(self, anomalies: tuple, events: list[tuple[str, dict[str, object]]]) -> bool:
+        """Keep the anomalies active now and send the events of what changed; switch between
+        the dense and the regular report schedule, keeping this boundary, when a new or
+        worse anomaly asks for dense reports or none does any more. Returns whether a
+        steady anomaly got worse."""
+        dense = self._dense.wanted
+        self._anomalies = anomalies
+        worse = self._dense.judge(anomalies)
+        for kind, data in events:
             self._sinks.event(self._event(kind, **data))
-        if found.changed:
-            self._boundaries.replan(self._iter, bool(self._anomalies))
-        return self._emit(ANOMALY, memory) if found.raised else None
+        if self._dense.wanted != dense:
+            self._boundaries.replan(self._iter, not dense)
+        return worse
 
     def _sync_ranks(self) -> None:
         """Every rank, at each scheduled boundary: the cross-rank exchange (trainprogress.ranks).
@@ -340,11 +352,7 @@ class ProgressTracker:
         events = self._ranks.exchange(self._iter, self._timer.paused_s, pauses.data_wait.total_s,
                                       values.loss, values.smoothed_loss)
         pauses.phase = phase
-        self._anomalies = tuple(a for a in self._anomalies if a.kind != "straggler") + self._ranks.anomalies
-        for kind, data in events:
-            self._sinks.event(self._event(kind, **data))
-        if events:  # into or out of the dense schedule, keeping this boundary
-            self._boundaries.replan(self._iter, bool(self._anomalies))
+        self._take_anomalies(tuple(a for a in self._anomalies if a.kind != "straggler") + self._ranks.anomalies, events)
 
     def _emit(self, kind: str, memory: tuple[MemoryStats, ...] | None = None, **end: str | None) -> Report:
         """Build a Report of ``kind`` (with ``memory`` when already probed at this step) and
@@ -371,10 +379,12 @@ class ProgressTracker:
             eta_s=self._pace.remaining_s(self._iter, now),
             iters_per_s=iters_per_s,
             memory=probe_memory() if memory is None else memory,
-            anomalies=self._anomalies,
+            anomalies=self._dense.shown(self._anomalies),
             units_tokens_per_s=self._pace.tokens_per_s(),
             **end,
         )
+        if kind != FINAL:  # it counts for the dense schedule; the next boundary follows whether it is still on
+            self._dense.reported()
         self._sinks.report(report)
         return report
 
@@ -483,7 +493,7 @@ class ProgressTracker:
             return
         check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
         self.total_iters = self._pace.eta.total_iters = self._builder.total_iters = total
-        self._boundaries.resize(total, self._iter, bool(self._anomalies))
+        self._boundaries.resize(total, self._iter, self._dense.wanted)
         if self._checks is not None:
             self._checks.monitor.total_iters = total
         self._overrun_warned = False

@@ -39,7 +39,7 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 - ``memory``: a list of {device, used_bytes, total_bytes, reserved_bytes, peak_bytes, name}
 - ``metrics``: the caller's named values
 - ``sections``: a list of {title, lines: [[label, value], ...], into}
-- ``anomalies``: a list of {kind, message, since_iter}
+- ``anomalies``: a list of {kind, message, since_iter, severity, subject, steady} (see ``report.Anomaly``)
 - ``ranks``: the cross-rank figures ``{"ranks/...": number}`` when exchanged at this report (``cross_rank=True``), else {}
 - ``start_iter``: the iteration this process resumed at
 - ``progress_unit``: what the run is sized in and percent counts: "iters", "tokens" or "seconds" (a time budget)
