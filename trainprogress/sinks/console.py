@@ -102,6 +102,8 @@ def render_progress(report: Report) -> list[str]:
     if report.tokens_per_s is not None:
         memory.append(f"Throughput: {fmt.format_count(round(report.tokens_per_s))} tokens/s")
     out += _block(_TITLES["memory"], memory + joined["memory"])
+    if report.run_cost is not None:
+        out += _block("💰 Cost:", [f"{label}: {text}" for label, text in report.run_cost.lines().items()])
 
     for section in report.sections:
         if section.into is None:
@@ -129,6 +131,8 @@ def render_final(report: Report) -> list[str]:
         lines.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
     if report.mfu is not None:
         lines.append(f"Average MFU: {fmt.format_mfu(report.mfu)}")
+    if report.run_cost is not None:
+        lines.append(f"Cost: {report.run_cost.final_line()}")
     title = "✅ TRAINING COMPLETE!" if report.outcome == COMPLETED else "⏹️ TRAINING STOPPED"
     return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
 
