@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
-from .energy import RAPL_ROOT, NvmlMeter, RaplMeter
+from .energy import RAPL_ROOT, NvmlMeter, RaplMeter, cuda_uuids
 
 NO_GPU = "no NVIDIA GPU"
 J_PER_KWH = 3.6e6
@@ -197,7 +197,12 @@ class CostMeter:
         if not indices:
             self._gpu_reason = NO_GPU
             return
-        self._gpu, reason = NvmlMeter.open(indices)
+        try:
+            uuids = cuda_uuids(indices)
+        except Exception as exc:  # an old torch without .uuid, a driver error
+            self._gpu_reason = f"GPU: UUID unknown ({type(exc).__name__})"
+            return
+        self._gpu, reason = NvmlMeter.open(uuids)
         self._gpu_reason = None if reason is None else f"GPU: {reason}"
         if self._gpu is not None:
             self._gpu_late = decide  # opened at a report: the start was missed

@@ -90,9 +90,16 @@ def normalise_uuid(uuid: object) -> str:
     return text
 
 
+def cuda_uuids(cuda_indices: list[int]) -> list[str]:
+    """The UUIDs of CUDA devices (torch's numbering), read from torch's device properties.
+    The caller's process must already use CUDA (this would initialise it otherwise)."""
+    torch = sys.modules["torch"]
+    return [str(torch.cuda.get_device_properties(i).uuid) for i in cuda_indices]
+
+
 class NvmlMeter:
-    """The energy counters of the CUDA devices ``cuda_indices`` (torch's numbering). Open it
-    with ``NvmlMeter.open``, which returns the meter or the reason it cannot measure."""
+    """The energy counters of the GPUs with the given UUIDs. Open it with ``NvmlMeter.open``,
+    which returns the meter or the reason it cannot measure."""
 
     def __init__(self, nvml: Any, handles: dict[str, Any]) -> None:
         self._nvml = nvml
@@ -100,13 +107,9 @@ class NvmlMeter:
         self._totals = {key: CounterTotal(self._millijoules(h)) for key, h in handles.items()}
 
     @classmethod
-    def open(cls, cuda_indices: list[int]) -> tuple["NvmlMeter | None", str | None]:
-        """(meter, None), or (None, reason). The caller's process must already use CUDA."""
-        torch = sys.modules["torch"]
-        try:
-            wanted = {normalise_uuid(torch.cuda.get_device_properties(i).uuid): i for i in cuda_indices}
-        except Exception as exc:  # an old torch without .uuid, a driver error
-            return None, f"GPU UUID unknown ({type(exc).__name__})"
+    def open(cls, uuids: list[str]) -> tuple["NvmlMeter | None", str | None]:
+        """(meter, None), or (None, reason) for the GPUs of ``uuids`` (as torch or NVML spell them)."""
+        wanted = {normalise_uuid(uuid) for uuid in uuids}
         try:
             import pynvml
         except ImportError:

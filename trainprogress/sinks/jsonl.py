@@ -49,9 +49,12 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 - ``outcome``: null, except in the final summary: how the run ended (see ``run_end``)
 - ``error``: null, except in the final summary of a crash: the exception
 
-and, when the tracker's ``cost=`` is on (``trainprogress.cost``; absent otherwise), the
-cost figures as flat keys, ``_total`` ones projected to the run's end (the final summary:
-the run's own figures):
+and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B receive
+(``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ``cost/energy_j``, ...).
+
+Cost: when the tracker's ``cost=`` is on (``trainprogress.cost``; absent otherwise), every
+``report`` also carries the cost figures as flat keys, ``_total`` ones projected to the
+run's end (in the final summary: the run's own figures):
 
 - ``devices``: devices rented (the world size, one per process, unless given)
 - ``device_hours``, ``device_hours_total``: devices x wall hours so far / at the end (elapsed + ETA)
@@ -64,9 +67,6 @@ the run's own figures):
 - ``cost``, ``cost_total``: money so far / at the end at the prices given, in ``currency``
 - ``currency``: as given, or null
 - ``co2_kg``, ``co2_total_kg``: kilograms of CO2 at the grid intensity given
-
-and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B receive
-(``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ``cost/energy_j``, ...).
 
 ``event``: ``event`` names what happened and ``data`` holds its details. The tracker sends
 "pause" ({name, duration_s}), "anomaly" ({anomaly, message, since_iter}), "anomaly_blip"
