@@ -307,3 +307,38 @@ def test_bad_cost_settings_say_which(kwargs, message):
 def test_cost_takes_a_bool_or_a_cost_config():
     with pytest.raises(TypeError, match="cost must be a bool or a CostConfig"):
         ProgressTracker(10, sinks=[], is_master=True, cost={"price_per_kwh": 0.3})
+
+
+def test_a_resumed_runs_summary_adds_up_what_each_process_spent(tmp_path):
+    log = tmp_path / "progress.jsonl"
+    config = CostConfig(price_per_device_hour=1.0, rapl_root=no_rapl(tmp_path))
+    clock = FakeClock()
+    first = ProgressTracker(100, interval_percent=10, sinks=[JsonlSink(log)], clock=clock, is_master=True, cost=config)
+    for _ in range(50):
+        clock.advance(36.0)
+        first.step(loss=1.0)
+    first.close()  # stopped at half-way: 0.5 device-hours spent
+    clock = FakeClock()
+    second = ProgressTracker(100, start_iter=50, interval_percent=10, sinks=[JsonlSink(log)], clock=clock,
+                             is_master=True, cost=config)
+    for _ in range(20):
+        clock.advance(72.0)  # slower now: 0.4 hours for 20 steps, 1.2 hours to go
+        second.step(loss=1.0)
+    cost = summarize(read_log(log).runs[0], read_log(log))["cost"]
+    assert cost["device_hours"] == pytest.approx(0.5 + 0.4) and cost["cost"] == pytest.approx(0.9)
+    assert cost["device_hours_total"] == pytest.approx(0.5 + 0.4 + 30 * 72.0 / 3600)
+    second.close()
+
+
+def test_the_trainer_takes_the_price_keys(tmp_path):
+    from helpers import TINY_TRAIN, read_jsonl, run_script
+
+    stdout = run_script("train.py", *TINY_TRAIN, "--max_iters=8", "--report_interval=50", "--jsonl_log=True",
+                        "--price_per_device_hour=3.5", "--currency=EUR", "--final_full_eval=False",
+                        f"--out_dir={tmp_path}").stdout
+    assert "💰 Cost:" in stdout and " EUR so far, " in stdout
+    final = [r for r in read_jsonl(tmp_path / "progress.jsonl") if r["type"] == "report"][-1]
+    assert final["currency"] == "EUR" and final["devices"] == 1
+    assert final["device_hours"] == pytest.approx(final["elapsed_s"] / 3600)
+    assert final["cost"] == pytest.approx(3.5 * final["device_hours"])
+    assert final["energy_note"].startswith("energy: not measured (no NVIDIA GPU; ")
