@@ -199,11 +199,6 @@ class ConsoleSink(Sink):
             stream.write(text + "\n")
             stream.flush()
 
-    def event(self, event: Event) -> None:
-        line = anomaly_line(event)
-        if line is not None:
-            self._write([line])
-
     def report(self, report: Report) -> None:
         if report.kind == FINAL:
             self._write(render_final(report))
@@ -216,3 +211,7 @@ class ConsoleSink(Sink):
         elif event.kind == "stall_ended":
             stalled = fmt.format_duration(float(event.data.get("stalled_s", 0.0)))
             self._write([f"▶️ Training goes on at iteration {fmt.format_count(event.iteration)} after a stall of {stalled}"])
+        else:
+            line = anomaly_line(event)
+            if line is not None:
+                self._write([line])
