@@ -19,7 +19,9 @@ import trainprogress.sinks.jsonl as jsonl_module
 from trainprogress.cost import CostConfig, CostMeter, RunCost
 from trainprogress.energy import COST_EXTRA, CounterTotal, RaplMeter, sum_distinct
 from trainprogress.ranks import _energy_of_ranks, _energy_slots
+from trainprogress.runlog import report_from_record
 from trainprogress.sinks import ConsoleSink, JsonlSink
+from trainprogress.sinks.console import render_progress
 from trainprogress.summary import format_summary, summarize
 
 CUDA_UUID = "5c8e3a1b-0f2d-4e6a-9b7c-1d2e3f4a5b6c"  # as torch spells it
@@ -274,6 +276,9 @@ def test_the_log_the_console_and_the_summary_show_the_cost(tmp_path, on_cuda, mo
     assert "💰 Cost:" in text and "Device-hours: 0.100 so far, 1.000 at the end (1 device)" in text
     assert "Energy: 25.0 Wh so far, 250.0 Wh at the end (nvml, 250 W mean)" in text
     assert "Cost: 1.000 device-hours, 250.0 Wh (nvml), 2.00 USD, 0.125 kg CO2" in text
+    rebuilt = report_from_record(reports[3])  # what `trainprogress watch` renders from the log
+    assert rebuilt.run_cost == RunCost.from_record(reports[3]) and rebuilt.run_cost.energy_j == reports[3]["energy_j"]
+    assert "\n".join(render_progress(rebuilt)) in text
     summary = summarize(read_log(log).runs[0], read_log(log))
     assert summary["cost"]["energy_j"] == pytest.approx(250.0 * 3600) and summary["cost"]["cost"] == pytest.approx(2.0)
     assert any("Cost: 1.000 device-hours on 1 device(s), 250.0 Wh measured (nvml), 2.00 USD, 0.125 kg CO2" in line
