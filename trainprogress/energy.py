@@ -129,7 +129,7 @@ class NvmlMeter:
                 raise LookupError("no NVML device has this GPU's UUID")
             return cls(pynvml, handles), None
         except Exception as exc:
-            pynvml.nvmlShutdown()
+            _shutdown(pynvml)
             not_supported = getattr(pynvml, "NVMLError_NotSupported", ())
             if not_supported and isinstance(exc, not_supported):
                 return None, "counter not supported on this GPU"
@@ -151,10 +151,15 @@ class NvmlMeter:
         return out
 
     def close(self) -> None:
-        try:
-            self._nvml.nvmlShutdown()
-        except Exception:
-            logger.debug("nvmlShutdown failed", exc_info=True)
+        _shutdown(self._nvml)
+
+
+def _shutdown(nvml: Any) -> None:
+    """Balance our nvmlInit (NVML counts them); a failure here must not stop anything."""
+    try:
+        nvml.nvmlShutdown()
+    except Exception:
+        logger.debug("nvmlShutdown failed", exc_info=True)
 
 
 class RaplMeter:

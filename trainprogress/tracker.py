@@ -340,8 +340,9 @@ class ProgressTracker:
         events = self._ranks.exchange(self._iter, self._timer.paused_s, pauses.data_wait.total_s,
                                       values.loss, values.smoothed_loss, energy)
         pauses.phase = phase
-        if self._cost is not None and self._ranks.figures is not None:
-            self._cost.merge_ranks(self._ranks.figures.energy_j)
+        figures = self._ranks.figures
+        if self._cost is not None and figures is not None and figures.iteration == self._iter:  # this exchange's
+            self._cost.merge_ranks(figures.energy_j)
         self._anomalies = tuple(a for a in self._anomalies if a.kind != "straggler") + self._ranks.anomalies
         for kind, data in events:
             self._sinks.event(self._event(kind, **data))
