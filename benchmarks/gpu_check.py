@@ -15,10 +15,21 @@
    figures and the device's total.
 7. fp16: 200 steps in fp16 with a GradScaler train (the loss falls, stays finite).
 8. report cost: one report's time as a fraction of the training time between reports.
+9. energy counter read (cost=, needs ``pip install trainprogress[cost]``): one
+   ``nvmlDeviceGetTotalEnergyConsumption`` read costs under 100 microseconds (median of
+   10,000 reads).
+10. energy counter vs power: over 60 seconds of steady bf16 matmuls, the counter's energy
+   agrees with the integral of ``nvmlDeviceGetPowerUsage`` sampled every 10 ms within 5%.
+11. tracker energy: ``train.py config/train_shakespeare.py`` (the GPU preset) with
+   ``--cost_report=True``: the reports' energy never decreases, comes from the GPU counter, and
+   the final figure is within 1% of the counter's delta over the same window read by this
+   script (polled every 5 ms, interpolated at the run_start and final records' times).
 
 Prints a table (check, expected, measured, verdict) and exits 1 if any check fails. On a
-machine without CUDA it says so and exits 0. Checks 1-4 run train.py in a subprocess
-(about a minute with compilation; ``--skip_train`` leaves them out); 5-8 run here.
+machine without CUDA it says so and exits 0. Checks 1-4 and 11 run train.py in a subprocess
+(about a minute each with compilation; ``--skip_train`` leaves them out); 5-10 run here
+(``--skip_energy`` leaves out the minute of check 10). Without nvidia-ml-py, 9-11 are
+skipped with the install line.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +54,9 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 MFU_RANGE = (0.15, 0.70)  # GPT-2 small, compiled, on a modern GPU: well inside; a wrong peak lands outside
+COUNTER_READ_BUDGET_US = 100.0  # one energy-counter read, median
+POWER_AGREEMENT = 0.05  # counter energy vs the integral of sampled power
+TRACKER_AGREEMENT = 0.01  # the tracker's final energy vs a counter delta read outside it
 REPORT_BUDGET = 0.01  # a report may cost at most 1% of the time between reports...
 STEPS_BETWEEN_REPORTS = 100  # ...of a 10,000-step run reporting every 1%
 
@@ -181,7 +196,7 @@ def sync_and_memory_rows(device: torch.device, steps: int = 300) -> list[Row]:
     due = set(ReportSchedule(total, 1.0).due_iterations()) | set(ReportSchedule(total, anomaly.check_percent).due_iterations())
     with open("/dev/null", "w") as devnull:
         tracker = ProgressTracker(total, sinks=[ConsoleSink(devnull)], is_master=True, anomaly=anomaly,
-                                  tokens_per_iter=32 * config.block_size, precision="bf16")
+                                  tokens_per_iter=32 * config.block_size, precision="bf16", cost=True, device=device)
         reports, sync_error = [], None
         try:
             torch.cuda.set_sync_debug_mode("error")
@@ -281,10 +296,156 @@ def fp16_and_cost_rows(device: torch.device, steps: int = 200) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------- energy (cost=)
+def open_nvml(device: torch.device):
+    """(pynvml, the handle of ``device`` matched by UUID), or (None, why not)."""
+    from trainprogress.energy import COST_EXTRA, normalise_uuid
+
+    try:
+        import pynvml
+    except ImportError:
+        return None, f"nvidia-ml-py not installed: {COST_EXTRA}"
+    pynvml.nvmlInit()
+    uuid = normalise_uuid(torch.cuda.get_device_properties(device).uuid)
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        if normalise_uuid(pynvml.nvmlDeviceGetUUID(handle)) == uuid:
+            try:
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            except pynvml.NVMLError as exc:
+                return None, f"energy counter unreadable: {exc}"
+            return pynvml, handle
+    return None, "no NVML device has this GPU's UUID"
+
+
+def counter_read_row(nvml, handle, reads: int = 10_000) -> Row:
+    times_us = []
+    for _ in range(reads):
+        start = time.perf_counter_ns()
+        nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        times_us.append((time.perf_counter_ns() - start) / 1000)
+    typical = median(times_us)
+    return Row("energy counter read", f"< {COUNTER_READ_BUDGET_US:.0f} us (median of {reads:,})",
+               f"{typical:.1f} us (p99 {sorted(times_us)[int(0.99 * reads)]:.1f} us)", typical < COUNTER_READ_BUDGET_US)
+
+
+def integrate_power(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """Joules from (time, watts) samples over [start, end]: trapezoids between samples, the
+    first and last sample held to the window's edges."""
+    if not samples:
+        return 0.0
+    joules = samples[0][1] * (samples[0][0] - start) + samples[-1][1] * (end - samples[-1][0])
+    for (t0, w0), (t1, w1) in zip(samples, samples[1:]):
+        joules += (w0 + w1) / 2 * (t1 - t0)
+    return joules
+
+
+def power_integral_row(device: torch.device, nvml, handle, seconds: float = 60.0) -> Row:
+    """The counter's energy against sampled power over ``seconds`` of steady bf16 matmuls
+    (measured after 5 s of warm-up, so that both see a steady load)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16, generator=generator)
+    b, c = torch.randn_like(a), torch.empty_like(a)
+
+    def burn(until: float) -> None:
+        while time.perf_counter() < until:
+            for _ in range(20):
+                torch.mm(a, b, out=c)
+            torch.cuda.synchronize()
+
+    burn(time.perf_counter() + 5.0)
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.perf_counter(), nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    first, start = nvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter()
+    sampler.start()
+    burn(start + seconds)
+    last, end = nvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter()
+    stop.set()
+    sampler.join()
+    counter_j = (last - first) / 1000.0
+    sampled_j = integrate_power([s for s in samples if start <= s[0] <= end], start, end)
+    gap = counter_j / sampled_j - 1 if sampled_j > 0 else math.inf
+    return Row(f"counter vs power, {seconds:.0f} s bf16 matmul", f"within {POWER_AGREEMENT:.0%}",
+               f"{counter_j / 1000:.2f} kJ vs {sampled_j / 1000:.2f} kJ ({gap:+.2%}, {counter_j / (end - start):.0f} W)",
+               abs(gap) <= POWER_AGREEMENT)
+
+
+def counter_at(polls: list[tuple[float, float]], when: float) -> float:
+    """The counter (mJ) at Unix time ``when``, interpolated between the polls around it."""
+    for (t0, e0), (t1, e1) in zip(polls, polls[1:]):
+        if t0 <= when <= t1:
+            return e0 + (e1 - e0) * (when - t0) / (t1 - t0) if t1 > t0 else e0
+    raise ValueError(f"no counter polls around {when}")
+
+
+def tracker_energy_rows(device: str, nvml, handle) -> list[Row]:
+    """train.py's GPU preset with cost on, while this script polls the same counter."""
+    polls: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            polls.append((time.time(), nvml.nvmlDeviceGetTotalEnergyConsumption(handle)))
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    with tempfile.TemporaryDirectory() as out_dir:
+        try:
+            result = subprocess.run(
+                [sys.executable, str(REPO / "train.py"), str(REPO / "config" / "train_shakespeare.py"), f"--device={device}",
+                 f"--out_dir={out_dir}", "--jsonl_log=True", "--cost_report=True", "--max_iters=400",
+                 "--eval_interval=200", "--eval_iters=20", "--final_full_eval=False"],
+                capture_output=True, text=True, cwd=REPO, timeout=1800)
+        finally:
+            stop.set()
+            poller.join()
+        if result.returncode != 0:
+            return [Row("tracker energy, train.py GPU preset", "exit 0", result.stderr.strip().splitlines()[-1][:80], False)]
+        records = [json.loads(line) for line in (Path(out_dir) / "progress.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r["type"] == "run_start")
+    reports = [r for r in records if r["type"] == "report"]
+    energies = [r.get("energy_j") for r in reports]
+    sources = {r.get("energy_source") for r in reports}
+    rising = None not in energies and all(b >= a for a, b in zip(energies, energies[1:]))
+    rows = [Row("tracker energy never decreases", f"{len(reports)} reports, rising, source nvml",
+                f"{'rising' if rising else energies}, source {'/'.join(map(str, sources))}"[:80],
+                rising and sources == {"nvml"})]
+    if not rising:
+        return rows
+    outside_j = (counter_at(polls, reports[-1]["time"]) - counter_at(polls, start["time"])) / 1000.0
+    gap = energies[-1] / outside_j - 1 if outside_j > 0 else math.inf
+    rows.append(Row("tracker energy = counter delta", f"within {TRACKER_AGREEMENT:.0%}",
+                    f"{energies[-1] / 1000:.2f} kJ vs {outside_j / 1000:.2f} kJ ({gap:+.2%})", abs(gap) <= TRACKER_AGREEMENT))
+    return rows
+
+
+def energy_rows(device: torch.device, skip_train: bool, skip_energy: bool) -> list[Row]:
+    nvml, handle = open_nvml(device)
+    if nvml is None:
+        return [Row("energy counter (cost=)", "an NVML energy counter", handle, None)]
+    rows = [counter_read_row(nvml, handle)]
+    if not skip_energy:
+        rows.append(power_integral_row(device, nvml, handle))
+    if not skip_train:
+        rows += tracker_energy_rows(str(device), nvml, handle)
+    nvml.nvmlShutdown()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda:0", help="the CUDA device to check (default cuda:0)")
-    parser.add_argument("--skip_train", action="store_true", help="leave out the train.py run (dtype, compile, peak, MFU)")
+    parser.add_argument("--skip_train", action="store_true",
+                        help="leave out the train.py runs (dtype, compile, peak, MFU; tracker energy)")
+    parser.add_argument("--skip_energy", action="store_true", help="leave out the 60-second counter-vs-power check")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing to check. "
@@ -297,6 +458,7 @@ def main() -> int:
     rows = [] if args.skip_train else training_rows(args.device)
     rows += sync_and_memory_rows(device)
     rows += fp16_and_cost_rows(device)
+    rows += energy_rows(device, args.skip_train, args.skip_energy)
     print_table(rows)
     failed = [r.check for r in rows if r.ok is False]
     print(f"{len(rows) - len(failed)} of {len(rows)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))

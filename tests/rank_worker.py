@@ -5,6 +5,10 @@ step, so the report's loss must be the mean over ranks, not rank 0's.
 
 With QUIT_AT, the last rank leaves (exit 0) after QUIT_AT steps and the others carry on:
 their next exchange must fail within its 3-second timeout, not hang the report.
+
+With FAKE_RAPL_ROOT set (a fake powercap tree with one package, intel-rapl:0), cost is on
+and every rank meters that package, which rank 0 advances by 1 J per step: the ranks share
+one device, which must count once.
 """
 
 import datetime
@@ -15,7 +19,10 @@ import time
 import torch
 import torch.distributed as dist
 
+from pathlib import Path
+
 from trainprogress import CrossRankConfig, ProgressTracker
+from trainprogress.cost import CostConfig
 from trainprogress.sinks import build_sinks
 
 
@@ -23,8 +30,9 @@ def main(jsonl: str, max_iters: int, quit_at: int | None) -> None:
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     rank = dist.get_rank()
     leaves = quit_at is not None and rank == dist.get_world_size() - 1
+    rapl = os.environ.get("FAKE_RAPL_ROOT")
     tracker = ProgressTracker(max_iters, interval_percent=25, sinks=build_sinks(ascii=True, jsonl=jsonl),
-                              cross_rank=CrossRankConfig(timeout_s=3))
+                              cross_rank=CrossRankConfig(timeout_s=3), cost=CostConfig(rapl_root=rapl) if rapl else False)
     with tracker:
         for it in range(max_iters):
             if leaves and it == quit_at:
@@ -32,6 +40,8 @@ def main(jsonl: str, max_iters: int, quit_at: int | None) -> None:
                 os._exit(0)
             with tracker.data_wait():
                 time.sleep(0.002)
+            if rapl and rank == 0:
+                (Path(rapl) / "intel-rapl:0" / "energy_uj").write_text(f"{(it + 1) * 1_000_000}\n")
             tracker.step(loss=torch.tensor(float(rank + 1)))
     dist.destroy_process_group()
 

@@ -50,3 +50,19 @@ def test_the_table_prints_every_row_with_its_verdict(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["check", "expected", "measured", "verdict"]
     assert lines[2].split()[-1] == "PASS" and lines[3].split()[-1] == "FAIL"
+
+
+def test_power_samples_integrate_to_joules_over_the_window():
+    gpu_check = load_gpu_check()
+    # 100 W for 1 s then 300 W, sampled at 0.5 s steps inside the window [0, 3].
+    samples = [(0.5, 100.0), (1.0, 100.0), (1.5, 300.0), (2.0, 300.0), (2.5, 300.0)]
+    # 0-0.5 held at 100 (50 J), trapezoids 50 + 100 + 150 + 150 J, 2.5-3 held at 300 (150 J)
+    assert gpu_check.integrate_power(samples, 0.0, 3.0) == pytest.approx(650.0)
+
+
+def test_the_counter_is_interpolated_between_polls():
+    gpu_check = load_gpu_check()
+    polls = [(10.0, 1000.0), (10.5, 1500.0), (11.0, 2500.0)]
+    assert gpu_check.counter_at(polls, 10.75) == pytest.approx(2000.0)
+    with pytest.raises(ValueError, match="no counter polls"):
+        gpu_check.counter_at(polls, 12.0)

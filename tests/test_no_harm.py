@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import io
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -124,3 +125,25 @@ def test_the_cpu_probe_draws_nothing_from_torchs_generator(monkeypatch):
     torch.manual_seed(0)
     assert flops.measure_cpu_peak("bf16", seconds=0.01).flops_per_s > 0
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_cost_on_a_cpu_run_on_a_gpu_host_touches_neither_cuda_nor_nvml(cuda_that_must_not_be_touched, device,
+                                                                       monkeypatch, tmp_path):
+    import types
+
+    from trainprogress.cost import CostConfig
+
+    nvml_calls = []
+    nvml = types.ModuleType("pynvml")
+    nvml.__getattr__ = lambda name: nvml_calls.append(name)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    recorder = RecordingSink()
+    clock = FakeClock()
+    with ProgressTracker(100, interval_percent=10, sinks=[recorder], clock=clock, device=device,
+                         cost=CostConfig(price_per_device_hour=1.0, rapl_root=str(tmp_path))) as tracker:
+        for it in range(100):
+            clock.advance(0.01)
+            tracker.step(loss=torch.tensor(2.0 - it / 100))
+    assert cuda_that_must_not_be_touched == [] and nvml_calls == []
+    assert recorder.reports[-1].run_cost.energy_note == "energy: not measured (no NVIDIA GPU; no readable RAPL)"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from helpers import CPU_PROCESSES
 
@@ -153,3 +154,24 @@ def test_a_stopped_rank_makes_rank_0_report_a_stall(tmp_path):
     assert [e["event"] for e in events] == ["stalled", "stall_ended"]
     assert events[0]["data"]["stalled_s"] >= 2 and events[0]["data"]["phase"] == "compute"
     assert events[1]["iteration"] == events[0]["iteration"]
+
+
+@pytest.mark.process
+def test_two_ranks_metering_one_device_count_it_once(tmp_path):
+    """Both ranks read one (fake) RAPL package; rank 0 advances it by 1 J per step. Rank 0's
+    report sums the ranks' energy over distinct devices: 40 J after 40 steps, not 80."""
+    package = tmp_path / "powercap" / "intel-rapl:0"
+    package.mkdir(parents=True)
+    (package / "energy_uj").write_text("0\n")
+    (package / "max_energy_range_uj").write_text("262143328850\n")
+    log = tmp_path / "run.jsonl"
+    result = subprocess.run(torchrun("--standalone", str(REPO / "tests" / "rank_worker.py"), str(log), "40"),
+                            capture_output=True, text=True, timeout=300, cwd=REPO,
+                            env={**ENV, "FAKE_RAPL_ROOT": str(tmp_path / "powercap")})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    reports = [r for r in records(log) if r["type"] == "report"]
+    assert [r["iteration"] for r in reports] == [10, 20, 30, 40, 40]
+    for report in reports:
+        assert report["devices"] == 2 and report["energy_source"] == "rapl"
+        assert report["energy_j"] == pytest.approx(report["iteration"], abs=1.0)
+    assert reports[-1]["energy_j"] == pytest.approx(40.0)

@@ -95,3 +95,26 @@ def test_anomaly_checks_add_almost_no_syncs_between_reports(total):
     assert between <= bound, f"{between} syncs between reports over {total} steps (bound {bound})"
     if total <= 1_000:
         assert between == 0
+
+
+def test_cost_metering_adds_no_sync(tmp_path):
+    """The same loop as the first test, with cost on (its meters read at every report):
+    still one sync per report."""
+    from trainprogress.cost import CostConfig
+
+    package = tmp_path / "intel-rapl:0"  # a fake RAPL package: the meters have a counter to read
+    package.mkdir()
+    (package / "energy_uj").write_text("0\n")
+    (package / "max_energy_range_uj").write_text("262143328850\n")
+    CountingTensor.syncs = 0
+    clock = FakeClock()
+    sink = RecordingSink()
+    tracker = ProgressTracker(1000, interval_percent=10, sinks=[sink], clock=clock, is_master=True,
+                              cost=CostConfig(price_per_device_hour=1.0, rapl_root=str(tmp_path)))
+    for i in range(1000):
+        clock.advance(0.01)
+        tracker.step(loss=counting(3.0 - i / 1000), lr=1e-3, grad_norm=counting(0.5))
+        assert CountingTensor.syncs == sum(1 for r in sink.reports if r.kind == "scheduled")
+    tracker.close()
+    assert CountingTensor.syncs == 10
+    assert all(r.run_cost.energy_source == "rapl" for r in sink.reports)

@@ -34,12 +34,32 @@ class ReportingConfig:
                               "endpoints from TRAINPROGRESS_SLACK_WEBHOOK_URL / TRAINPROGRESS_SMTP_* variables")
     anomaly_detection: bool = opt(True, "watch for NaN loss, loss spikes, slowdowns, memory growth and exploding "
                                         "gradients; report at once and more often while one lasts")
+    cost_report: bool = opt(False, "a 💰 Cost block: device-hours, energy from the GPU's/CPU's own counters, money and "
+                                   "CO2, so far and at the end (on by itself when a price or grid intensity is given)")
+    price_per_device_hour: float | None = opt(None, "money per device (GPU) per hour, for the cost block")
+    price_per_kwh: float | None = opt(None, "money per kWh of measured energy, for the cost block")
+    currency: str = opt("", "the currency shown with the money (e.g. USD); empty: bare numbers")
+    grid_kg_co2_per_kwh: float | None = opt(None, "the grid's kg of CO2 per kWh, for the CO2 figures")
 
     def __post_init__(self) -> None:
         require(
             0 < self.report_interval <= 100,
             f"report_interval must be a percent in (0, 100], got {self.report_interval}. Fix: e.g. --report_interval=1.",
         )
+        for key in ("price_per_device_hour", "price_per_kwh", "grid_kg_co2_per_kwh"):
+            value = getattr(self, key)
+            require(value is None or 0 <= value < float("inf"),
+                    f"{key} must be a number >= 0, got {value}. Fix: e.g. --{key}=2.5, or leave it out.")
+
+    def cost_config(self):
+        """The tracker's ``cost=``: a CostConfig when the cost block is on, else False."""
+        prices = (self.price_per_device_hour, self.price_per_kwh, self.grid_kg_co2_per_kwh)
+        if not self.cost_report and all(p is None for p in prices):
+            return False
+        from trainprogress.cost import CostConfig
+
+        return CostConfig(price_per_device_hour=self.price_per_device_hour, price_per_kwh=self.price_per_kwh,
+                          currency=self.currency or None, grid_kg_co2_per_kwh=self.grid_kg_co2_per_kwh)
 
 
 def build_tracker(
@@ -63,7 +83,8 @@ def build_tracker(
     picks the device's peak from the tracker's table, for ``device`` (the torch.device the
     run trains on). ``cross_rank`` (under torchrun) adds every rank's figures and the loss
     averaged over ranks to each report. The hang watchdog is always on: it speaks only when
-    steps stop coming for minutes. The whole config is passed on as the
+    steps stop coming for minutes. The cost keys (``cfg.cost_config()``) turn on the cost
+    block. The whole config is passed on as the
     run's configuration (sinks such as W&B record it). Only the master's sinks ever open
     anything."""
     from trainprogress import ProgressTracker, build_sinks
@@ -99,5 +120,6 @@ def build_tracker(
         cross_rank=cross_rank,
         watchdog=True,
         anomaly=True if cfg.anomaly_detection else None,
+        cost=cfg.cost_config(),
         run_config=asdict(cfg),
     )

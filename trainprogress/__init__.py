@@ -11,6 +11,7 @@ torch is never imported here; it is used only where the caller already imported 
 """
 
 from .anomaly import AnomalyConfig
+from .cost import CostConfig, RunCost
 from .flops import gpt_flops_per_token
 from .ranks import CrossRankConfig
 from .report import Anomaly, MemoryStats, Report, Section
@@ -26,12 +27,14 @@ __all__ = [
     "Anomaly",
     "AnomalyConfig",
     "ConsoleSink",
+    "CostConfig",
     "CrossRankConfig",
     "Event",
     "LogFileError",
     "MemoryStats",
     "ProgressTracker",
     "Report",
+    "RunCost",
     "RunInfo",
     "Section",
     "Sink",

@@ -9,6 +9,7 @@ import time
 from typing import Callable, Mapping
 
 from .buffer import Values
+from .cost import RunCost
 from .flops import PeakFlops
 from .progress_units import TOKENS, ProgressUnits
 from .report import BLOCKS, Anomaly, MemoryStats, Report, Section
@@ -115,6 +116,7 @@ class ReportBuilder:
         anomalies: tuple[Anomaly, ...],
         ranks: Mapping[str, float] | None = None,
         units_tokens_per_s: float | None = None,
+        run_cost: RunCost | None = None,
         outcome: str | None = None,
         error: str | None = None,
     ) -> Report:
@@ -162,6 +164,7 @@ class ReportBuilder:
             progress_total=total_iters if units is None else units.total,
             epoch=self.epoch(iteration),
             epochs=self.epochs,
+            run_cost=run_cost,
         )
 
     def tick(self, iteration: int, *, eta_s: float | None, iters_per_s: float | None, smoothed_loss: float | None) -> Tick:

@@ -22,17 +22,21 @@ import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from statistics import median
-from typing import Callable
+from typing import Callable, Mapping
 
 from . import format as fmt
+from .energy import key_code, sum_distinct
 from .report import Anomaly
 from .stragglers import SlowRank, StragglerConfig, StragglerDetector, find_slow_ranks, medians_of_others
 
 logger = logging.getLogger(__name__)
 
 # The row each rank sends: iteration, steps, data ms/step, compute ms/step, peak memory
-# bytes, latest loss, smoothed loss. Unknown values travel as NaN.
-_FIELDS = 7
+# bytes, latest loss, smoothed loss, then ENERGY_SLOTS pairs (device key code, joules) of
+# its energy meters (trainprogress.energy; with cost=). Unknown values travel as NaN.
+ENERGY_SLOTS = 4
+_ENERGY_AT = 7
+_FIELDS = _ENERGY_AT + 2 * ENERGY_SLOTS
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class RankFigures:
     smoothed_loss: tuple[float, ...]
     exchange_ms: float
     slow: tuple[SlowRank, ...] = ()
+    energy_j: float | None = None  # every rank's metered energy, each device counted once; None: none metered
 
     @property
     def world_size(self) -> int:
@@ -225,10 +230,12 @@ class CrossRank:
         return () if self.anomaly is None else (self.anomaly,)
 
     def exchange(self, iteration: int, paused_s: float, data_s: float, loss: float | None,
-                 smoothed_loss: float | None) -> list[tuple[str, dict[str, object]]]:
+                 smoothed_loss: float | None, energy: Mapping[str, float] | None = None,
+                 ) -> list[tuple[str, dict[str, object]]]:
         """Send this rank's row; on rank 0 keep every rank's figures in ``figures`` and update
         the straggler anomaly. ``paused_s`` and ``data_s`` are the tracker's running totals of
-        paused and data-waiting seconds. Returns the events (kind, data) this exchange causes:
+        paused and data-waiting seconds; ``energy`` this rank's joules per device key (at
+        most ENERGY_SLOTS devices travel). Returns the events (kind, data) this exchange causes:
         a straggler named ("anomaly") or cleared ("anomaly_cleared"); none on other ranks."""
         if self._broken:
             return []
@@ -241,6 +248,7 @@ class CrossRank:
         row = torch.tensor([
             iteration, steps, 1000.0 * waited_s / steps, 1000.0 * max(0.0, train_s - waited_s) / steps,
             peak_memory_bytes(), math.nan if loss is None else loss, math.nan if smoothed_loss is None else smoothed_loss,
+            *_energy_slots(energy or {}),
         ], dtype=torch.float64)
         rows = [torch.empty(_FIELDS, dtype=torch.float64) for _ in range(self.world_size)]
         try:
@@ -266,6 +274,7 @@ class CrossRank:
             iteration=iteration, hosts=self.hosts, nodes=self.nodes, data_ms=data_ms, compute_ms=compute_ms,
             peak_memory_bytes=tuple(r[4] for r in table), loss=tuple(r[5] for r in table),
             smoothed_loss=tuple(r[6] for r in table), exchange_ms=1000.0 * (done - now), slow=tuple(slow),
+            energy_j=_energy_of_ranks(table),
         )
         was_named, self.anomaly = self.anomaly is not None, self.detector.observe(iteration, slow, self.world_size)
         if self.anomaly is not None and not was_named:
@@ -282,6 +291,19 @@ class CrossRank:
             except Exception:  # the default group may already be gone
                 logger.debug("destroying the cross-rank group failed", exc_info=True)
         self._group = None
+
+
+def _energy_slots(energy: Mapping[str, float]) -> list[float]:
+    """A rank's energy readings as ENERGY_SLOTS (key code, joules) pairs, NaN-padded."""
+    pairs = [value for key, joules in list(energy.items())[:ENERGY_SLOTS] for value in (key_code(key), joules)]
+    return pairs + [math.nan] * (2 * ENERGY_SLOTS - len(pairs))
+
+
+def _energy_of_ranks(table: list[list[float]]) -> float | None:
+    """Every rank's energy from the exchanged rows, each device counted once; None when no
+    rank metered any."""
+    readings = [{int(row[i]): row[i + 1] for i in range(_ENERGY_AT, _FIELDS, 2) if math.isfinite(row[i])} for row in table]
+    return sum_distinct(readings)[0] if any(readings) else None
 
 
 def make_cross_rank(setting: object, clock: Callable[[], float], start_iter: int) -> CrossRank | None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .cost import RunCost
 
 from .format import format_percent
 
@@ -114,6 +117,9 @@ class Report:
     End: ``outcome`` is None until the final report, whose ``outcome`` says how the run ended
     (``COMPLETED``, ``STOPPED`` or ``CRASHED``) and whose ``error`` names the exception of a
     crash ("RuntimeError: CUDA out of memory"); both are set once, by ``tracker.close()``.
+
+    Cost: ``run_cost`` holds the device-hours, measured energy, money and CO2 so far and at
+    the end (``trainprogress.cost``) when the tracker's ``cost=`` is on, else None.
     """
 
     kind: str
@@ -147,6 +153,7 @@ class Report:
     progress_total: float | None = None  # the run's size in that unit
     epoch: int | None = None  # the epoch (1-based) of ``iteration``, in a run sized in epochs
     epochs: int | None = None  # epochs in the run
+    run_cost: RunCost | None = None  # the cost figures (tracker's cost=), else None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))
@@ -189,6 +196,8 @@ class Report:
             if mem.peak_bytes is not None:
                 out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / gib
         out.update(self.ranks)
+        if self.run_cost is not None:
+            out.update(self.run_cost.scalars())
         for name, value in self.metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[name if "/" in name else f"metrics/{name}"] = value

@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
+from .cost import RunCost
 from .report import Anomaly, MemoryStats, Report, Section
 from .runs import Record, Run, Segment
 from .sinks.jsonl import SCHEMA_VERSION
@@ -421,4 +422,5 @@ def report_from_record(record: Record) -> Report:
         Anomaly(str(a.get("kind", "")), str(a.get("message", "")), int(a.get("since_iter") or 0))
         for a in record.get("anomalies") or () if isinstance(a, dict)
     )
+    values["run_cost"] = RunCost.from_record(record)
     return Report(**values)

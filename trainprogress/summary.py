@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import format as fmt
+from .cost import format_energy, format_hours
 from .runlog import RunLog
 from .runs import RUNNING, Run
 from .sinks.console import BULLET
@@ -79,6 +80,45 @@ def _throughput(run: Run) -> dict[str, float | None]:
     }
 
 
+# The cost figures a summary adds up over the run's processes (a resumed run's earlier
+# processes spent theirs too), each with the key of its projection to the run's end.
+_COST_KEYS = {"device_hours": "device_hours_total", "energy_j": "energy_total_j", "cost": "cost_total",
+              "co2_kg": "co2_total_kg"}
+
+
+def _cost(run: Run) -> dict[str, Any] | None:
+    """The run's cost over every process that logged cost figures: what was spent (the sum
+    of each process's latest figures) and, for a run still going, what it will have cost at
+    the end (earlier processes' spending plus the latest one's projection). None when no
+    report carries cost figures."""
+    latest = [segment.reports[-1] for segment in run.segments if segment.reports]
+    latest = [r for r in latest if r.get("device_hours") is not None]
+    if not latest:
+        return None
+    spent: dict[str, Any] = {}
+    last = latest[-1]
+    for name, at_end in _COST_KEYS.items():
+        known = [r.get(name) for r in latest if r.get(name) is not None]
+        spent[name] = sum(known) if known else None
+        earlier = sum(r.get(name) or 0.0 for r in latest[:-1])
+        spent[at_end] = None if last.get(at_end) is None else earlier + last[at_end]
+    spent.update(currency=last.get("currency"), energy_source=last.get("energy_source"),
+                 energy_note=last.get("energy_note"), devices=last.get("devices"))
+    return spent
+
+
+def _cost_line(cost: dict[str, Any]) -> str:
+    parts = [f"{format_hours(cost['device_hours'])} device-hours on {cost['devices']} device(s)"]
+    if cost["energy_j"] is not None:
+        parts.append(f"{format_energy(cost['energy_j'])} measured ({cost['energy_source']})")
+    if cost["cost"] is not None:
+        parts.append(f"{cost['cost']:,.2f}" + (f" {cost['currency']}" if cost["currency"] else ""))
+    if cost["co2_kg"] is not None:
+        parts.append(f"{cost['co2_kg']:,.3f} kg CO2")
+    note = f" ({cost['energy_note']})" if cost["energy_note"] else ""
+    return f"{BULLET}Cost: {', '.join(parts)}{note}"
+
+
 def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> dict[str, Any]:
     """The run's key figures as plain JSON-ready values (seconds, Unix times as ISO strings,
     ``mfu`` a fraction): status, iteration, times, losses, speed, tokens, pauses, resumes,
@@ -119,6 +159,7 @@ def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> 
             for e in run.events if e.get("event") == "anomaly"
         ],
         "reports": len(run.reports),
+        "cost": _cost(run),
         "skipped_lines": log.skipped_lines if log else 0,
         "gaps": [
             {key: gap.get(key) for key in ("records", "reports", "from_iteration", "to_iteration", "error")}
@@ -190,6 +231,8 @@ def format_summary(s: dict[str, Any]) -> list[str]:
     for gap in s["gaps"]:
         lines.append(f"{BULLET}Log gap: {gap['records']} records ({gap['reports']} reports) of iterations "
                      f"{gap['from_iteration']} to {gap['to_iteration']} could not be written ({gap['error']})")
+    if s.get("cost"):
+        lines.append(_cost_line(s["cost"]))
     if s["anomalies"]:
         shown = "; ".join(f"{a.get('anomaly', '?')} at iteration {fmt.format_count(a['iteration'])}" for a in s["anomalies"][:5])
         more = f" (+{len(s['anomalies']) - 5} more)" if len(s["anomalies"]) > 5 else ""

@@ -21,6 +21,7 @@ from .boundaries import ReportSchedule, parse_interval
 from .buffer import ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
 from .checks import AnomalyChecks
+from .cost import make_cost_meter
 from .eta import EtaEstimator
 from .flops import DevicePeak
 from .memory import probe_memory
@@ -95,13 +96,18 @@ class ProgressTracker:
     (``trainprogress.ranks``); mark data waiting with ``with tracker.data_wait():``.
     ``watchdog=True`` (or a ``WatchdogConfig``) reports a stall when steps stop coming
     (``trainprogress.watchdog``).
+
+    Cost: ``cost=True`` (or a ``CostConfig`` with prices) adds device-hours, the energy the
+    GPU's and CPU's own counters measured, money and CO2, so far and at the end, to every
+    report (``trainprogress.cost``); with ``cross_rank`` every rank's energy is summed.
     """
 
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_dense", "_iter", "_loss_ring",
-        "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_cost", "_dense", "_iter",
+        "_loss_ring", "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks",
+        "_sections", "_sinks",
         "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
     )
@@ -131,6 +137,7 @@ class ProgressTracker:
         cross_rank: Any = False,
         watchdog: Any = False,
         device: Any = None,
+        cost: Any = False,
     ) -> None:
         anomaly = resolve_option("anomaly", anomaly, AnomalyConfig)
         cross_rank = resolve_option("cross_rank", cross_rank, CrossRankConfig)
@@ -175,6 +182,8 @@ class ProgressTracker:
                                       units=self._units, epochs=epochs, iters_per_epoch=epoch_len)
         self._pauses = Pauses(clock)
         self._ranks = make_cross_rank(cross_rank, clock, start_iter)
+        # Every rank meters when ranks exchange (rank 0 sums them); else only the master.
+        self._cost = make_cost_meter(cost, clock, device) if self.is_master or self._ranks is not None else None
         if self._ranks is not None and self.is_master:
             self._sections.set("🛰️ Ranks", lambda: self._ranks.figures.section_lines() if self._ranks.figures else {}, None)
 
@@ -349,9 +358,13 @@ class ProgressTracker:
         values = self._buffer.materialise(self._iter, self._lr)
         pauses = self._pauses
         phase, pauses.phase = pauses.phase, "collective"
+        energy = self._cost.read() if self._cost is not None else None
         events = self._ranks.exchange(self._iter, self._timer.paused_s, pauses.data_wait.total_s,
-                                      values.loss, values.smoothed_loss)
+                                      values.loss, values.smoothed_loss, energy)
         pauses.phase = phase
+        figures = self._ranks.figures
+        if self._cost is not None and figures is not None and figures.iteration == self._iter:  # this exchange's
+            self._cost.merge_ranks(figures.energy_j)
         self._take_anomalies(tuple(a for a in self._anomalies if a.kind != "straggler") + self._ranks.anomalies, events)
 
     def _emit(self, kind: str, memory: tuple[MemoryStats, ...] | None = None, **end: str | None) -> Report:
@@ -371,16 +384,22 @@ class ProgressTracker:
             values = replace(values, loss=figures.global_loss, smoothed_loss=figures.global_smoothed_loss)
         else:
             figures = None
+        elapsed_s, eta_s = self._timer.elapsed_s(now), self._pace.remaining_s(self._iter, now)
+        run_cost = None
+        if self._cost is not None:
+            self._cost.read()
+            run_cost = self._cost.figures(elapsed_s, eta_s, final=kind == FINAL)
         report = self._builder.report(
             kind, values,
             ranks=figures.scalars() if figures else None,
-            elapsed_s=self._timer.elapsed_s(now),
+            elapsed_s=elapsed_s,
             paused_s=self._timer.paused_s,
-            eta_s=self._pace.remaining_s(self._iter, now),
+            eta_s=eta_s,
             iters_per_s=iters_per_s,
             memory=probe_memory() if memory is None else memory,
             anomalies=self._dense.shown(self._anomalies),
             units_tokens_per_s=self._pace.tokens_per_s(),
+            run_cost=run_cost,
             **end,
         )
         if kind != FINAL:  # it counts for the dense schedule; the next boundary follows whether it is still on
@@ -555,6 +574,8 @@ class ProgressTracker:
         if self._ranks is not None:
             self._ranks.close()
         if not self.is_master:
+            if self._cost is not None:
+                self._cost.close()
             return None
         if error is not None:
             message = f"{type(error).__name__}: {error}"
@@ -564,6 +585,8 @@ class ProgressTracker:
             if self._units is not None and self._units.unit == SECONDS:
                 self._units.done = self._timer.elapsed_s(self._timer.now())
             report = self._emit(FINAL, outcome=COMPLETED if self.should_stop else STOPPED)
+        if self._cost is not None:
+            self._cost.close()
         self._sinks.close()
         return report
 

@@ -102,6 +102,8 @@ def render_progress(report: Report) -> list[str]:
     if report.tokens_per_s is not None:
         memory.append(f"Throughput: {fmt.format_count(round(report.tokens_per_s))} tokens/s")
     out += _block(_TITLES["memory"], memory + joined["memory"])
+    if report.run_cost is not None:
+        out += _block("💰 Cost:", [f"{label}: {text}" for label, text in report.run_cost.lines().items()])
 
     for section in report.sections:
         if section.into is None:
@@ -129,6 +131,8 @@ def render_final(report: Report) -> list[str]:
         lines.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
     if report.mfu is not None:
         lines.append(f"Average MFU: {fmt.format_mfu(report.mfu)}")
+    if report.run_cost is not None:
+        lines.append(f"Cost: {report.run_cost.final_line()}")
     title = "✅ TRAINING COMPLETE!" if report.outcome == COMPLETED else "⏹️ TRAINING STOPPED"
     return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
 
@@ -195,11 +199,6 @@ class ConsoleSink(Sink):
             stream.write(text + "\n")
             stream.flush()
 
-    def event(self, event: Event) -> None:
-        line = anomaly_line(event)
-        if line is not None:
-            self._write([line])
-
     def report(self, report: Report) -> None:
         if report.kind == FINAL:
             self._write(render_final(report))
@@ -212,3 +211,7 @@ class ConsoleSink(Sink):
         elif event.kind == "stall_ended":
             stalled = fmt.format_duration(float(event.data.get("stalled_s", 0.0)))
             self._write([f"▶️ Training goes on at iteration {fmt.format_count(event.iteration)} after a stall of {stalled}"])
+        else:
+            line = anomaly_line(event)
+            if line is not None:
+                self._write([line])

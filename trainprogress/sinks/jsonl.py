@@ -50,7 +50,23 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 - ``error``: null, except in the final summary of a crash: the exception
 
 and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B receive
-(``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ...).
+(``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ``cost/energy_j``, ...).
+
+Cost: when the tracker's ``cost=`` is on (``trainprogress.cost``; absent otherwise), every
+``report`` also carries the cost figures as flat keys, ``_total`` ones projected to the
+run's end (in the final summary: the run's own figures):
+
+- ``devices``: devices rented (the world size, one per process, unless given)
+- ``device_hours``, ``device_hours_total``: devices x wall hours so far / at the end (elapsed + ETA)
+- ``energy_j``, ``energy_total_j``: joules the hardware counters measured so far / projected to the end
+  at the mean power since metering began; null when not measured
+- ``power_w``: that mean power, in watts
+- ``energy_source``: "nvml" (the GPU's counter), "rapl" (CPU packages), "nvml+rapl", or null
+- ``energy_note``: why energy is not (fully) measured, e.g. "energy: not measured (no NVIDIA GPU;
+  no readable RAPL)", "GPU: counter not supported on this GPU", "GPU: pip install trainprogress[cost]"
+- ``cost``, ``cost_total``: money so far / at the end at the prices given, in ``currency``
+- ``currency``: as given, or null
+- ``co2_kg``, ``co2_total_kg``: kilograms of CO2 at the grid intensity given
 
 ``event``: ``event`` names what happened and ``data`` holds its details. The tracker sends
 "pause" ({name, duration_s}), "anomaly" ({anomaly, message, since_iter}), "anomaly_blip"
@@ -119,6 +135,9 @@ def report_record(report: Report) -> dict[str, Any]:
     Report field, nested dataclasses as objects, plus ``type`` and ``scalars``."""
     record: dict[str, Any] = {"type": "report", "time": report.wall_time, "iteration": report.iteration}
     for name, value in _shallow_fields(report).items():
+        if name == "run_cost":  # flat keys, present only when cost is on
+            record.update(value.record() if value is not None else {})
+            continue
         if isinstance(value, tuple):  # memory, sections, anomalies: tuples of dataclasses
             value = [_shallow_fields(item) for item in value]
         elif isinstance(value, Mapping):  # metrics
