@@ -135,3 +135,26 @@ def test_unknown_block_names_the_choices():
     tracker = ProgressTracker(10, sinks=[], is_master=True)
     with pytest.raises(ValueError, match="into must be one of 'metrics', 'time', 'memory' or None, got 'Metrics'"):
         tracker.set_section("x", {"a": 1}, into="Metrics")
+
+
+def test_a_real_run_prints_the_blip_and_the_cleared_lines():
+    # 2,000 steps of 0.1 s on a fake clock, a check every 0.1% (2 steps): a loss spike at
+    # 1001..1040 raises and then clears; a gradient norm 50x its median at step 1500 only is a blip.
+    from trainprogress.anomaly import AnomalyConfig
+
+    clock, console = FakeClock(), io.StringIO()
+    config = AnomalyConfig(min_check_steps=1, min_check_interval_s=0.0, clear_after_checks=3)
+    tracker = ProgressTracker(2000, interval_percent=10, clock=clock, anomaly=config,
+                              sinks=[ConsoleSink(console, ascii=False)])
+    with tracker:
+        for it in range(1, 2001):
+            clock.advance(0.1)
+            loss = 5.0 if 1001 <= it <= 1040 else 2.0 + 0.01 * (it % 7)
+            tracker.step(loss=loss, lr=1e-3, grad_norm=50.0 if it == 1500 else 1.0 + 0.01 * (it % 5))
+    lines = console.getvalue().splitlines()
+    cleared = [line for line in lines if line.endswith(": loss spike cleared")]
+    blips = [line for line in lines if "(a blip so far: reported if it persists)" in line]
+    # Cleared once the pooled medians have been clean for 3 checks after the spike ends at 1040.
+    assert cleared == ["✅ iteration 1,070: loss spike cleared"]
+    assert blips == ["⚠️ iteration 1,500: gradient norm 50 is 49x its recent median 1.02 "
+                     "(a blip so far: reported if it persists)"]

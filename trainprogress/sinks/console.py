@@ -195,11 +195,6 @@ class ConsoleSink(Sink):
             stream.write(text + "\n")
             stream.flush()
 
-    def event(self, event: Event) -> None:
-        line = anomaly_line(event)
-        if line is not None:
-            self._write([line])
-
     def report(self, report: Report) -> None:
         if report.kind == FINAL:
             self._write(render_final(report))
@@ -207,7 +202,12 @@ class ConsoleSink(Sink):
             self._write(render_progress(report))
 
     def event(self, event: Event) -> None:
-        if event.kind == "stalled":
+        """One short line for an anomaly blip or clearing, a block for a stall, a line when
+        training goes on after it; other events print nothing."""
+        line = anomaly_line(event)
+        if line is not None:
+            self._write([line])
+        elif event.kind == "stalled":
             self._write(render_stall(event))
         elif event.kind == "stall_ended":
             stalled = fmt.format_duration(float(event.data.get("stalled_s", 0.0)))
