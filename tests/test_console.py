@@ -158,3 +158,23 @@ def test_a_real_run_prints_the_blip_and_the_cleared_lines():
     assert cleared == ["✅ iteration 1,070: loss spike cleared"]
     assert blips == ["⚠️ iteration 1,500: gradient norm 50 is 49x its recent median 1.02 "
                      "(a blip so far: reported if it persists)"]
+
+
+def test_a_crash_is_titled_crashed_and_shows_its_error_while_a_stop_is_titled_stopped():
+    from helpers import train_with_sinks
+
+    crashed = io.StringIO()
+    with pytest.raises(RuntimeError):
+        train_with_sinks([ConsoleSink(crashed, ascii=False)], crash_at=33)
+    title, lines, _ = crashed.getvalue().split("=" * 80 + "\n")[-3:]
+    assert title == "💥 TRAINING CRASHED\n"
+    assert lines.splitlines()[:2] == ["   • Error: RuntimeError: CUDA out of memory", "   • Iterations: 33/200"]
+    assert "STOPPED" not in crashed.getvalue()
+
+    clock, stopped = FakeClock(), io.StringIO()
+    with ProgressTracker(200, clock=clock, sinks=[ConsoleSink(stopped, ascii=True)]) as tracker:
+        for _ in range(50):
+            clock.advance(0.1)
+            tracker.step(loss=2.0)
+    title = stopped.getvalue().split("=" * 80 + "\n")[-3]
+    assert title == "TRAINING STOPPED\n" and "Error" not in stopped.getvalue()

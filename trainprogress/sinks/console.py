@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from typing import TextIO
 
 from .. import format as fmt
-from ..report import BLOCKS, COMPLETED, FINAL, MemoryStats, Report
+from ..report import BLOCKS, COMPLETED, CRASHED, FINAL, STOPPED, MemoryStats, Report
 from .base import Event, Sink
 
 RULE = "=" * 80
@@ -110,10 +110,17 @@ def render_progress(report: Report) -> list[str]:
     return out
 
 
+# The final block's title, by the run's outcome (a log without one reads as stopped).
+_FINAL_TITLES = {COMPLETED: "✅ TRAINING COMPLETE!", STOPPED: "⏹️ TRAINING STOPPED", CRASHED: "💥 TRAINING CRASHED"}
+
+
 def render_final(report: Report) -> list[str]:
-    """The lines of the end-of-run summary."""
+    """The lines of the end-of-run summary, titled by how the run ended; a crash's first line
+    is its error."""
     lines = [f"Iterations: {fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)}"
              if report.progress_unit == "iters" else f"Progress: {fmt.format_percent(report.percent)} ({_position(report)})"]
+    if report.outcome == CRASHED and report.error:
+        lines.insert(0, f"Error: {report.error}")
     if report.loss is not None:
         lines.append(f"Final loss: {fmt.format_loss(report.loss)}")
     if report.smoothed_loss is not None:
@@ -129,8 +136,7 @@ def render_final(report: Report) -> list[str]:
         lines.append(f"Tokens processed: {fmt.format_count(report.tokens_processed)}")
     if report.mfu is not None:
         lines.append(f"Average MFU: {fmt.format_mfu(report.mfu)}")
-    title = "✅ TRAINING COMPLETE!" if report.outcome == COMPLETED else "⏹️ TRAINING STOPPED"
-    return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
+    return [RULE, _FINAL_TITLES.get(report.outcome, _FINAL_TITLES[STOPPED]), RULE, *(BULLET + line for line in lines), RULE]
 
 
 def render_stall(event: Event) -> list[str]:
