@@ -63,8 +63,12 @@ class ProgressTracker:
     tracker.pause("eval"):`` so it stays out of the speed and enters the ETA only at the
     rate it recurs (see ``trainprogress.eta``).
 
-    Speed (iter/s, ms/iter) is the mean over the last ``window`` steps; the ETA uses their
-    median. ``window`` defaults to 2% of the run, at least 10 and at most 2,000 steps.
+    Speed (iter/s, ms/iter, and tokens/s in a run sized in tokens) is steps (tokens) over
+    training time across at least the last ``window`` steps, in whole stretches between the
+    reads of the loop's values (reports, checks, exchanges), so that the wait for a device
+    that runs ahead of the host counts as the training it is (``trainprogress.speed``); the
+    ETA uses the window's step times. ``window`` defaults to 2% of the run, at least 10 and
+    at most 2,000 steps.
     The smoothed loss is the mean of the last ``loss_window`` losses (default 100).
 
     Extra report lines: ``set_section(title, source, into=...)``.
@@ -257,6 +261,8 @@ class ProgressTracker:
                 units.done = self._timer.elapsed_s(now)
             if units.due and self.is_master:
                 self._boundaries.next_report = it
+        boundaries = self._boundaries
+        reporting_from = self._read_values(now) if boundaries.values_due(it, now) else now
         if self._timer.backlog >= MAX_PENDING_GROUPS:
             self._drain_step_times()
         if it > self.total_iters and not self._overrun_warned:
@@ -265,7 +271,6 @@ class ProgressTracker:
                 "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
                 "Call step() once per optimizer step and pass the real total.", self.total_iters,
             )
-        boundaries = self._boundaries
         if it >= boundaries.next_sync:
             self._sync_ranks()
         checked = boundaries.check_due(it, now)
@@ -282,10 +287,25 @@ class ProgressTracker:
                 self._next_tick = now + TICK_INTERVAL_S
             # The time spent reporting is the tracker's, not the next step's: keep it out of
             # the step times, and let the ETA count it as the recurring cost it is.
-            cost = self._timer.now() - now
+            cost = self._timer.now() - reporting_from
             self._timer.exclude(cost)
             self._pace.eta.add_pause("report", cost, it)
         return report
+
+    def _read_values(self, sampled_at: float) -> float:
+        """Copy the loop's values to the host, once for everything due at this boundary (the
+        exchange, the check and the report then share the snapshot), and return the clock
+        after. The wait since ``sampled_at`` is the device finishing the steps queued since
+        the last read (a device that runs ahead of the host): training time, not the
+        tracker's, so it completes those steps' stretch of the speed window and enters the
+        ETA, and the step clock leaves it out of the next group."""
+        self._buffer.materialise(self._iter, self._lr)
+        now = self._timer.now()
+        waited = now - sampled_at
+        self._timer.exclude(waited)
+        self._drain_step_times()
+        self._pace.values_read(waited, self._iter)
+        return now
 
     def _step_after_close(self) -> None:
         self._iter -= 1  # the step is ignored: the run is over
