@@ -69,7 +69,10 @@ class ProgressTracker:
     that runs ahead of the host counts as the training it is (``trainprogress.speed``); the
     ETA uses the window's step times. ``window`` defaults to 2% of the run, at least 10 and
     at most 2,000 steps.
-    The smoothed loss is the mean of the last ``loss_window`` losses (default 100).
+    The smoothed loss is the mean of the last losses, as many as there are steps between two
+    regular reports and at most ``loss_window`` (default 100): it averages out the noise of
+    the latest steps, and on a falling loss it lags by at most half a report interval's
+    decline (a fixed 100 steps would be a quarter of a 400-step run).
 
     Extra report lines: ``set_section(title, source, into=...)``.
 
@@ -100,7 +103,8 @@ class ProgressTracker:
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_iter", "_loss_ring", "_lr",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_iter", "_last_report_iter",
+        "_loss_ring", "_lr",
         "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
         "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
@@ -162,6 +166,9 @@ class ProgressTracker:
         self._anomalies: tuple = ()
 
         self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
+        if self._units is None:
+            self._buffer.fit_loss_window(total_iters * interval_percent / 100)
+        self._last_report_iter = start_iter  # in a run sized in tokens or seconds, to size the loss window
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
                                       flops_per_iter=flops_per_iter, peak=peak, sections=self._sections,
@@ -317,6 +324,9 @@ class ProgressTracker:
     def _advance(self) -> None:
         if self._boundaries.advance(self._iter, bool(self._anomalies)) and self._units is not None:
             self._units.passed()
+            # Reports come every so many tokens or seconds: smooth over the steps the last interval took.
+            self._buffer.fit_loss_window(self._iter - self._last_report_iter)
+            self._last_report_iter = self._iter
         self._next_due = self._boundaries.next_due(self._timer.next_sample)
 
     def _drain_step_times(self) -> None:
@@ -494,6 +504,7 @@ class ProgressTracker:
             return
         check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
         self.total_iters = self._pace.eta.total_iters = self._builder.total_iters = total
+        self._buffer.fit_loss_window(total * self.interval_percent / 100)
         self._boundaries.resize(total, self._iter, bool(self._anomalies))
         if self._checks is not None:
             self._checks.monitor.total_iters = total
