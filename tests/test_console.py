@@ -135,3 +135,46 @@ def test_unknown_block_names_the_choices():
     tracker = ProgressTracker(10, sinks=[], is_master=True)
     with pytest.raises(ValueError, match="into must be one of 'metrics', 'time', 'memory' or None, got 'Metrics'"):
         tracker.set_section("x", {"a": 1}, into="Metrics")
+
+
+def test_a_real_run_prints_the_blip_and_the_cleared_lines():
+    # 2,000 steps of 0.1 s on a fake clock, a check every 0.1% (2 steps): a loss spike at
+    # 1001..1040 raises and then clears; a gradient norm 50x its median at step 1500 only is a blip.
+    from trainprogress.anomaly import AnomalyConfig
+
+    clock, console = FakeClock(), io.StringIO()
+    config = AnomalyConfig(min_check_steps=1, min_check_interval_s=0.0, clear_after_checks=3)
+    tracker = ProgressTracker(2000, interval_percent=10, clock=clock, anomaly=config,
+                              sinks=[ConsoleSink(console, ascii=False)])
+    with tracker:
+        for it in range(1, 2001):
+            clock.advance(0.1)
+            loss = 5.0 if 1001 <= it <= 1040 else 2.0 + 0.01 * (it % 7)
+            tracker.step(loss=loss, lr=1e-3, grad_norm=50.0 if it == 1500 else 1.0 + 0.01 * (it % 5))
+    lines = console.getvalue().splitlines()
+    cleared = [line for line in lines if line.endswith(": loss spike cleared")]
+    blips = [line for line in lines if "(a blip so far: reported if it persists)" in line]
+    # Cleared once the pooled medians have been clean for 3 checks after the spike ends at 1040.
+    assert cleared == ["✅ iteration 1,070: loss spike cleared"]
+    assert blips == ["⚠️ iteration 1,500: gradient norm 50 is 49x its recent median 1.02 "
+                     "(a blip so far: reported if it persists)"]
+
+
+def test_a_crash_is_titled_crashed_and_shows_its_error_while_a_stop_is_titled_stopped():
+    from helpers import train_with_sinks
+
+    crashed = io.StringIO()
+    with pytest.raises(RuntimeError):
+        train_with_sinks([ConsoleSink(crashed, ascii=False)], crash_at=33)
+    title, lines, _ = crashed.getvalue().split("=" * 80 + "\n")[-3:]
+    assert title == "💥 TRAINING CRASHED\n"
+    assert lines.splitlines()[:2] == ["   • Error: RuntimeError: CUDA out of memory", "   • Iterations: 33/200"]
+    assert "STOPPED" not in crashed.getvalue()
+
+    clock, stopped = FakeClock(), io.StringIO()
+    with ProgressTracker(200, clock=clock, sinks=[ConsoleSink(stopped, ascii=True)]) as tracker:
+        for _ in range(50):
+            clock.advance(0.1)
+            tracker.step(loss=2.0)
+    title = stopped.getvalue().split("=" * 80 + "\n")[-3]
+    assert title == "TRAINING STOPPED\n" and "Error" not in stopped.getvalue()

@@ -133,7 +133,7 @@ def test_hf_crash_inside_training_gives_the_crash_summary(tmp_path, capfd):
     with pytest.raises(RuntimeError, match="boom at step 7"):
         trainer.train()
     out = capfd.readouterr().out
-    assert "TRAINING STOPPED" in out and "Iterations: 7/200" in out
+    assert "TRAINING CRASHED" in out and "Iterations: 7/200" in out and "Error: RuntimeError: boom at step 7" in out
     lines = read_jsonl(jsonl)
     crash = [e for e in lines if e["type"] == "event" and e["event"] == "crash"]
     assert crash and "boom at step 7" in crash[0]["data"]["error"]

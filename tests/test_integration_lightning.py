@@ -126,7 +126,7 @@ def test_lightning_crash_inside_training_gives_the_crash_summary(tmp_path, capfd
     with pytest.raises(RuntimeError, match="boom at step 7"):
         fit(tmp_path, jsonl, fail_at_step=7)
     out = capfd.readouterr().out
-    assert "TRAINING STOPPED" in out and "Iterations: 7/200" in out
+    assert "TRAINING CRASHED" in out and "Iterations: 7/200" in out and "Error: RuntimeError: boom at step 7" in out
     lines = read_jsonl(jsonl)
     assert any(e["type"] == "event" and e["event"] == "crash" and "boom at step 7" in e["data"]["error"] for e in lines)
     assert lines[-1]["status"] == "crashed"

@@ -10,8 +10,6 @@ import email.policy
 import io
 import json
 import logging
-import math
-import socket
 import socketserver
 import threading
 import time
@@ -20,7 +18,6 @@ import pytest
 
 from helpers import TOKEN, FakeClock, Webhook, closed_port, train_with_sinks as train
 from trainprogress import ProgressTracker
-from trainprogress.anomaly import AnomalyConfig
 from trainprogress.sinks.console import ConsoleSink
 from trainprogress.sinks.jsonl import JsonlSink
 from trainprogress.sinks.notify import NotifySink

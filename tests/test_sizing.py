@@ -236,3 +236,34 @@ def test_the_bar_follows_a_run_sized_in_tokens_to_its_end():
     # Sized in tokens, the bar counts steps against the steps the tokens so far imply.
     drawn = stream.getvalue()
     assert "| 5/10" in drawn and "| 10/10" in drawn
+
+
+def test_tokens_per_s_is_the_tokens_of_the_speed_window_over_its_time_stalls_included():
+    # 2,000 steps of 1,000 to 3,000 tokens at 1 us a token, with a 7 ms stall in one step of
+    # 8 at random: the stall-free rate is 1M tokens/s, the true one about 0.7M.
+    rng = random.Random(1)
+    tokens = [rng.randint(1000, 3000) for _ in range(2000)]
+    durations = [n * 1e-6 + (0.007 if rng.random() < 1 / 8 else 0.0) for n in tokens]
+    clock, sink = FakeClock(), RecordingSink()
+    tracker = ProgressTracker(total_tokens=sum(tokens), window=100, sinks=[sink], clock=clock, is_master=True)
+    ends = {}
+    for it, (n, seconds) in enumerate(zip(tokens, durations), start=1):
+        clock.advance(seconds)
+        if tracker.step(loss=2.0, tokens=n) is not None:
+            ends[it] = tracker.iteration
+    tracker.close()
+    reads = [0, *ends]  # every report reads the values and ends a stretch of the window
+    scheduled = [r for r in sink.reports if r.kind == SCHEDULED]
+    assert len(scheduled) == 100
+    for k, report in enumerate(scheduled[1:], start=2):
+        # The window: the latest stretches between reads that hold at least 100 steps.
+        first = k - 1
+        while reads[k] - reads[first] < 100 and first > 0:
+            first -= 1
+        steps = range(reads[first], reads[k])
+        window_tokens, window_s = sum(tokens[i] for i in steps), sum(durations[i] for i in steps)
+        assert report.tokens_per_s == pytest.approx(window_tokens / window_s, rel=1e-9)
+        assert report.iters_per_s == pytest.approx(len(steps) / window_s, rel=1e-9)
+    true_rate = sum(tokens) / sum(durations)
+    assert 0.6e6 < true_rate < 0.8e6
+    assert fmean(r.tokens_per_s for r in scheduled) == pytest.approx(true_rate, rel=0.05)

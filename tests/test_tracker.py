@@ -240,3 +240,48 @@ def test_close_sets_the_outcome_once(steps, error, outcome):
     assert final.error == (None if error is None else "RuntimeError: disk full")
     assert all(r.outcome is None and r.error is None for r in sink.reports[:-1])
     assert tracker.close() is None
+
+
+def smoothed_at_reports(losses, **sizing):
+    """(iteration, smoothed loss) at each scheduled report of a run fed ``losses``, one a step."""
+    clock, sink = FakeClock(), RecordingSink()
+    tracker = ProgressTracker(**sizing, sinks=[sink], clock=clock, is_master=True)
+    for loss in losses:
+        clock.advance(0.1)
+        tracker.step(loss=loss, **({"tokens": 1000} if "total_tokens" in sizing else {}))
+    tracker.close()
+    return [(r.iteration, r.smoothed_loss) for r in sink.reports if r.kind == "scheduled"]
+
+
+@pytest.mark.parametrize("total, interval", [(400, 1.0), (400, 10.0), (10_000, 1.0), (100, 5.0)])
+def test_the_smoothed_loss_lags_a_falling_loss_by_at_most_half_a_report_interval(total, interval):
+    slope = 2.0 / total  # the loss falls from 4 to 2 over the run
+    reports = smoothed_at_reports([4.0 - slope * it for it in range(1, total + 1)], total_iters=total,
+                                  interval_percent=interval)
+    steps_per_report = total * interval / 100
+    assert len(reports) == round(100 / interval)
+    for iteration, smoothed in reports:
+        lag = smoothed - (4.0 - slope * iteration)
+        assert 0 <= lag <= slope * steps_per_report / 2 + 1e-12, iteration
+
+
+def test_the_smoothed_loss_of_a_run_sized_in_tokens_lags_at_most_half_a_report_interval():
+    # 400 steps of 1,000 tokens: a report every 4 steps, so after the first the loss is smoothed over 4.
+    slope = 0.005
+    reports = smoothed_at_reports([4.0 - slope * it for it in range(1, 401)], total_tokens=400_000)
+    assert len(reports) == 100
+    assert all(0 <= smoothed - (4.0 - slope * iteration) <= slope * 2 for iteration, smoothed in reports)
+
+
+def test_the_smoothed_loss_averages_noise_over_the_steps_between_reports():
+    # Noise of sd 0.1 around 2.0; 2,000 steps at 1%: 20 steps a report, sd of their mean 0.1 / sqrt(20).
+    import random
+    import statistics
+
+    rng = random.Random(3)
+    reports = smoothed_at_reports([2.0 + rng.gauss(0, 0.1) for _ in range(2000)], total_iters=2000)
+    errors = [smoothed - 2.0 for _, smoothed in reports]
+    expected_sd = 0.1 / 20**0.5
+    assert len(errors) == 100
+    assert statistics.pstdev(errors) == pytest.approx(expected_sd, rel=0.25)
+    assert max(abs(e) for e in errors) < 4 * expected_sd

@@ -71,9 +71,9 @@ def test_watch_ends_with_exit_code_2_and_the_error_when_the_run_crashes(tmp_path
     watcher = watch(str(log))
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 2, err
-    assert "TRAINING STOPPED" in out
+    assert "TRAINING CRASHED" in out and "TRAINING STOPPED" not in out
     assert "Run crashed at iteration 33/100." in out
-    assert "Error: RuntimeError: CUDA error: device-side assert triggered" in out
+    assert out.count("Error: RuntimeError: CUDA error: device-side assert triggered") == 1
 
 
 def test_watch_once_prints_the_current_state_of_a_running_log(tmp_path):

@@ -27,9 +27,9 @@ LOSS_RING = 128
 class Values:
     """The training values as of one iteration, all on the host.
 
-    ``loss``: the latest loss; ``smoothed_loss``: the mean of the last ``loss_window``
-    losses; ``lr``: the latest learning rate (None when not given or not a number);
-    ``metrics``: the latest of each named value (floats, or as given when not numeric);
+    ``loss``: the latest loss; ``smoothed_loss``: the mean of the last losses, as many as
+    the buffer's window (``ValueBuffer.fit_loss_window``); ``lr``: the latest learning rate
+    (None when not given or not a number); ``metrics``: the latest of each named value (floats, or as given when not numeric);
     ``best_val_loss``: the lowest finite ``val_loss`` seen (or given as ``best_val_loss``).
     """
 
@@ -43,12 +43,14 @@ class Values:
 
 class ValueBuffer:
     """Keeps losses and named values by reference, from iteration ``start_iter`` on, and
-    turns them into ``Values`` at boundaries. ``loss_window``: losses in the smoothed loss
-    (at most ``LOSS_RING``). ``keep_unchecked``: also keep every new loss until
+    turns them into ``Values`` at boundaries. ``loss_window``: the most losses in the
+    smoothed loss (at most ``LOSS_RING``); ``fit_loss_window`` narrows it to the steps
+    between reports. ``keep_unchecked``: also keep every new loss until
     ``take_unchecked_losses`` (for the anomaly monitor, whose checks and the reports
     materialise at different iterations)."""
 
-    __slots__ = ("_best_val_loss", "_latest", "_losses", "_materialised_iter", "_snapshot", "_unchecked", "loss_ring")
+    __slots__ = ("_best_val_loss", "_latest", "_losses", "_materialised_iter", "_snapshot", "_unchecked", "loss_ring",
+                 "loss_window")
 
     def __init__(self, start_iter: int, loss_window: int, *, keep_unchecked: bool = False) -> None:
         if not 1 <= loss_window <= LOSS_RING:
@@ -56,11 +58,20 @@ class ValueBuffer:
         #: loss_ring[iteration & (LOSS_RING - 1)] holds the loss passed at that iteration.
         self.loss_ring: list[Any] = [None] * LOSS_RING
         self._latest: dict[str, Any] = {}
+        self.loss_window = loss_window
         self._losses: deque[float] = deque(maxlen=loss_window)
         self._unchecked: list[float] | None = [] if keep_unchecked else None
         self._materialised_iter = start_iter
         self._best_val_loss: float | None = None
         self._snapshot: Values | None = None
+
+    def fit_loss_window(self, steps_per_report: float) -> None:
+        """Smooth over at most the steps between two regular reports (and at most
+        ``loss_window``): the smoothed loss then averages the noise of the latest steps
+        without lagging a falling loss by more than half a report interval's decline."""
+        size = max(1, min(self.loss_window, int(steps_per_report)))
+        if size != self._losses.maxlen:
+            self._losses = deque(self._losses, maxlen=size)
 
     def record(self, values: Mapping[str, Any]) -> None:
         """Keep the latest of each named value. None means "not measured at this step"

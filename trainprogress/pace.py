@@ -1,11 +1,12 @@
 """Pace: how fast a run goes and how long it has left, from the step clock's timed groups
 (trainprogress.timing), through the ETA estimator (trainprogress.eta) and the speed window
-(trainprogress.speed). No device value is read."""
+(trainprogress.speed). No device value is read: the tracker says when it read them, and
+how long it waited for the device."""
 
 from __future__ import annotations
 
 from .eta import EtaEstimator
-from .progress_units import ProgressUnits
+from .progress_units import TOKENS, ProgressUnits
 from .speed import SpeedWindow
 from .timing import StepClock
 
@@ -29,13 +30,25 @@ class Pace:
 
     def drain(self) -> list[tuple[float, int]]:
         """Feed the clock's closed groups, (seconds, steps) each, to the ETA and the speed
-        window; returns them, oldest first."""
+        window (with their tokens, in a run sized in tokens); returns them, oldest first."""
         groups, first_iter = self._timer.take_groups()
-        if groups:
-            self.eta.add_groups(groups if self._units is None else self._units.to_reference_steps(groups, first_iter), first_iter)
-            for seconds, steps in groups:
-                self.speed.add_group(seconds, steps)
+        if not groups:
+            return groups
+        units = self._units
+        tokens = units.group_tokens(groups, first_iter) if units is not None and units.unit == TOKENS else None
+        self.eta.add_groups(groups if tokens is None else units.to_reference_steps(groups, tokens), first_iter)
+        for i, (seconds, steps) in enumerate(groups):
+            self.speed.add_group(seconds, steps, tokens[i] if tokens is not None else 0.0)
         return groups
+
+    def values_read(self, waited_s: float, iteration: int) -> None:
+        """The loop's values were read at ``iteration`` (after a ``drain``), waiting
+        ``waited_s`` seconds for the device to finish the steps since the previous read:
+        training time, which ends the speed window's stretch and enters the ETA as the
+        recurring cost it is."""
+        self.speed.end_stretch(waited_s)
+        if waited_s > 0:
+            self.eta.add_pause("device", waited_s, iteration)
 
     @property
     def iters_per_s(self) -> float | None:
@@ -64,5 +77,5 @@ class Pace:
         return done / training_s if done and training_s > 0 else None
 
     def tokens_per_s(self) -> float | None:
-        """Tokens per second at the ETA's typical speed, in a run sized in tokens; else None."""
-        return None if self._units is None else self._units.tokens_per_s(self.eta.typical_step_s)
+        """Tokens per second over the speed window, in a run sized in tokens; else None."""
+        return self.speed.tokens_per_s

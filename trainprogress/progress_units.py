@@ -94,26 +94,30 @@ class ProgressUnits:
         i = bisect_right(self._iters, iteration)
         return self._cumulative[i - 1] if i else self._before
 
-    def to_reference_steps(self, groups: list[tuple[float, int]], first_iter: int) -> list[tuple[float, int]]:
-        """Step-time groups (seconds, steps), the first starting at ``first_iter``, with each
-        group's seconds scaled to reference steps (see the module doc); the token counts of
-        these steps are then forgotten."""
-        if self.reference_tokens is None:
-            return groups
-        scaled = []
+    def group_tokens(self, groups: list[tuple[float, int]], first_iter: int) -> list[float]:
+        """The tokens of each step-time group (seconds, steps), the first starting at
+        ``first_iter``; the token counts of these steps are then forgotten."""
+        tokens = []
         start = self._tokens_through(first_iter - 1)
         last = first_iter - 1
-        for seconds, steps in groups:
+        for _, steps in groups:
             last += steps
             end = self._tokens_through(last)
-            tokens = end - start
-            scaled.append((seconds * self.reference_tokens * steps / tokens if tokens > 0 else seconds, steps))
+            tokens.append(end - start)
             start = end
         keep = bisect_right(self._iters, last)
         if keep:
             self._before = self._cumulative[keep - 1]
             del self._iters[:keep], self._cumulative[:keep]
-        return scaled
+        return tokens
+
+    def to_reference_steps(self, groups: list[tuple[float, int]], tokens: list[float]) -> list[tuple[float, int]]:
+        """Step-time groups (seconds, steps) carrying ``tokens`` tokens each (``group_tokens``),
+        with each group's seconds scaled to reference steps (see the module doc)."""
+        if self.reference_tokens is None:
+            return groups
+        return [(seconds * self.reference_tokens * steps / n if n > 0 else seconds, steps)
+                for (seconds, steps), n in zip(groups, tokens)]
 
     def remaining_s(self, seconds_per_reference_step: float | None, elapsed_s: float) -> float | None:
         """Estimated wall seconds to the end: in tokens, the remaining tokens at
@@ -126,12 +130,6 @@ class ProgressUnits:
         if seconds_per_reference_step is None or self.reference_tokens is None:
             return None
         return (self.total - self.done) / self.reference_tokens * seconds_per_reference_step
-
-    def tokens_per_s(self, seconds_per_reference_step: float | None) -> float | None:
-        """Tokens per second at the ETA's typical speed (tokens only)."""
-        if self.unit != TOKENS or not seconds_per_reference_step or self.reference_tokens is None:
-            return None
-        return self.reference_tokens / seconds_per_reference_step
 
 
 def size_run(

@@ -68,13 +68,19 @@ class BoundaryScheduler:
         """Whether an anomaly check runs at ``iteration`` (clock ``now_s``, seconds), and if
         so, record it. A report is a check too (it syncs anyway); between reports the
         cadence bounds them."""
-        cadence = self.cadence
-        if cadence is None:
-            return False
-        checked = iteration >= self.next_report or (iteration >= self.next_check and cadence.allows(now_s))
+        checked = self._check_runs(iteration, now_s)
         if checked:
-            cadence.checked(iteration, now_s)
+            self.cadence.checked(iteration, now_s)
         return checked
+
+    def _check_runs(self, iteration: int, now_s: float) -> bool:
+        cadence = self.cadence
+        return cadence is not None and (iteration >= self.next_report or (iteration >= self.next_check and cadence.allows(now_s)))
+
+    def values_due(self, iteration: int, now_s: float) -> bool:
+        """Whether anything due at ``iteration`` (clock ``now_s``) reads the loop's values: an
+        exchange, a report or an anomaly check. Records nothing."""
+        return iteration >= self.next_sync or iteration >= self.next_report or self._check_runs(iteration, now_s)
 
     def advance(self, iteration: int, dense: bool) -> bool:
         """Move every boundary reached at ``iteration`` to its next one. Returns whether a

@@ -68,9 +68,16 @@ class ProgressTracker:
     tracker.pause("eval"):`` so it stays out of the speed and enters the ETA only at the
     rate it recurs (see ``trainprogress.eta``).
 
-    Speed (iter/s, ms/iter) is the mean over the last ``window`` steps; the ETA uses their
-    median. ``window`` defaults to 2% of the run, at least 10 and at most 2,000 steps.
-    The smoothed loss is the mean of the last ``loss_window`` losses (default 100).
+    Speed (iter/s, ms/iter, and tokens/s in a run sized in tokens) is steps (tokens) over
+    training time across at least the last ``window`` steps, in whole stretches between the
+    reads of the loop's values (reports, checks, exchanges), so that the wait for a device
+    that runs ahead of the host counts as the training it is (``trainprogress.speed``); the
+    ETA uses the window's step times. ``window`` defaults to 2% of the run, at least 10 and
+    at most 2,000 steps.
+    The smoothed loss is the mean of the last losses, as many as there are steps between two
+    regular reports and at most ``loss_window`` (default 100): it averages out the noise of
+    the latest steps, and on a falling loss it lags by at most half a report interval's
+    decline (a fixed 100 steps would be a quarter of a 400-step run).
 
     Extra report lines: ``set_section(title, source, into=...)``.
 
@@ -106,8 +113,8 @@ class ProgressTracker:
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
         "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_cost", "_dense", "_iter",
-        "_loss_ring", "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks",
-        "_sections", "_sinks",
+        "_last_report_iter", "_loss_ring", "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses",
+        "_peak", "_ranks", "_sections", "_sinks",
         "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
     )
@@ -176,6 +183,9 @@ class ProgressTracker:
         self._dense = DenseReports(anomaly_config)
 
         self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
+        if self._units is None:
+            self._buffer.fit_loss_window(total_iters * interval_percent / 100)
+        self._last_report_iter = start_iter  # in a run sized in tokens or seconds, to size the loss window
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
                                       flops_per_iter=flops_per_iter, peak=peak, sections=self._sections,
@@ -277,6 +287,8 @@ class ProgressTracker:
                 units.done = self._timer.elapsed_s(now)
             if units.due and self.is_master:
                 self._boundaries.next_report = it
+        boundaries = self._boundaries
+        reporting_from = self._read_values(now) if boundaries.values_due(it, now) else now
         if self._timer.backlog >= MAX_PENDING_GROUPS:
             self._drain_step_times()
         if it > self.total_iters and not self._overrun_warned:
@@ -285,7 +297,6 @@ class ProgressTracker:
                 "trainprogress: step() called past total_iters=%d; percent now exceeds 100. "
                 "Call step() once per optimizer step and pass the real total.", self.total_iters,
             )
-        boundaries = self._boundaries
         if it >= boundaries.next_sync:
             self._sync_ranks()
         checked = boundaries.check_due(it, now)
@@ -302,10 +313,25 @@ class ProgressTracker:
                 self._next_tick = now + TICK_INTERVAL_S
             # The time spent reporting is the tracker's, not the next step's: keep it out of
             # the step times, and let the ETA count it as the recurring cost it is.
-            cost = self._timer.now() - now
+            cost = self._timer.now() - reporting_from
             self._timer.exclude(cost)
             self._pace.eta.add_pause("report", cost, it)
         return report
+
+    def _read_values(self, sampled_at: float) -> float:
+        """Copy the loop's values to the host, once for everything due at this boundary (the
+        exchange, the check and the report then share the snapshot), and return the clock
+        after. The wait since ``sampled_at`` is the device finishing the steps queued since
+        the last read (a device that runs ahead of the host): training time, not the
+        tracker's, so it completes those steps' stretch of the speed window and enters the
+        ETA, and the step clock leaves it out of the next group."""
+        self._buffer.materialise(self._iter, self._lr)
+        now = self._timer.now()
+        waited = now - sampled_at
+        self._timer.exclude(waited)
+        self._drain_step_times()
+        self._pace.values_read(waited, self._iter)
+        return now
 
     def _step_after_close(self) -> None:
         self._iter -= 1  # the step is ignored: the run is over
@@ -317,6 +343,9 @@ class ProgressTracker:
     def _advance(self) -> None:
         if self._boundaries.advance(self._iter, self._dense.wanted) and self._units is not None:
             self._units.passed()
+            # Reports come every so many tokens or seconds: smooth over the steps the last interval took.
+            self._buffer.fit_loss_window(self._iter - self._last_report_iter)
+            self._last_report_iter = self._iter
         self._next_due = self._boundaries.next_due(self._timer.next_sample)
 
     def _drain_step_times(self) -> None:
@@ -512,6 +541,7 @@ class ProgressTracker:
             return
         check_int("total", total, max(1, self._iter), "pass the optimizer steps of the whole run, at least those done")
         self.total_iters = self._pace.eta.total_iters = self._builder.total_iters = total
+        self._buffer.fit_loss_window(total * self.interval_percent / 100)
         self._boundaries.resize(total, self._iter, self._dense.wanted)
         if self._checks is not None:
             self._checks.monitor.total_iters = total

@@ -96,7 +96,7 @@ def end_lines(run: Run) -> list[str]:
     """What the watch says when the run ends, below its final summary block."""
     where = f"iteration {fmt.format_count(run.iteration)}/{fmt.format_count(run.total_iters or 0)}"
     lines = [f"Run {run.status} at {where}."]
-    if run.error:
+    if run.error and run.final is None:  # the final summary block, when there is one, shows the error
         lines.append(f"Error: {run.error}")
     return lines
 

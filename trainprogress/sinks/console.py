@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from typing import TextIO
 
 from .. import format as fmt
-from ..report import BLOCKS, COMPLETED, FINAL, MemoryStats, Report
+from ..report import BLOCKS, COMPLETED, CRASHED, FINAL, STOPPED, MemoryStats, Report
 from .base import Event, Sink
 
 RULE = "=" * 80
@@ -112,10 +112,17 @@ def render_progress(report: Report) -> list[str]:
     return out
 
 
+# The final block's title, by the run's outcome (a log without one reads as stopped).
+_FINAL_TITLES = {COMPLETED: "✅ TRAINING COMPLETE!", STOPPED: "⏹️ TRAINING STOPPED", CRASHED: "💥 TRAINING CRASHED"}
+
+
 def render_final(report: Report) -> list[str]:
-    """The lines of the end-of-run summary."""
+    """The lines of the end-of-run summary, titled by how the run ended; a crash's first line
+    is its error."""
     lines = [f"Iterations: {fmt.format_count(report.iteration)}/{fmt.format_count(report.total_iters)}"
              if report.progress_unit == "iters" else f"Progress: {fmt.format_percent(report.percent)} ({_position(report)})"]
+    if report.outcome == CRASHED and report.error:
+        lines.insert(0, f"Error: {report.error}")
     if report.loss is not None:
         lines.append(f"Final loss: {fmt.format_loss(report.loss)}")
     if report.smoothed_loss is not None:
@@ -133,8 +140,7 @@ def render_final(report: Report) -> list[str]:
         lines.append(f"Average MFU: {fmt.format_mfu(report.mfu)}")
     if report.run_cost is not None:
         lines.append(f"Cost: {report.run_cost.final_line()}")
-    title = "✅ TRAINING COMPLETE!" if report.outcome == COMPLETED else "⏹️ TRAINING STOPPED"
-    return [RULE, title, RULE, *(BULLET + line for line in lines), RULE]
+    return [RULE, _FINAL_TITLES.get(report.outcome, _FINAL_TITLES[STOPPED]), RULE, *(BULLET + line for line in lines), RULE]
 
 
 def render_stall(event: Event) -> list[str]:
@@ -206,7 +212,12 @@ class ConsoleSink(Sink):
             self._write(render_progress(report))
 
     def event(self, event: Event) -> None:
-        if event.kind == "stalled":
+        """One short line for an anomaly blip or clearing, a block for a stall, a line when
+        training goes on after it; other events print nothing."""
+        line = anomaly_line(event)
+        if line is not None:
+            self._write([line])
+        elif event.kind == "stalled":
             self._write(render_stall(event))
         elif event.kind == "stall_ended":
             stalled = fmt.format_duration(float(event.data.get("stalled_s", 0.0)))
