@@ -34,12 +34,16 @@ class ReportingConfig:
                               "endpoints from TRAINPROGRESS_SLACK_WEBHOOK_URL / TRAINPROGRESS_SMTP_* variables")
     anomaly_detection: bool = opt(True, "watch for NaN loss, loss spikes, slowdowns, memory growth and exploding "
                                         "gradients; report at once and more often while one lasts")
+    target_loss: float = opt(0.0, "the training loss the run should reach; > 0: from half-way on, warn when the whole "
+                                  "final-loss forecast band lies above it (0: no target)")
 
     def __post_init__(self) -> None:
         require(
             0 < self.report_interval <= 100,
             f"report_interval must be a percent in (0, 100], got {self.report_interval}. Fix: e.g. --report_interval=1.",
         )
+        require(self.target_loss >= 0, f"target_loss must be >= 0 (0: no target), got {self.target_loss}. "
+                                       "Fix: e.g. --target_loss=1.5.")
 
 
 def build_tracker(
@@ -54,6 +58,7 @@ def build_tracker(
     precision: str | None = None,
     device: object = None,
     cross_rank: bool = False,
+    lr_schedule=None,
 ):
     """A ProgressTracker for ``total_iters`` optimizer steps, resumed at ``start_iter``,
     reporting every ``cfg.report_interval`` percent to the sinks the config turns on (log
@@ -63,7 +68,8 @@ def build_tracker(
     picks the device's peak from the tracker's table, for ``device`` (the torch.device the
     run trains on). ``cross_rank`` (under torchrun) adds every rank's figures and the loss
     averaged over ranks to each report. The hang watchdog is always on: it speaks only when
-    steps stop coming for minutes. The whole config is passed on as the
+    steps stop coming for minutes. ``lr_schedule`` (1-based step -> learning rate) sharpens
+    the final-loss forecast; ``cfg.target_loss`` > 0 turns on its slow-convergence warning. The whole config is passed on as the
     run's configuration (sinks such as W&B record it). Only the master's sinks ever open
     anything."""
     from trainprogress import ProgressTracker, build_sinks
@@ -100,4 +106,6 @@ def build_tracker(
         watchdog=True,
         anomaly=True if cfg.anomaly_detection else None,
         run_config=asdict(cfg),
+        lr_schedule=lr_schedule,
+        target_loss=cfg.target_loss if cfg.target_loss > 0 else None,
     )

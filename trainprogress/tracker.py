@@ -19,6 +19,7 @@ from .builder import ReportBuilder, Sections, SectionSource
 from .checks import AnomalyChecks
 from .eta import EtaEstimator
 from .flops import DevicePeak
+from .forecaster import Forecaster
 from .memory import probe_memory
 from .pace import Pace
 from .pauses import Pauses
@@ -91,12 +92,17 @@ class ProgressTracker:
     (``trainprogress.ranks``); mark data waiting with ``with tracker.data_wait():``.
     ``watchdog=True`` (or a ``WatchdogConfig``) reports a stall when steps stop coming
     (``trainprogress.watchdog``).
+
+    Where the run will end: each report from about 10% on carries a forecast of the final
+    loss with a band (``trainprogress.forecast``); ``lr_schedule`` (step -> learning rate,
+    1-based steps) makes it much sharper. With ``target_loss``, from half-way on, an anomaly
+    line says so when the whole band lies above the target (``trainprogress.forecaster``).
     """
 
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_iter", "_loss_ring", "_lr",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_forecaster", "_iter", "_loss_ring", "_lr",
         "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses", "_peak", "_ranks", "_sections", "_sinks",
         "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
@@ -127,6 +133,8 @@ class ProgressTracker:
         cross_rank: Any = False,
         watchdog: Any = False,
         device: Any = None,
+        lr_schedule: Callable[[int], float] | None = None,
+        target_loss: float | None = None,
     ) -> None:
         total_iters, self._units, epoch_len = size_run(
             total_iters, epochs=epochs, iters_per_epoch=iters_per_epoch, loader=loader,
@@ -157,11 +165,13 @@ class ProgressTracker:
                                          None if self._units is not None else total_iters)
         self._anomalies: tuple = ()
 
-        self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
+        self._forecaster = Forecaster(total_iters, lr_schedule, target_loss) if self.is_master and self._units is None else None
+        self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None, history=self._forecaster)
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
                                       flops_per_iter=flops_per_iter, peak=peak, sections=self._sections,
-                                      units=self._units, epochs=epochs, iters_per_epoch=epoch_len)
+                                      units=self._units, epochs=epochs, iters_per_epoch=epoch_len,
+                                      forecaster=self._forecaster)
         self._pauses = Pauses(clock)
         self._ranks = make_cross_rank(cross_rank, clock, start_iter)
         if self._ranks is not None and self.is_master:
@@ -367,6 +377,9 @@ class ProgressTracker:
             **end,
         )
         self._sinks.report(report)
+        if self._forecaster is not None and kind != FINAL:
+            for event_kind, data in self._forecaster.warning_events(report.percent, self._forecaster.forecast(self._iter)):
+                self._sinks.event(self._event(event_kind, **data))
         return report
 
     def _send_tick(self) -> None:

@@ -78,6 +78,9 @@ def render_progress(report: Report) -> list[str]:
         metrics.append(f"Loss: {fmt.format_loss(report.loss)}")
     if report.smoothed_loss is not None:
         metrics.append(f"Loss (smoothed): {fmt.format_loss(report.smoothed_loss)}")
+    if report.loss_forecast is not None:
+        forecast = fmt.format_forecast(report.loss_forecast, report.loss_forecast_low, report.loss_forecast_high)
+        metrics.append(f"Final loss forecast: {forecast}")
     if "val_loss" in report.metrics:
         metrics.append(f"Validation Loss: {fmt.format_loss(report.metrics['val_loss'])}")
     if report.best_val_loss is not None:
@@ -153,7 +156,9 @@ def anomaly_line(event: Event) -> str | None:
     if event.kind == "anomaly_blip":
         return f"⚠️ {where}: {event.data.get('message')} (a blip so far: reported if it persists)"
     if event.kind == "anomaly_cleared":
-        return f"✅ {where}: {name} cleared"
+        return f"✅ {where}: {name} cleared" + (f": {event.data['message']}" if "message" in event.data else "")
+    if event.kind == "anomaly" and event.data.get("anomaly") == "slow_convergence":  # no anomaly report of its own
+        return f"⚠️ {where}: {event.data.get('message')}"
     return None
 
 
@@ -195,11 +200,6 @@ class ConsoleSink(Sink):
             stream.write(text + "\n")
             stream.flush()
 
-    def event(self, event: Event) -> None:
-        line = anomaly_line(event)
-        if line is not None:
-            self._write([line])
-
     def report(self, report: Report) -> None:
         if report.kind == FINAL:
             self._write(render_final(report))
@@ -212,3 +212,7 @@ class ConsoleSink(Sink):
         elif event.kind == "stall_ended":
             stalled = fmt.format_duration(float(event.data.get("stalled_s", 0.0)))
             self._write([f"▶️ Training goes on at iteration {fmt.format_count(event.iteration)} after a stall of {stalled}"])
+        else:
+            line = anomaly_line(event)
+            if line is not None:
+                self._write([line])
