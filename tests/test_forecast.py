@@ -164,3 +164,35 @@ def test_bad_forecast_arguments_name_the_fix():
         ProgressTracker(100, sinks=[], target_loss=math.nan)
     with pytest.raises(TypeError, match="lr_schedule"):
         ProgressTracker(100, sinks=[], lr_schedule=0.001)
+
+
+def test_the_log_the_plot_and_the_summary_carry_the_forecast(tmp_path):
+    import json
+
+    from trainprogress import read_log
+    from trainprogress.plot import build_figure
+    from trainprogress.sinks.jsonl import JsonlSink
+    from trainprogress.summary import format_summary, summarize
+
+    total, path = 400, tmp_path / "progress.jsonl"
+    clock = FakeClock()
+    tracker = ProgressTracker(total, interval_percent=1, sinks=[JsonlSink(path)], clock=clock)
+    with tracker:
+        for it in range(1, total + 1):
+            clock.advance(0.01)
+            tracker.step(loss=2.0 + 3.0 * it ** -0.5)
+    reports = [json.loads(line) for line in path.read_text().splitlines() if '"type": "report"' in line]
+    with_forecast = [r for r in reports if r["loss_forecast"] is not None]
+    assert with_forecast and all(r["loss_forecast_low"] <= r["loss_forecast"] <= r["loss_forecast_high"]
+                                 for r in with_forecast)
+    assert with_forecast[-1]["scalars"]["train/loss_forecast_high"] == with_forecast[-1]["loss_forecast_high"]
+    (run,) = read_log(path).runs
+    summary = summarize(run)
+    assert [f["percent"] for f in summary["loss_forecasts"]] == [30.0, 50.0, 70.0]
+    at_30 = next(r for r in reports if r["percent"] >= 30.0)
+    assert summary["loss_forecasts"][0]["forecast"] == at_30["loss_forecast"]
+    assert any(line.strip("• ").startswith("Final-loss forecasts: at 30% ") for line in format_summary(summary))
+    loss_axis = next(ax for ax in build_figure([run]).axes if ax.get_title() == "Loss")
+    forecast_line = next(line for line in loss_axis.get_lines() if line.get_label() == "final-loss forecast")
+    assert len(forecast_line.get_xdata()) == sum(1 for r in with_forecast if r["kind"] != "final")
+    assert any(c.get_label() == "final-loss forecast band" for c in loss_axis.collections)

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 # Tuned on the development curves (benchmarks/bench_forecast.py), chosen to be defensible:
 # a full learning-rate anneal lowers an LLM's loss by a few percent (3 +- 2.5% here).
 ANNEAL_DROP = 0.03
-ANNEAL_DROP_SD = 0.025
+ANNEAL_DROP_SD = 0.02
 # The fit residuals are autocorrelated and the law is only approximate: the residual noise is
 # taken this many times larger than it looks, so that the band holds the final loss as often
 # as it claims (the anneal prior is not widened).
 INFLATION = 3.0
 Z_BAND = 1.645                  # a 90% band
-WINDOW_START = 0.25             # fit on the observed curve from this fraction of the current step
+WINDOW_START = 0.25             # fit on the observed curve from this fraction of the current step,
+AFTER_WARMUP_UP_TO = 0.5        # or from the warm-up's end when that is at most this fraction
 MIN_FRACTION = 0.1              # silent before 10% of the run
 MIN_POINTS = 10                 # ...or with fewer logged losses than this
 BINS = 48                       # log-spaced bins the curve is averaged into
@@ -60,19 +61,24 @@ def forecast_loss(steps, losses, total_steps, lrs=None) -> Forecast | None:
     if total_steps <= 0 or steps.size < MIN_POINTS or steps[-1] < MIN_FRACTION * total_steps:
         return None
     current = _current_smoothed(np, steps, losses)
-    x, y = _binned(np, steps, losses)
-    if x.size < 5 or current <= 0:
-        return None
-    if lrs is not None and len(lrs) >= total_steps and max(lrs[:total_steps]) > 0:
-        curve = _AnnealingCurve(np, lrs[:total_steps])
+    rates = None if lrs is None else np.asarray(lrs[:total_steps], dtype=float)
+    if rates is not None and rates.size == total_steps and rates.max() > 0:
+        curve = _AnnealingCurve(np, rates)
     else:
         curve = _StepCurve(np, total_steps)
+    # The warm-up's losses follow no law of the rate's area: leave them out while there is enough after them.
+    start = steps[-1] * max(WINDOW_START, min(curve.warmup_end / steps[-1], AFTER_WARMUP_UP_TO))
+    x, y = _binned(np, steps, losses, start)
+    if x.size < 5 or current <= 0:
+        return None
     estimate = _model_average(np, curve, x, y, total_steps, current)
     if estimate is None:
         return None
     mean, sd = estimate
     final = min(max(mean, 0.0), current)
-    low = min(max(mean - Z_BAND * sd, 0.0), final)
+    # Without the schedule an anneal may still come: the band's low end makes room for one.
+    unknown_anneal = 0.0 if isinstance(curve, _AnnealingCurve) else (ANNEAL_DROP + Z_BAND * ANNEAL_DROP_SD) * current
+    low = min(max(mean - Z_BAND * sd - unknown_anneal, 0.0), final)
     high = max(min(mean + Z_BAND * sd, current), final)
     return Forecast(final=float(final), low=float(low), high=float(high))
 
@@ -94,9 +100,8 @@ def _current_smoothed(np, steps, losses):
     return float(losses[recent].mean())
 
 
-def _binned(np, steps, losses):
-    """The curve from WINDOW_START of the current step on, averaged into log-spaced bins."""
-    start = steps[-1] * WINDOW_START
+def _binned(np, steps, losses, start):
+    """The curve from step ``start`` on, averaged into log-spaced bins."""
     inside = steps >= start
     s, v = steps[inside], losses[inside]
     edges = np.geomspace(max(s[0], 1.0), s[-1] + 1, BINS + 1)
@@ -112,6 +117,7 @@ class _StepCurve:
     """No schedule: a power law in steps; no annealing term."""
 
     has_anneal = False
+    warmup_end = 0
 
     def __init__(self, np, total_steps):
         self.np = np
@@ -136,6 +142,7 @@ class _AnnealingCurve:
         drops = np.maximum(np.concatenate(([0.0], rate[:-1] - rate[1:])), 0.0)
         self.s2 = np.cumsum(_momentum(np, drops, ANNEAL_MOMENTUM))
         self.has_anneal = self.s2[-1] > 1e-9
+        self.warmup_end = int(np.argmax(rate >= 0.99)) + 1
 
     def _at(self, table, step):
         index = self.np.clip(self.np.rint(step).astype(int) - 1, 0, self.total_steps - 1)
@@ -213,17 +220,27 @@ def _fit_one(np, alpha, progress, anneal, y, final_progress, final_anneal, curre
 def _solve(np, design, y, use_anneal, final_anneal, current):
     """Least squares, with the anneal's prior as one pseudo-observation when the law has C."""
     if not use_anneal:
-        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        coef, *_ = _least_squares(np, design, y)
         return coef
-    first, *_ = np.linalg.lstsq(design[:, :2], y, rcond=None)
+    first, *_ = _least_squares(np, design[:, :2], y)
     noise = max(float(np.std(y - design[:, :2] @ first)), 1e-6)
     prior_row, prior_value = _anneal_prior(np, final_anneal, current, noise)
     stacked = np.vstack([design / noise, prior_row])
-    coef, *_ = np.linalg.lstsq(stacked, np.append(y / noise, prior_value), rcond=None)
+    coef, *_ = _least_squares(np, stacked, np.append(y / noise, prior_value))
     if coef[2] < 0:
         coef[2] = 0.0
-        coef[:2], *_ = np.linalg.lstsq(design[:, :2], y, rcond=None)
+        coef[:2], *_ = _least_squares(np, design[:, :2], y)
     return coef
+
+
+def _least_squares(np, design, y):
+    """Least squares by the normal equations on scaled columns: a 3x3 solve is far cheaper
+    than lstsq's SVD, and the scaling keeps it well conditioned. Returns (coef,) like lstsq's first item."""
+    scale = np.maximum(np.abs(design).max(axis=0), 1e-300)
+    scaled = design / scale
+    gram = scaled.T @ scaled
+    gram[np.diag_indices_from(gram)] += 1e-12
+    return (np.linalg.solve(gram, scaled.T @ y) / scale,)
 
 
 def _anneal_prior(np, final_anneal, current, noise):
