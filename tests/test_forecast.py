@@ -196,3 +196,13 @@ def test_the_log_the_plot_and_the_summary_carry_the_forecast(tmp_path):
     forecast_line = next(line for line in loss_axis.get_lines() if line.get_label() == "final-loss forecast")
     assert len(forecast_line.get_xdata()) == sum(1 for r in with_forecast if r["kind"] != "final")
     assert any(c.get_label() == "final-loss forecast band" for c in loss_axis.collections)
+
+
+def test_a_run_with_a_report_every_5_percent_has_a_forecast_from_15_percent():
+    clock, recorder = FakeClock(), Recorder()
+    with ProgressTracker(1000, interval_percent=5, sinks=[recorder], clock=clock) as tracker:
+        for it in range(1, 1001):
+            clock.advance(0.01)
+            tracker.step(loss=2.0 + 3.0 * it ** -0.5)
+    by_percent = {r.percent: r.loss_forecast for r in recorder.reports if r.kind == "scheduled"}
+    assert by_percent[10.0] is None and by_percent[15.0] is not None

@@ -1,7 +1,7 @@
 """Forecaster: the tracker's final-loss forecast and slow-convergence warning.
 
-It keeps one compact point per materialisation of the losses (the mean of the losses
-copied to the host then, at their mean iteration), so it costs nothing per step and needs
+It keeps a few compact points per materialisation of the losses (means of the losses
+copied to the host then, at their mean iterations), so it costs nothing per step and needs
 no sync of its own; at a report it fits trainprogress.forecast.forecast_loss to those points.
 """
 
@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 SLOW_CONVERGENCE = "slow_convergence"
 WARN_FROM_PERCENT = 50.0   # the warning speaks from half-way on
+POINTS_PER_ADD = 4         # points kept per materialisation (each a mean of up to 32 of the 128 losses read)
 
 
 def _loss_text(value: float) -> str:
@@ -48,11 +49,14 @@ class Forecaster:
         self._usable = True
 
     def add(self, iterations: Sequence[int], losses: Sequence[float]) -> None:
-        """Keep the mean of ``losses`` (those of ``iterations``, finite ones only) as one point."""
+        """Keep ``losses`` (those of ``iterations``; finite ones only) as up to POINTS_PER_ADD
+        means of consecutive losses, so that a run with few reports still has points to fit."""
         pairs = [(i, v) for i, v in zip(iterations, losses) if math.isfinite(v)]
-        if pairs:
-            self._steps.append(sum(i for i, _ in pairs) / len(pairs))
-            self._losses.append(sum(v for _, v in pairs) / len(pairs))
+        size = -(-len(pairs) // POINTS_PER_ADD)
+        for begin in range(0, len(pairs), max(size, 1)):
+            chunk = pairs[begin:begin + size]
+            self._steps.append(sum(i for i, _ in chunk) / len(chunk))
+            self._losses.append(sum(v for _, v in chunk) / len(chunk))
 
     def forecast(self, iteration: int) -> Forecast | None:
         """The forecast as of ``iteration`` (computed once per iteration), or None."""
