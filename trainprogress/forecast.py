@@ -11,7 +11,8 @@ spread plus each fit's extrapolation uncertainty.
 An anneal that has not started yet cannot be fitted: a prior on its size (a full anneal takes
 ANNEAL_DROP of the loss, give or take ANNEAL_DROP_SD) stands in for it, and gives way as the
 decay shows in the curve. That prior, the band's INFLATION and the window are the only
-tuned constants; benchmarks/bench_forecast.py measures what they give.
+tuned constants (with the choice to fit from the warm-up's end); benchmarks/bench_forecast.py
+measures what they give.
 
 numpy is needed (the `forecast` extra); it is imported when the first forecast is made.
 """
@@ -207,7 +208,7 @@ def _fit_one(np, alpha, progress, anneal, y, final_progress, final_anneal, curre
         target_row.append(-final_anneal)
     design = np.stack(columns, axis=1)
     coef = _solve(np, design, y, use_anneal, final_anneal, current)
-    if coef is None or coef[1] < 0 or coef[0] < 0:
+    if coef[1] < 0 or coef[0] < 0:  # a rising curve or a negative floor: no law of this family
         return None
     residual = y - design @ coef
     sse = float(residual @ residual)
@@ -220,37 +221,39 @@ def _fit_one(np, alpha, progress, anneal, y, final_progress, final_anneal, curre
 def _solve(np, design, y, use_anneal, final_anneal, current):
     """Least squares, with the anneal's prior as one pseudo-observation when the law has C."""
     if not use_anneal:
-        coef, *_ = _least_squares(np, design, y)
+        coef = _least_squares(np, design, y)
         return coef
-    first, *_ = _least_squares(np, design[:, :2], y)
+    first = _least_squares(np, design[:, :2], y)
     noise = max(float(np.std(y - design[:, :2] @ first)), 1e-6)
-    prior_row, prior_value = _anneal_prior(np, final_anneal, current, noise)
+    prior_row, prior_value = _anneal_prior(np, final_anneal, current)
     stacked = np.vstack([design / noise, prior_row])
-    coef, *_ = _least_squares(np, stacked, np.append(y / noise, prior_value))
+    coef = _least_squares(np, stacked, np.append(y / noise, prior_value))
     if coef[2] < 0:
         coef[2] = 0.0
-        coef[:2], *_ = _least_squares(np, design[:, :2], y)
+        coef[:2] = _least_squares(np, design[:, :2], y)
     return coef
 
 
 def _least_squares(np, design, y):
     """Least squares by the normal equations on scaled columns: a 3x3 solve is far cheaper
-    than lstsq's SVD, and the scaling keeps it well conditioned. Returns (coef,) like lstsq's first item."""
+    than lstsq's SVD, and the scaling keeps it well conditioned."""
     scale = np.maximum(np.abs(design).max(axis=0), 1e-300)
     scaled = design / scale
     gram = scaled.T @ scaled
     gram[np.diag_indices_from(gram)] += 1e-12
-    return (np.linalg.solve(gram, scaled.T @ y) / scale,)
+    return np.linalg.solve(gram, scaled.T @ y) / scale
 
 
-def _anneal_prior(np, final_anneal, current, noise):
-    """C * S2(end) ~ N(ANNEAL_DROP * loss, (ANNEAL_DROP_SD * loss)^2), scaled to the data's noise."""
+def _anneal_prior(np, final_anneal, current):
+    """C * S2(end) ~ N(ANNEAL_DROP * loss, (ANNEAL_DROP_SD * loss)^2) as one row of unit weight
+    (the data rows are divided by their noise)."""
     scale = ANNEAL_DROP_SD * current
     row = np.array([0.0, 0.0, final_anneal / scale])
     return row, ANNEAL_DROP * current / scale
 
 
 def _posterior_covariance(np, design, sigma2, use_anneal, final_anneal, current):
+    """The coefficients' covariance: the data's precision plus the anneal prior's."""
     precision = design.T @ design / sigma2
     if use_anneal:
         precision[2, 2] += (final_anneal / (ANNEAL_DROP_SD * current)) ** 2
