@@ -42,7 +42,7 @@ class Forecaster:
         self.target_loss = target_loss
         self._steps: list[float] = []
         self._losses: list[float] = []
-        self._lrs: list[float] | None = None
+        self._lrs = None
         self._lrs_for = 0
         self._cached: tuple[int, Forecast | None] | None = None
         self._warning: str | None = None
@@ -77,11 +77,16 @@ class Forecaster:
         self._cached = (iteration, result)
         return result
 
-    def _schedule(self) -> list[float] | None:
+    def _schedule(self):
+        """The learning rate of every step 1..total_iters, as a numpy array (8 bytes a step)."""
         if self.lr_schedule is None:
             return None
         if self._lrs is None or self._lrs_for != self.total_iters:
-            self._lrs = [float(self.lr_schedule(step)) for step in range(1, self.total_iters + 1)]
+            import numpy  # the forecast needs it anyway; an ImportError turns the forecast off
+
+            schedule = self.lr_schedule
+            self._lrs = numpy.fromiter((schedule(step) for step in range(1, self.total_iters + 1)), dtype=float,
+                                       count=self.total_iters)
             self._lrs_for = self.total_iters
         return self._lrs
 
