@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
         rt.print(f"val loss over the whole val split: {full_split_loss(model, data, rt, 'val', cfg.batch_size):.4f}")
         return 0
 
-    tracker = training.tracker()
+    tracker = training.tracker(schedule)
     values, final_val_loss = training.first_values(), None
     x, y = data.get_batch("train", cfg.batch_size)
     data_state: dict  # the data's state before the latest prefetch, what a checkpoint saves

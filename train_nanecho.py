@@ -293,7 +293,7 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
              f"val {data.num_tokens('val'):,} tokens)")
     rt.print(f"{training.runtime_line()}; preset {cfg.preset}")
 
-    tracker = training.tracker()
+    tracker = training.tracker(lr_schedule)
     state = curriculum.state(100.0 * iter_num / cfg.max_iters)
     next_eval = (iter_num // cfg.eval_interval + 1) * cfg.eval_interval
     # Report sections read these Python values only when a report is built: no device syncs.

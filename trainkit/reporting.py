@@ -40,6 +40,8 @@ class ReportingConfig:
     price_per_kwh: float | None = opt(None, "money per kWh of measured energy, for the cost block")
     currency: str = opt("", "the currency shown with the money (e.g. USD); empty: bare numbers")
     grid_kg_co2_per_kwh: float | None = opt(None, "the grid's kg of CO2 per kWh, for the CO2 figures")
+    target_loss: float = opt(0.0, "the training loss the run should reach; > 0: from half-way on, warn when the whole "
+                                  "final-loss forecast band lies above it (0: no target)")
 
     def __post_init__(self) -> None:
         require(
@@ -50,6 +52,9 @@ class ReportingConfig:
             value = getattr(self, key)
             require(value is None or 0 <= value < float("inf"),
                     f"{key} must be a number >= 0, got {value}. Fix: e.g. --{key}=2.5, or leave it out.")
+
+        require(self.target_loss >= 0, f"target_loss must be >= 0 (0: no target), got {self.target_loss}. "
+                                       "Fix: e.g. --target_loss=1.5.")
 
     def cost_config(self):
         """The tracker's ``cost=``: a CostConfig when the cost block is on, else False."""
@@ -74,6 +79,7 @@ def build_tracker(
     precision: str | None = None,
     device: object = None,
     cross_rank: bool = False,
+    lr_schedule=None,
 ):
     """A ProgressTracker for ``total_iters`` optimizer steps, resumed at ``start_iter``,
     reporting every ``cfg.report_interval`` percent to the sinks the config turns on (log
@@ -84,7 +90,8 @@ def build_tracker(
     run trains on). ``cross_rank`` (under torchrun) adds every rank's figures and the loss
     averaged over ranks to each report. The hang watchdog is always on: it speaks only when
     steps stop coming for minutes. The cost keys (``cfg.cost_config()``) turn on the cost
-    block. The whole config is passed on as the
+    block. ``lr_schedule`` (1-based step -> learning rate) sharpens the final-loss forecast;
+    ``cfg.target_loss`` > 0 turns on its slow-convergence warning. The whole config is passed on as the
     run's configuration (sinks such as W&B record it). Only the master's sinks ever open
     anything."""
     from trainprogress import ProgressTracker, build_sinks
@@ -122,4 +129,6 @@ def build_tracker(
         anomaly=True if cfg.anomaly_detection else None,
         cost=cfg.cost_config(),
         run_config=asdict(cfg),
+        lr_schedule=lr_schedule,
+        target_loss=cfg.target_loss if cfg.target_loss > 0 else None,
     )

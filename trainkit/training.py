@@ -159,14 +159,16 @@ class Training:
                           f"has {self.rt.world_size}: processes from rank {len(states)} on start their own fresh streams.")
 
     # ------------------------------------------------------------------ the loop's parts
-    def tracker(self):
+    def tracker(self, lr_schedule: Callable[[int], float] | None = None):
         """The ProgressTracker of this run, resumed at ``iter_num``, with the sinks that the
         config turns on. MFU is per device and counts dense FLOPs (masked weights still
-        multiply densely)."""
+        multiply densely). ``lr_schedule(it)``: the learning rate of 0-based step ``it``, for
+        the final-loss forecast."""
         flops_per_iter = self.raw_model.flops_per_token() * self.tokens_per_iter / self.rt.world_size
         return build_tracker(self.cfg, self.cfg.max_iters, out_dir=self.cfg.out_dir, tokens_per_iter=self.tokens_per_iter,
                              flops_per_iter=flops_per_iter, start_iter=self.iter_num, is_master=self.rt.is_master,
-                             precision=self.rt.precision, device=self.rt.device, cross_rank=self.rt.ddp)
+                             precision=self.rt.precision, device=self.rt.device, cross_rank=self.rt.ddp,
+                             lr_schedule=None if lr_schedule is None else (lambda step: lr_schedule(step - 1)))
 
     def first_values(self) -> dict[str, float]:
         """Named values for the first ``tracker.step`` of a resumed run: its earlier best."""

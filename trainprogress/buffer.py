@@ -47,12 +47,13 @@ class ValueBuffer:
     smoothed loss (at most ``LOSS_RING``); ``fit_loss_window`` narrows it to the steps
     between reports. ``keep_unchecked``: also keep every new loss until
     ``take_unchecked_losses`` (for the anomaly monitor, whose checks and the reports
-    materialise at different iterations)."""
+    materialise at different iterations). ``history``: an object whose ``add(iterations,
+    losses)`` gets the new losses of each materialisation (trainprogress.forecaster)."""
 
-    __slots__ = ("_best_val_loss", "_latest", "_losses", "_materialised_iter", "_snapshot", "_unchecked", "loss_ring",
-                 "loss_window")
+    __slots__ = ("_best_val_loss", "_latest", "_losses", "_materialised_iter", "_snapshot", "_unchecked", "history",
+                 "loss_ring", "loss_window")
 
-    def __init__(self, start_iter: int, loss_window: int, *, keep_unchecked: bool = False) -> None:
+    def __init__(self, start_iter: int, loss_window: int, *, keep_unchecked: bool = False, history: Any = None) -> None:
         if not 1 <= loss_window <= LOSS_RING:
             raise ValueError(f"loss_window must be between 1 and {LOSS_RING} steps, got {loss_window}")
         #: loss_ring[iteration & (LOSS_RING - 1)] holds the loss passed at that iteration.
@@ -64,6 +65,8 @@ class ValueBuffer:
         self._materialised_iter = start_iter
         self._best_val_loss: float | None = None
         self._snapshot: Values | None = None
+        #: with ``add(iterations, losses)``: given the new losses at each materialisation (the forecast's points)
+        self.history = history
 
     def fit_loss_window(self, steps_per_report: float) -> None:
         """Smooth over at most the steps between two regular reports (and at most
@@ -99,13 +102,16 @@ class ValueBuffer:
             return self._snapshot
         ring, mask = self.loss_ring, LOSS_RING - 1
         first = max(self._materialised_iter, iteration - mask) + 1
-        pending = [loss for loss in (ring[i & mask] for i in range(first, iteration + 1)) if loss is not None]
+        present = [i for i in range(first, iteration + 1) if ring[i & mask] is not None]
+        pending = [ring[i & mask] for i in present]
         numeric = {name: value for name, value in self._latest.items() if is_number(value)}
         lr_is_number = lr is not None and is_number(lr)
         # "lr" cannot be a named value's name (it is step()'s own argument), so it can ride along.
         new_losses, numbers = materialise_named(pending, {**numeric, "lr": lr} if lr_is_number else numeric)
         host_lr = numbers.pop("lr", None)
         self._losses.extend(new_losses)
+        if self.history is not None and new_losses:
+            self.history.add(present, new_losses)
         if self._unchecked is not None:
             self._unchecked.extend(new_losses)
         self._materialised_iter = iteration

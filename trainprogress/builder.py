@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 from .buffer import Values
 from .cost import RunCost
 from .flops import PeakFlops
+from .forecaster import Forecaster
 from .progress_units import TOKENS, ProgressUnits
 from .report import BLOCKS, Anomaly, MemoryStats, Report, Section
 from .sinks.base import Tick
@@ -56,7 +57,8 @@ class Sections:
 class ReportBuilder:
     """Builds the Reports and Ticks of one run of ``total_iters`` steps resumed at
     ``start_iter``: derives percent, ms/iter, MFU (with ``flops_per_iter`` FLOP per step and
-    the ``peak``) and token counts (``tokens_per_iter``), and adds the ``sections``."""
+    the ``peak``) and token counts (``tokens_per_iter``), and adds the ``sections`` and the
+    ``forecaster``'s final-loss forecast (a run sized in steps only)."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class ReportBuilder:
         units: ProgressUnits | None = None,
         epochs: int | None = None,
         iters_per_epoch: int | None = None,
+        forecaster: Forecaster | None = None,
     ) -> None:
         self.total_iters = total_iters
         self.start_iter = start_iter
@@ -80,6 +83,7 @@ class ReportBuilder:
         self.units = units
         self.epochs = epochs
         self.iters_per_epoch = iters_per_epoch
+        self.forecaster = forecaster
 
     def progress(self, iteration: int) -> tuple[float, int]:
         """Percent done and the run's total in optimizer steps at ``iteration``. A run sized
@@ -132,6 +136,10 @@ class ReportBuilder:
         tokens_per_s = None if tokens is None or iters_per_s is None else tokens * iters_per_s
         if units is not None and units.unit == TOKENS:
             tokens_processed, tokens_per_s = int(units.done), units_tokens_per_s
+        forecast = None
+        if self.forecaster is not None and units is None:
+            self.forecaster.total_iters = total_iters
+            forecast = self.forecaster.forecast(iteration)
         return Report(
             kind=kind,
             iteration=iteration,
@@ -165,6 +173,9 @@ class ReportBuilder:
             epoch=self.epoch(iteration),
             epochs=self.epochs,
             run_cost=run_cost,
+            loss_forecast=forecast.final if forecast else None,
+            loss_forecast_low=forecast.low if forecast else None,
+            loss_forecast_high=forecast.high if forecast else None,
         )
 
     def tick(self, iteration: int, *, eta_s: float | None, iters_per_s: float | None, smoothed_loss: float | None) -> Tick:

@@ -55,6 +55,13 @@ def format_loss(value: float) -> str:
     return f"{value:.6f}"
 
 
+def format_forecast(final: float, low: float, high: float) -> str:
+    """A forecast with its band, to the decimals that tell the band's ends apart: "1.83 (1.79 to 1.88)"."""
+    half = max((high - low) / 2, 1e-12)
+    decimals = min(max(2, -math.floor(math.log10(half)) + 1), 5)
+    return f"{final:.{decimals}f} ({low:.{decimals}f} to {high:.{decimals}f})"
+
+
 def format_lr(value: float) -> str:
     """A learning rate in scientific notation: 0.0006 -> "6.00e-04"."""
     return f"{value:.2e}"

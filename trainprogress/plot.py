@@ -37,6 +37,7 @@ WIDTH_PX, HEIGHT_PX, DPI = 1600, 1000, 100
 RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 # A single run's lines.
 RAW, SMOOTHED, VALIDATION = "#9ecae1", "#08519c", "#e6550d"
+FORECAST = "#756bb1"
 ITERS, TOKENS = "#238b45", "#6a51a3"
 # Pauses in greys, so that they stand apart from the phases' pastel colours.
 PAUSE_COLOURS = {"eval": "#969696", "checkpoint": "#525252", "sample": "#d9d9d9"}
@@ -76,6 +77,7 @@ def _draw_loss(ax: Any, runs: list[RunSeries], single: bool) -> None:
         _line(ax, run.smoothed_loss, color=SMOOTHED if single else colour, linewidth=2.0, label=f"{name}smoothed loss")
         _line(ax, run.val_loss, color=VALIDATION if single else colour, linestyle="--" if not single else "-",
               marker="o", markersize=5, linewidth=1.4, label=f"{name}validation loss")
+        _draw_forecast(ax, run, FORECAST if single else colour, name)
         if single:
             for j, (dim, series) in enumerate(sorted(run.val_loss_by_name.items())):
                 _line(ax, series, color=RUN_COLOURS[(j + 2) % len(RUN_COLOURS)], linewidth=0.8, alpha=0.8,
@@ -84,6 +86,15 @@ def _draw_loss(ax: Any, runs: list[RunSeries], single: bool) -> None:
             ax.axvline(x, color="#cb181d", linestyle=":", linewidth=1.2)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7.5, ncol=2 if len(ax.get_lines()) > 6 else 1, loc="upper right")
+
+
+def _draw_forecast(ax: Any, run: RunSeries, colour: str, name: str) -> None:
+    """The final-loss forecast made at each report, with its band (narrowing as the run goes on)."""
+    if not run.loss_forecast:
+        return
+    ax.fill_between(run.loss_forecast_low.x, run.loss_forecast_low.y, run.loss_forecast_high.y, color=colour,
+                    alpha=0.15, linewidth=0, label=f"{name}final-loss forecast band")
+    _line(ax, run.loss_forecast, color=colour, linestyle="--", linewidth=1.2, label=f"{name}final-loss forecast")
 
 
 def _draw_simple(ax: Any, runs: list[RunSeries], attribute: str, title: str, ylabel: str, colour: str, missing: str) -> None:

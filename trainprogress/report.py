@@ -114,6 +114,10 @@ class Report:
     is the run's size in that unit. In tokens or seconds, ``total_iters`` is an estimate
     from the progress so far. ``epoch`` of ``epochs`` when the run is sized in epochs.
 
+    Forecast: ``loss_forecast`` is where the loss will end at ``total_iters`` and
+    ``loss_forecast_low`` to ``loss_forecast_high`` the band that should hold it (None while
+    there is too little to go on; trainprogress.forecast).
+
     End: ``outcome`` is None until the final report, whose ``outcome`` says how the run ended
     (``COMPLETED``, ``STOPPED`` or ``CRASHED``) and whose ``error`` names the exception of a
     crash ("RuntimeError: CUDA out of memory"); both are set once, by ``tracker.close()``.
@@ -154,6 +158,9 @@ class Report:
     epoch: int | None = None  # the epoch (1-based) of ``iteration``, in a run sized in epochs
     epochs: int | None = None  # epochs in the run
     run_cost: RunCost | None = None  # the cost figures (tracker's cost=), else None
+    loss_forecast: float | None = None  # the loss forecast for the run's last step (trainprogress.forecast)
+    loss_forecast_low: float | None = None  # the forecast's band, which should hold the final loss
+    loss_forecast_high: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))
@@ -178,6 +185,9 @@ class Report:
             "train/loss_smoothed": self.smoothed_loss,
             "train/lr": self.lr,
             "train/best_val_loss": self.best_val_loss,
+            "train/loss_forecast": self.loss_forecast,
+            "train/loss_forecast_low": self.loss_forecast_low,
+            "train/loss_forecast_high": self.loss_forecast_high,
             "progress/percent": self.percent,
             "progress/iteration": float(self.iteration),
             "time/elapsed_s": self.elapsed_s,

@@ -83,6 +83,9 @@ class RunSeries:
     memory_gib: dict[str, Series] = field(default_factory=dict)  # "cpu used", "cuda peak", ...
     memory_total_gib: dict[str, float] = field(default_factory=dict)  # by device
     estimated_end: Series = field(default_factory=Series)  # in the time unit, from the run's start
+    loss_forecast: Series = field(default_factory=Series)  # the final-loss forecast at each report
+    loss_forecast_low: Series = field(default_factory=Series)  # its band, on the same x as loss_forecast
+    loss_forecast_high: Series = field(default_factory=Series)
     actual_end: float | None = None  # likewise; None until the run completes
     pauses: list[Span] = field(default_factory=list)
     phases: list[Span] = field(default_factory=list)
@@ -123,6 +126,14 @@ def _memory(report: Record, x: float, out: RunSeries) -> None:
             out.memory_total_gib[device] = mem["total_bytes"] / GIB
 
 
+def _forecast(report: Record, x: float, out: RunSeries) -> None:
+    """The report's final-loss forecast and band, when all three are numbers (the band is drawn between them)."""
+    values = (report.get("loss_forecast"), report.get("loss_forecast_low"), report.get("loss_forecast_high"))
+    if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        for series, value in zip((out.loss_forecast, out.loss_forecast_low, out.loss_forecast_high), values):
+            series.add(x, value)
+
+
 def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0, max_points: int = MAX_POINTS) -> RunSeries:
     """The run's series with x the iteration (``x_axis="iteration"``) or its active time in
     units of ``unit_s`` seconds (``"time"``), from at most about ``max_points`` of its
@@ -140,7 +151,8 @@ def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0, max_points: 
     x_of = seconds if x_axis == TIME else (lambda record: float(record["iteration"]))
     resume_times = [start["time"] for start in run.resumes]
     previous_time = -math.inf
-    line_series = (out.loss, out.smoothed_loss, out.lr, out.iters_per_s, out.tokens_per_s, out.mfu_pct, out.estimated_end)
+    line_series = (out.loss, out.smoothed_loss, out.lr, out.iters_per_s, out.tokens_per_s, out.mfu_pct, out.estimated_end,
+                   out.loss_forecast, out.loss_forecast_low, out.loss_forecast_high)
     for report in reports:
         x = x_of(report)
         if any(previous_time < t <= report["time"] for t in resume_times):
@@ -156,6 +168,7 @@ def build_series(run: Run, x_axis: str = TIME, unit_s: float = 1.0, max_points: 
         mfu = report.get("mfu")
         out.mfu_pct.add(x, 100.0 * mfu if isinstance(mfu, (int, float)) else None)
         _memory(report, x, out)
+        _forecast(report, x, out)
         eta = report.get("eta_s")
         if isinstance(eta, (int, float)):
             out.estimated_end.add(x, seconds(report) + eta / unit_s)

@@ -119,10 +119,26 @@ def _cost_line(cost: dict[str, Any]) -> str:
     return f"{BULLET}Cost: {', '.join(parts)}{note}"
 
 
+FORECAST_POINTS = (30.0, 50.0, 70.0)  # the summary shows what was forecast at these percents
+
+
+def _forecasts(run: Run) -> list[dict[str, float]]:
+    """The final-loss forecast of the first report at or past each of FORECAST_POINTS."""
+    out = []
+    for point in FORECAST_POINTS:
+        for report in run.reports:
+            if (report.get("percent") or 0.0) >= point and report.get("loss_forecast") is not None:
+                out.append({"percent": point, "forecast": report["loss_forecast"],
+                            "low": report.get("loss_forecast_low"), "high": report.get("loss_forecast_high")})
+                break
+    return out
+
+
 def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> dict[str, Any]:
     """The run's key figures as plain JSON-ready values (seconds, Unix times as ISO strings,
     ``mfu`` a fraction): status, iteration, times, losses, speed, tokens, pauses, resumes,
-    anomalies, and the error of a crashed run."""
+    anomalies, the error of a crashed run, and ``loss_forecasts``: the final-loss forecast
+    made at 30%, 50% and 70% of the run ({percent, forecast, low, high} each)."""
     now = time.time() if now is None else now
     latest = run.latest_report or {}
     last = run.last_record or {}
@@ -147,6 +163,7 @@ def summarize(run: Run, log: RunLog | None = None, now: float | None = None) -> 
         "loss": latest.get("loss"),
         "smoothed_loss": latest.get("smoothed_loss"),
         "best_val_loss": _best_val_loss(run),
+        "loss_forecasts": _forecasts(run),
         "iters_per_s": speed["iters_per_s"],
         "tokens_per_s": speed["tokens_per_s"],
         "tokens_processed": latest.get("tokens_processed"),
@@ -213,6 +230,11 @@ def format_summary(s: dict[str, Any]) -> list[str]:
         losses.append(f"best validation loss {fmt.format_loss(s['best_val_loss'])}")
     if losses:
         lines.append(f"{BULLET}{'; '.join(losses).capitalize()}")
+    if s["loss_forecasts"]:
+        made = "; ".join(f"at {f['percent']:.0f}% {fmt.format_forecast(f['forecast'], f['low'], f['high'])}"
+                         for f in s["loss_forecasts"])
+        final = f", final smoothed loss {fmt.format_loss(s['smoothed_loss'])}" if s["smoothed_loss"] is not None else ""
+        lines.append(f"{BULLET}Final-loss forecasts: {made}{final}")
     speed = []
     if s["iters_per_s"] is not None:
         speed.append(fmt.format_rate(s["iters_per_s"]))

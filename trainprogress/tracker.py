@@ -24,6 +24,7 @@ from .checks import AnomalyChecks
 from .cost import make_cost_meter
 from .eta import EtaEstimator
 from .flops import DevicePeak
+from .forecaster import Forecaster
 from .memory import probe_memory
 from .pace import Pace
 from .pauses import Pauses
@@ -107,14 +108,19 @@ class ProgressTracker:
     Cost: ``cost=True`` (or a ``CostConfig`` with prices) adds device-hours, the energy the
     GPU's and CPU's own counters measured, money and CO2, so far and at the end, to every
     report (``trainprogress.cost``); with ``cross_rank`` every rank's energy is summed.
+
+    Where the run will end: each report from about 10% on carries a forecast of the final
+    loss with a band (``trainprogress.forecast``); ``lr_schedule`` (step -> learning rate,
+    1-based steps) makes it much sharper. With ``target_loss``, from half-way on, an anomaly
+    line says so when the whole band lies above the target (``trainprogress.forecaster``).
     """
 
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
     # every attribute access in step() a slower hashed lookup.
     __slots__ = (
-        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_cost", "_dense", "_iter",
-        "_last_report_iter", "_loss_ring", "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace", "_pauses",
-        "_peak", "_ranks", "_sections", "_sinks",
+        "_anomalies", "_boundaries", "_buffer", "_builder", "_checks", "_closed", "_cost", "_dense", "_forecaster",
+        "_iter", "_last_report_iter", "_loss_ring", "_lr", "_next_due", "_next_tick", "_overrun_warned", "_pace",
+        "_pauses", "_peak", "_ranks", "_sections", "_sinks",
         "_timer", "_units", "_warned_after_close", "_watchdog", "interval_percent", "is_master", "start_iter",
         "total_iters",
     )
@@ -145,6 +151,8 @@ class ProgressTracker:
         watchdog: Any = False,
         device: Any = None,
         cost: Any = False,
+        lr_schedule: Callable[[int], float] | None = None,
+        target_loss: float | None = None,
     ) -> None:
         anomaly = resolve_option("anomaly", anomaly, AnomalyConfig)
         cross_rank = resolve_option("cross_rank", cross_rank, CrossRankConfig)
@@ -182,14 +190,16 @@ class ProgressTracker:
         self._anomalies: tuple = ()
         self._dense = DenseReports(anomaly_config)
 
-        self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None)
+        self._forecaster = Forecaster(total_iters, lr_schedule, target_loss) if self.is_master and self._units is None else None
+        self._buffer = ValueBuffer(start_iter, loss_window, keep_unchecked=self._checks is not None, history=self._forecaster)
         if self._units is None:
             self._buffer.fit_loss_window(total_iters * interval_percent / 100)
         self._last_report_iter = start_iter  # in a run sized in tokens or seconds, to size the loss window
         self._sections = Sections()
         self._builder = ReportBuilder(total_iters, start_iter, tokens_per_iter=tokens_per_iter,
                                       flops_per_iter=flops_per_iter, peak=peak, sections=self._sections,
-                                      units=self._units, epochs=epochs, iters_per_epoch=epoch_len)
+                                      units=self._units, epochs=epochs, iters_per_epoch=epoch_len,
+                                      forecaster=self._forecaster)
         self._pauses = Pauses(clock)
         self._ranks = make_cross_rank(cross_rank, clock, start_iter)
         # Every rank meters when ranks exchange (rank 0 sums them); else only the master.
@@ -434,6 +444,9 @@ class ProgressTracker:
         if kind != FINAL:  # it counts for the dense schedule; the next boundary follows whether it is still on
             self._dense.reported()
         self._sinks.report(report)
+        if self._forecaster is not None and kind != FINAL:
+            for event_kind, data in self._forecaster.warning_events(report.percent, self._forecaster.forecast(self._iter)):
+                self._sinks.event(self._event(event_kind, **data))
         return report
 
     def _send_tick(self) -> None:

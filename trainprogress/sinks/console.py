@@ -78,6 +78,9 @@ def render_progress(report: Report) -> list[str]:
         metrics.append(f"Loss: {fmt.format_loss(report.loss)}")
     if report.smoothed_loss is not None:
         metrics.append(f"Loss (smoothed): {fmt.format_loss(report.smoothed_loss)}")
+    if report.loss_forecast is not None:
+        forecast = fmt.format_forecast(report.loss_forecast, report.loss_forecast_low, report.loss_forecast_high)
+        metrics.append(f"Final loss forecast: {forecast}")
     if "val_loss" in report.metrics:
         metrics.append(f"Validation Loss: {fmt.format_loss(report.metrics['val_loss'])}")
     if report.best_val_loss is not None:
@@ -163,7 +166,9 @@ def anomaly_line(event: Event) -> str | None:
     if event.kind == "anomaly_blip":
         return f"⚠️ {where}: {event.data.get('message')} (a blip so far: reported if it persists)"
     if event.kind == "anomaly_cleared":
-        return f"✅ {where}: {name} cleared"
+        return f"✅ {where}: {name} cleared" + (f": {event.data['message']}" if "message" in event.data else "")
+    if event.kind == "anomaly" and event.data.get("anomaly") == "slow_convergence":  # no anomaly report of its own
+        return f"⚠️ {where}: {event.data.get('message')}"
     return None
 
 

@@ -48,6 +48,9 @@ summary): every field of the Report under its own name and unit, ``wall_time`` b
 - ``epochs``: the epochs in the run, else null
 - ``outcome``: null, except in the final summary: how the run ended (see ``run_end``)
 - ``error``: null, except in the final summary of a crash: the exception
+- ``loss_forecast``: the loss forecast for the run's last step (null while too early; trainprogress.forecast)
+- ``loss_forecast_low``: the low end of the forecast's band, which should hold the final loss
+- ``loss_forecast_high``: the high end of that band
 
 and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B receive
 (``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ``cost/energy_j``, ...).
@@ -71,7 +74,9 @@ run's end (in the final summary: the run's own figures):
 ``event``: ``event`` names what happened and ``data`` holds its details. The tracker sends
 "pause" ({name, duration_s}), "anomaly" ({anomaly, message, since_iter}), "anomaly_blip"
 ({anomaly, message}: seen at one check, not an anomaly unless it persists),
-"anomaly_cleared" ({anomaly}) and "crash" ({error}); callers add their own with
+"anomaly_cleared" ({anomaly}, and a message for slow convergence) and "crash" ({error}); with
+``target_loss``, "anomaly" with anomaly "slow_convergence" says the whole forecast band lies
+above the target; callers add their own with
 ``tracker.event(kind, **data)``, e.g. "phase_change".
 
 ``run_end`` (when the tracker closes): ``status`` is the final report's ``outcome``:

@@ -1,0 +1,208 @@
+"""The final-loss forecast (trainprogress.forecast) on synthetic curves with known answers,
+and the tracker's forecast, console line and slow-convergence warning."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+from trainprogress import ProgressTracker
+from trainprogress.forecast import forecast_loss
+from trainprogress.forecaster import Forecaster
+from trainprogress.sinks.base import Sink
+from trainprogress.sinks.console import ConsoleSink
+from tests.helpers import FakeClock
+
+
+def cosine_lrs(total, warmup=0):
+    steps = np.arange(1, total + 1)
+    lrs = 0.5 * (1 + np.cos(np.pi * np.clip(steps - warmup, 0, None) / (total - warmup)))
+    if warmup:
+        lrs[:warmup] = steps[:warmup] / warmup
+    return lrs
+
+
+def annealing_law(lrs, l0=2.0, a=3.0, alpha=0.45, drop=0.1, decay=0.999):
+    """L = L0 + A S1^-alpha - C S2 (Tissue et al.), S2 with momentum, computed step by step;
+    C such that the anneal lowers the final loss by ``drop`` (a few percent, as in LLM runs)."""
+    s1 = np.cumsum(lrs)
+    m, s2, total = 0.0, [], 0.0
+    for i in range(lrs.size):
+        m = decay * m + (max(lrs[i - 1] - lrs[i], 0.0) if i else 0.0)
+        total += m
+        s2.append(total)
+    s2 = np.array(s2)
+    return l0 + a * s1 ** -alpha - drop * s2 / s2[-1]
+
+
+def test_a_pure_power_law_is_forecast_within_half_a_percent_and_its_band_holds_it():
+    total = 20_000
+    steps = np.arange(1, total + 1)
+    truth = 2.5 + 4.0 * steps ** -0.5
+    rng = np.random.default_rng(1)
+    noisy = truth + rng.normal(0, 0.02, total)
+    for cut in (0.3, 0.5, 0.8):
+        n = int(cut * total)
+        result = forecast_loss(steps[:n], noisy[:n], total)
+        assert abs(result.final - truth[-1]) / truth[-1] < 0.005
+        assert result.low <= truth[-1] <= result.high
+
+
+def test_a_cosine_run_of_the_annealing_law_is_forecast_tightly_with_the_schedule():
+    total = 10_000
+    lrs = cosine_lrs(total, warmup=200)
+    truth = annealing_law(lrs)
+    rng = np.random.default_rng(2)
+    noisy = truth + rng.normal(0, 0.01, total)
+    steps = np.arange(1, total + 1)
+    # At 30% the anneal has barely shown (its prior still weighs); from half-way it is fitted.
+    for cut, tolerance in ((0.3, 0.025), (0.5, 0.005), (0.7, 0.003)):
+        n = int(cut * total)
+        result = forecast_loss(steps[:n], noisy[:n], total, lrs)
+        assert abs(result.final - truth[-1]) / truth[-1] < tolerance, (cut, result, truth[-1])
+        assert result.low <= truth[-1] <= result.high
+    late = forecast_loss(steps[:7000], noisy[:7000], total, lrs)
+    early = forecast_loss(steps[:3000], noisy[:3000], total, lrs)
+    assert late.high - late.low < early.high - early.low  # the band narrows as the run goes on
+
+
+def test_silent_before_ten_percent_or_with_too_few_points():
+    steps = np.arange(1, 1001)
+    losses = 3.0 + steps ** -0.5
+    assert forecast_loss(steps[:99], losses[:99], 1000) is None        # under 10% of the run
+    assert forecast_loss(steps[::200], losses[::200], 1000) is None    # 5 points
+    assert forecast_loss([], [], 1000) is None
+
+
+def test_never_below_zero_nor_above_the_current_smoothed_loss():
+    total = 1000
+    steps = np.arange(1, 301)
+    rising = 1.0 + steps / 100.0              # a diverging run: no law fits it
+    result = forecast_loss(steps, rising, total)
+    current = rising[steps >= 0.95 * 300].mean()
+    assert result is None or (0 <= result.low <= result.final <= result.high <= current + 1e-12)
+    falling = 0.05 * np.exp(-steps / 30.0)     # plunging towards zero
+    result = forecast_loss(steps, falling, total)
+    assert result is None or (0 <= result.low <= result.final <= result.high)
+
+
+class Recorder(Sink):
+    def __init__(self):
+        self.reports, self.events = [], []
+
+    def report(self, report):
+        self.reports.append(report)
+
+    def event(self, event):
+        self.events.append(event)
+
+
+def run_tracker(total, loss_at, *, target_loss=None, lr_schedule=None, stream=None):
+    clock, recorder = FakeClock(), Recorder()
+    sinks = [recorder] + ([ConsoleSink(stream, ascii=True)] if stream is not None else [])
+    tracker = ProgressTracker(total, interval_percent=1, sinks=sinks, clock=clock, lr_schedule=lr_schedule,
+                              target_loss=target_loss)
+    with tracker:
+        for it in range(1, total + 1):
+            clock.advance(0.01)
+            tracker.step(loss=loss_at(it), lr=1e-3)
+    return recorder
+
+
+def test_reports_carry_the_forecast_from_about_ten_percent_on_and_the_console_shows_it():
+    total = 2000
+    lrs = cosine_lrs(total, warmup=20)
+    truth = annealing_law(lrs)
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 0.01, total)
+    stream = io.StringIO()
+    recorder = run_tracker(total, lambda it: float(truth[it - 1] + noise[it - 1]),
+                           lr_schedule=lambda step: float(lrs[step - 1]), stream=stream)
+    scheduled = [r for r in recorder.reports if r.kind == "scheduled"]
+    with_forecast = [r for r in scheduled if r.loss_forecast is not None]
+    assert with_forecast and with_forecast[0].percent <= 12.0
+    assert all(r.loss_forecast is not None for r in scheduled if r.percent >= 12.0)
+    at_half = next(r for r in scheduled if r.percent == 50.0)
+    assert abs(at_half.loss_forecast - truth[-1]) / truth[-1] < 0.02
+    assert at_half.loss_forecast_low <= truth[-1] <= at_half.loss_forecast_high
+    assert at_half.scalars()["train/loss_forecast"] == at_half.loss_forecast
+    assert "Final loss forecast: " in stream.getvalue()
+
+
+def test_a_target_the_run_cannot_reach_warns_once_from_half_way_and_clears_when_reached():
+    total = 2000
+    steps = np.arange(1, total + 1)
+    truth = 2.0 + 3.0 * steps ** -0.5
+    stream = io.StringIO()
+    recorder = run_tracker(total, lambda it: float(truth[it - 1]), target_loss=1.9, stream=stream)
+    warnings = [e for e in recorder.events if e.data.get("anomaly") == "slow_convergence"]
+    assert warnings and warnings[0].kind == "anomaly" and warnings[0].iteration >= total // 2
+    assert "above the target 1.9" in warnings[0].data["message"]
+    assert len(warnings) < 10  # only when the line changes, not at every report
+    assert "above the target 1.9" in stream.getvalue()
+    reachable = run_tracker(total, lambda it: float(truth[it - 1]), target_loss=2.2)
+    assert not [e for e in reachable.events if e.data.get("anomaly") == "slow_convergence"]
+
+
+def test_the_warning_clears_with_a_line_when_the_band_reaches_the_target():
+    forecaster = Forecaster(1000, target_loss=2.0)
+    from trainprogress.forecast import Forecast
+
+    assert forecaster.warning_events(40.0, Forecast(2.2, 2.1, 2.3)) == []  # before half-way: quiet
+    raised = forecaster.warning_events(50.0, Forecast(2.2, 2.1, 2.3))
+    assert [kind for kind, _ in raised] == ["anomaly"]
+    assert forecaster.warning_events(51.0, Forecast(2.2, 2.1, 2.3)) == []  # unchanged: no repeat
+    cleared = forecaster.warning_events(60.0, Forecast(2.05, 1.98, 2.1))
+    assert [kind for kind, _ in cleared] == ["anomaly_cleared"] and "reaches the target 2" in cleared[0][1]["message"]
+
+
+def test_bad_forecast_arguments_name_the_fix():
+    with pytest.raises(ValueError, match="target_loss=1.9"):
+        ProgressTracker(100, sinks=[], target_loss=math.nan)
+    with pytest.raises(TypeError, match="lr_schedule"):
+        ProgressTracker(100, sinks=[], lr_schedule=0.001)
+
+
+def test_the_log_the_plot_and_the_summary_carry_the_forecast(tmp_path):
+    import json
+
+    from trainprogress import read_log
+    from trainprogress.plot import build_figure
+    from trainprogress.sinks.jsonl import JsonlSink
+    from trainprogress.summary import format_summary, summarize
+
+    total, path = 400, tmp_path / "progress.jsonl"
+    clock = FakeClock()
+    tracker = ProgressTracker(total, interval_percent=1, sinks=[JsonlSink(path)], clock=clock)
+    with tracker:
+        for it in range(1, total + 1):
+            clock.advance(0.01)
+            tracker.step(loss=2.0 + 3.0 * it ** -0.5)
+    reports = [json.loads(line) for line in path.read_text().splitlines() if '"type": "report"' in line]
+    with_forecast = [r for r in reports if r["loss_forecast"] is not None]
+    assert with_forecast and all(r["loss_forecast_low"] <= r["loss_forecast"] <= r["loss_forecast_high"]
+                                 for r in with_forecast)
+    assert with_forecast[-1]["scalars"]["train/loss_forecast_high"] == with_forecast[-1]["loss_forecast_high"]
+    (run,) = read_log(path).runs
+    summary = summarize(run)
+    assert [f["percent"] for f in summary["loss_forecasts"]] == [30.0, 50.0, 70.0]
+    at_30 = next(r for r in reports if r["percent"] >= 30.0)
+    assert summary["loss_forecasts"][0]["forecast"] == at_30["loss_forecast"]
+    assert any(line.strip("• ").startswith("Final-loss forecasts: at 30% ") for line in format_summary(summary))
+    loss_axis = next(ax for ax in build_figure([run]).axes if ax.get_title() == "Loss")
+    forecast_line = next(line for line in loss_axis.get_lines() if line.get_label() == "final-loss forecast")
+    assert len(forecast_line.get_xdata()) == sum(1 for r in with_forecast if r["kind"] != "final")
+    assert any(c.get_label() == "final-loss forecast band" for c in loss_axis.collections)
+
+
+def test_a_run_with_a_report_every_5_percent_has_a_forecast_from_15_percent():
+    clock, recorder = FakeClock(), Recorder()
+    with ProgressTracker(1000, interval_percent=5, sinks=[recorder], clock=clock) as tracker:
+        for it in range(1, 1001):
+            clock.advance(0.01)
+            tracker.step(loss=2.0 + 3.0 * it ** -0.5)
+    by_percent = {r.percent: r.loss_forecast for r in recorder.reports if r.kind == "scheduled"}
+    assert by_percent[10.0] is None and by_percent[15.0] is not None

@@ -1,0 +1,261 @@
+"""Where the run will end: the final loss, forecast from the curve so far, with a band.
+
+With the learning-rate schedule known, the curve is fitted with the LR-annealing law of
+Tissue et al. (2024), L(s) = L0 + A * S1(s)^-alpha - C * S2(s): S1 is the area under the
+learning rate so far, S2 the annealing area (the rate's drops, carried with momentum).
+Without it, a power law in steps, L0 + A * s^-alpha. For each alpha on a grid the law is
+linear in (L0, A, C), so each fit is one small weighted least-squares solve; the alphas
+are averaged by how well they fit (a Bayesian model average), and the band is the average's
+spread plus each fit's extrapolation uncertainty.
+
+An anneal that has not started yet cannot be fitted: a prior on its size (a full anneal takes
+ANNEAL_DROP of the loss, give or take ANNEAL_DROP_SD) stands in for it, and gives way as the
+decay shows in the curve. That prior, the band's INFLATION and the window are the only
+tuned constants (with the choice to fit from the warm-up's end); benchmarks/bench_forecast.py
+measures what they give.
+
+numpy is needed (the `forecast` extra); it is imported when the first forecast is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Tuned on the development curves (benchmarks/bench_forecast.py), chosen to be defensible:
+# a full learning-rate anneal lowers an LLM's loss by a few percent (3 +- 2.5% here).
+ANNEAL_DROP = 0.03
+ANNEAL_DROP_SD = 0.02
+# The fit residuals are autocorrelated and the law is only approximate: the residual noise is
+# taken this many times larger than it looks, so that the band holds the final loss as often
+# as it claims (the anneal prior is not widened).
+INFLATION = 3.0
+Z_BAND = 1.645                  # a 90% band
+WINDOW_START = 0.25             # fit on the observed curve from this fraction of the current step,
+AFTER_WARMUP_UP_TO = 0.5        # or from the warm-up's end when that is at most this fraction
+MIN_FRACTION = 0.1              # silent before 10% of the run
+MIN_POINTS = 10                 # ...or with fewer logged losses than this
+BINS = 48                       # log-spaced bins the curve is averaged into
+ALPHAS = tuple(0.04 * 1.16 ** k for k in range(28))   # 0.04 .. about 2.2
+ANNEAL_MOMENTUM = 0.999         # lambda of S2's momentum (Tissue et al.)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The loss forecast for the run's last step, with a band that should hold it."""
+
+    final: float
+    low: float
+    high: float
+
+
+def forecast_loss(steps, losses, total_steps, lrs=None) -> Forecast | None:
+    """The final loss of a run of `total_steps` optimizer steps, or None with too little to go on.
+
+    `steps` are the 1-based steps logged so far (increasing), `losses` their losses, `lrs`
+    the learning rate of every step 1..total_steps when the schedule is known.
+    """
+    np = _numpy()
+    steps = np.asarray(steps, dtype=float)
+    losses = np.asarray(losses, dtype=float)
+    keep = np.isfinite(losses) & (steps >= 1)
+    steps, losses = steps[keep], losses[keep]
+    if total_steps <= 0 or steps.size < MIN_POINTS or steps[-1] < MIN_FRACTION * total_steps:
+        return None
+    current = _current_smoothed(np, steps, losses)
+    rates = None if lrs is None else np.asarray(lrs[:total_steps], dtype=float)
+    if rates is not None and rates.size == total_steps and rates.max() > 0:
+        curve = _AnnealingCurve(np, rates)
+    else:
+        curve = _StepCurve(np, total_steps)
+    # The warm-up's losses follow no law of the rate's area: leave them out while there is enough after them.
+    start = steps[-1] * max(WINDOW_START, min(curve.warmup_end / steps[-1], AFTER_WARMUP_UP_TO))
+    x, y = _binned(np, steps, losses, start)
+    if x.size < 5 or current <= 0:
+        return None
+    estimate = _model_average(np, curve, x, y, total_steps, current)
+    if estimate is None:
+        return None
+    mean, sd = estimate
+    final = min(max(mean, 0.0), current)
+    # Without the schedule an anneal may still come: the band's low end makes room for one.
+    unknown_anneal = 0.0 if isinstance(curve, _AnnealingCurve) else (ANNEAL_DROP + Z_BAND * ANNEAL_DROP_SD) * current
+    low = min(max(mean - Z_BAND * sd - unknown_anneal, 0.0), final)
+    high = max(min(mean + Z_BAND * sd, current), final)
+    return Forecast(final=float(final), low=float(low), high=float(high))
+
+
+def _numpy():
+    try:
+        import numpy
+    except ImportError as error:  # pragma: no cover - numpy is in every test environment
+        raise ImportError(
+            "the loss forecast needs numpy: pip install 'trainprogress[forecast]'") from error
+    return numpy
+
+
+def _current_smoothed(np, steps, losses):
+    """The mean loss over the last 5% of the steps so far (at least the last 5 points)."""
+    recent = steps >= steps[-1] * 0.95
+    if recent.sum() < 5:
+        recent = np.arange(steps.size) >= steps.size - 5
+    return float(losses[recent].mean())
+
+
+def _binned(np, steps, losses, start):
+    """The curve from step ``start`` on, averaged into log-spaced bins."""
+    inside = steps >= start
+    s, v = steps[inside], losses[inside]
+    edges = np.geomspace(max(s[0], 1.0), s[-1] + 1, BINS + 1)
+    index = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, BINS - 1)
+    counts = np.bincount(index, minlength=BINS)
+    filled = counts > 0
+    mean_step = np.bincount(index, weights=s, minlength=BINS)[filled] / counts[filled]
+    mean_loss = np.bincount(index, weights=v, minlength=BINS)[filled] / counts[filled]
+    return mean_step, mean_loss
+
+
+class _StepCurve:
+    """No schedule: a power law in steps; no annealing term."""
+
+    has_anneal = False
+    warmup_end = 0
+
+    def __init__(self, np, total_steps):
+        self.np = np
+        self.total_steps = total_steps
+
+    def progress(self, step):
+        return self.np.asarray(step, dtype=float)
+
+    def anneal(self, step):
+        return self.np.zeros_like(self.np.asarray(step, dtype=float))
+
+
+class _AnnealingCurve:
+    """S1 (forward area) and S2 (annealing area with momentum) of a known schedule."""
+
+    def __init__(self, np, lrs):
+        self.np = np
+        rate = np.asarray(lrs, dtype=float)
+        rate = rate / rate.max()
+        self.total_steps = rate.size
+        self.s1 = np.maximum(np.cumsum(rate), 1e-12)
+        drops = np.maximum(np.concatenate(([0.0], rate[:-1] - rate[1:])), 0.0)
+        self.s2 = np.cumsum(_momentum(np, drops, ANNEAL_MOMENTUM))
+        self.has_anneal = self.s2[-1] > 1e-9
+        self.warmup_end = int(np.argmax(rate >= 0.99)) + 1
+
+    def _at(self, table, step):
+        index = self.np.clip(self.np.rint(step).astype(int) - 1, 0, self.total_steps - 1)
+        return table[index]
+
+    def progress(self, step):
+        return self._at(self.s1, self.np.asarray(step, dtype=float))
+
+    def anneal(self, step):
+        return self._at(self.s2, self.np.asarray(step, dtype=float))
+
+
+def _momentum(np, drops, decay):
+    """m_i = decay * m_{i-1} + drops_i, vectorised in blocks (a plain loop is too slow at 72k steps)."""
+    out = np.empty_like(drops)
+    carry = 0.0
+    block = 512
+    powers = decay ** np.arange(block)
+    for begin in range(0, drops.size, block):
+        chunk = drops[begin:begin + block]
+        n = chunk.size
+        # m_j = decay^j * carry + sum_{k<=j} decay^(j-k) chunk_k, via scaled cumulative sums
+        scaled = np.cumsum(chunk / powers[:n]) * powers[:n]
+        out[begin:begin + n] = scaled + carry * decay * powers[:n]
+        carry = out[begin + n - 1]
+    return out
+
+
+def _model_average(np, curve, x, y, total_steps, current):
+    """Mean and sd of the final loss, averaged over the alpha grid by fit quality."""
+    progress, anneal = curve.progress(x), curve.anneal(x)
+    final_progress = float(curve.progress(total_steps))
+    final_anneal = float(curve.anneal(total_steps))
+    use_anneal = curve.has_anneal and final_anneal > 0
+    results = []
+    for alpha in ALPHAS:
+        fit = _fit_one(np, alpha, progress, anneal, y, final_progress, final_anneal,
+                       current, use_anneal)
+        if fit is not None:
+            results.append(fit)
+    if not results:
+        return None
+    sse = np.array([r[0] for r in results])
+    means = np.array([r[1] for r in results])
+    variances = np.array([r[2] for r in results])
+    dof = max(y.size - 3, 1)
+    sigma2 = max(sse.min() / dof, 1e-18) * INFLATION ** 2
+    weights = np.exp(-0.5 * (sse - sse.min()) / sigma2)
+    weights /= weights.sum()
+    mean = float(weights @ means)
+    spread = float(weights @ (means - mean) ** 2)
+    variance = float(weights @ variances) + spread
+    return mean, variance ** 0.5
+
+
+def _fit_one(np, alpha, progress, anneal, y, final_progress, final_anneal, current, use_anneal):
+    """One weighted least-squares fit at a fixed alpha: (sse, final mean, final variance)."""
+    columns = [np.ones_like(y), progress ** -alpha]
+    target_row = [1.0, final_progress ** -alpha]
+    if use_anneal:
+        columns.append(-anneal)
+        target_row.append(-final_anneal)
+    design = np.stack(columns, axis=1)
+    coef = _solve(np, design, y, use_anneal, final_anneal, current)
+    if coef[1] < 0 or coef[0] < 0:  # a rising curve or a negative floor: no law of this family
+        return None
+    residual = y - design @ coef
+    sse = float(residual @ residual)
+    sigma2 = max(sse / max(y.size - design.shape[1], 1), 1e-18) * INFLATION ** 2
+    covariance = _posterior_covariance(np, design, sigma2, use_anneal, final_anneal, current)
+    row = np.array(target_row)
+    return sse, float(row @ coef), float(row @ covariance @ row)
+
+
+def _solve(np, design, y, use_anneal, final_anneal, current):
+    """Least squares, with the anneal's prior as one pseudo-observation when the law has C."""
+    if not use_anneal:
+        coef = _least_squares(np, design, y)
+        return coef
+    first = _least_squares(np, design[:, :2], y)
+    noise = max(float(np.std(y - design[:, :2] @ first)), 1e-6)
+    prior_row, prior_value = _anneal_prior(np, final_anneal, current)
+    stacked = np.vstack([design / noise, prior_row])
+    coef = _least_squares(np, stacked, np.append(y / noise, prior_value))
+    if coef[2] < 0:
+        coef[2] = 0.0
+        coef[:2] = _least_squares(np, design[:, :2], y)
+    return coef
+
+
+def _least_squares(np, design, y):
+    """Least squares by the normal equations on scaled columns: a 3x3 solve is far cheaper
+    than lstsq's SVD, and the scaling keeps it well conditioned."""
+    scale = np.maximum(np.abs(design).max(axis=0), 1e-300)
+    scaled = design / scale
+    gram = scaled.T @ scaled
+    gram[np.diag_indices_from(gram)] += 1e-12
+    return np.linalg.solve(gram, scaled.T @ y) / scale
+
+
+def _anneal_prior(np, final_anneal, current):
+    """C * S2(end) ~ N(ANNEAL_DROP * loss, (ANNEAL_DROP_SD * loss)^2) as one row of unit weight
+    (the data rows are divided by their noise)."""
+    scale = ANNEAL_DROP_SD * current
+    row = np.array([0.0, 0.0, final_anneal / scale])
+    return row, ANNEAL_DROP * current / scale
+
+
+def _posterior_covariance(np, design, sigma2, use_anneal, final_anneal, current):
+    """The coefficients' covariance: the data's precision plus the anneal prior's."""
+    precision = design.T @ design / sigma2
+    if use_anneal:
+        precision[2, 2] += (final_anneal / (ANNEAL_DROP_SD * current)) ** 2
+    precision[np.diag_indices_from(precision)] *= 1 + 1e-12
+    return np.linalg.inv(precision)
