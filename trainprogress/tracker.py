@@ -71,6 +71,8 @@ class ProgressTracker:
     Speed (iter/s, ms/iter) is the mean over the last ``window`` steps; the ETA uses their
     median. ``window`` defaults to 2% of the run, at least 10 and at most 2,000 steps.
     The smoothed loss is the mean of the last ``loss_window`` losses (default 100).
+    ``clock`` (seconds; default time.perf_counter) need not be monotonic: steps and pauses
+    timed across a clock set back count as 0 s, and no duration or ETA goes below 0.
 
     Extra report lines: ``set_section(title, source, into=...)``.
 
