@@ -5,6 +5,7 @@ PNG cannot be written. Each ends with one line naming the problem and the fix, e
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import threading
@@ -16,6 +17,7 @@ from helpers import FakeClock
 from logwriter import write_log
 from trainprogress import cli, runlog
 from trainprogress.runlog import LogFileError, read_log
+from trainprogress.series import build_series
 from trainprogress.sinks.plot import ProgressPlotSink
 
 SUBCOMMANDS = [["summary"], ["summary", "--json"], ["plot", "-o", "{tmp}/x.png"], ["watch", "--once"], ["watch"]]
@@ -96,3 +98,52 @@ def test_watch_refuses_an_interval_that_is_not_a_positive_number(capsys, tmp_pat
     write_log(log, 40, clock=FakeClock())
     code, out, err = run_cli(capsys, "watch", log, "--interval", interval)
     assert code == 1 and "--interval must be a positive number of seconds" in err and "Fix:" in err
+
+
+def corrupt_losses(path, bad, only_iteration=None) -> int:
+    """Rewrite the log's report lines (or the one at ``only_iteration``) as a hand edit
+    would: ``bad`` as the loss, smoothed loss, learning rate and metrics' val_loss. Returns
+    how many lines were changed."""
+    lines, changed = [], 0
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record["type"] == "report" and only_iteration in (None, record["iteration"]):
+            record.update(loss=bad, smoothed_loss=bad, lr=bad)
+            record["metrics"]["val_loss"] = bad
+            changed += 1
+        lines.append(json.dumps(record))  # the key order stays: the reader's fast path still finds the line
+    path.write_text("\n".join(lines) + "\n")
+    return changed
+
+
+@pytest.mark.parametrize("bad", ["abc", [1, 2], {"v": 1}, True])
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_report_whose_loss_is_not_a_number_reads_as_missing(capsys, tmp_path, bad, subcommand):
+    log = tmp_path / "progress.jsonl"
+    write_log(log, 40, clock=FakeClock(), eval_every=10)
+    assert corrupt_losses(log, bad) == 11
+    args = [a.format(tmp=tmp_path) for a in subcommand]
+    code, out, err = run_cli(capsys, args[0], log, *args[1:])
+    assert code == 0 and "Traceback" not in err, err
+    if args[0] == "plot":
+        assert (tmp_path / "x.png").stat().st_size > 0
+    elif args[1:] == ["--json"]:
+        summary = json.loads(out)
+        assert summary["status"] == "completed" and summary["iteration"] == 40
+        assert summary["loss"] is None and summary["smoothed_loss"] is None
+    else:
+        assert "completed at 40/40" in out or "Run completed at iteration 40/40" in out, out
+        assert "Loss " not in out and "smoothed" not in out and "· loss" not in out, out  # shown as missing
+
+
+@pytest.mark.parametrize("bad", ["abc", [1, 2], True])
+def test_read_log_drops_a_corrupted_value_and_keeps_the_rest(tmp_path, bad):
+    log = tmp_path / "progress.jsonl"
+    write_log(log, 40, clock=FakeClock(), eval_every=10)
+    assert corrupt_losses(log, bad, only_iteration=20) == 1
+    (run,) = read_log(log).runs
+    (edited,) = [r for r in run.reports if r["iteration"] == 20]
+    assert edited.get("loss") is None and edited.get("lr") is None and "val_loss" not in edited["metrics"]
+    assert edited["percent"] == 50.0 and edited["iters_per_s"] == pytest.approx(20.0)
+    series = build_series(run, x_axis="iteration")
+    assert 20.0 not in series.loss.x and len(series.loss.x) == len(run.reports) - 1 == 9

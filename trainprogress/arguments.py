@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -22,20 +23,50 @@ def detect_is_master() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-# Types step() has accepted as a loss; any other type is checked once, then joins them.
+# Types step() has accepted as a loss or a learning rate; any other type is checked once,
+# then joins them.
 LOSS_TYPES: set[type] = {float, int, type(None)}
+
+# Named values the tracker itself reads as numbers (the best validation loss, the gradient
+# explosion check); any other named value may be text, such as a phase name.
+NUMBER_NAMES = ("val_loss", "best_val_loss", "grad_norm")
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+
+
+def check_number(call: str, name: str, value: Any, fix: str) -> None:
+    """Accept a number or a tensor as ``call(name=...)`` (remembering its type), else raise
+    TypeError naming it and ``fix``."""
+    kind = type(value)
+    if kind is bool or not (is_tensor(value) or hasattr(kind, "__float__")):
+        raise TypeError(f"trainprogress: {call}({name}=...) takes a number or a one-element tensor, "
+                        f"got {_shown(value)}; {fix}")
+    LOSS_TYPES.add(kind)
 
 
 def check_loss(loss: Any) -> None:
     """Accept a number or a tensor as a loss (remembering its type), else raise TypeError."""
-    kind = type(loss)
-    if kind is bool or not (is_tensor(loss) or hasattr(kind, "__float__")):
-        shown = repr(loss)
-        raise TypeError(
-            f"trainprogress: step(loss=...) takes a number or a one-element tensor, got {kind.__name__} "
-            f"{shown if len(shown) <= 40 else shown[:37] + '...'}; pass loss.detach() or float(loss)"
-        )
-    LOSS_TYPES.add(kind)
+    check_number("step", "loss", loss, "pass loss.detach() or float(loss)")
+
+
+def check_loss_and_lr(loss: Any, lr: Any) -> None:
+    """A step's loss and learning rate (None: not given), each a number or a tensor, else a
+    TypeError naming which."""
+    check_loss(loss)
+    if lr is not None:
+        check_number("step", "lr", lr, "pass the optimizer's rate, e.g. lr=optimizer.param_groups[0]['lr'], or leave it out")
+
+
+def check_named_numbers(values: Mapping[str, Any], call: str = "step") -> None:
+    """The named values the tracker reads as numbers (``NUMBER_NAMES``) must be numbers,
+    tensors or None (not measured at this step); else a TypeError naming the value."""
+    for name in NUMBER_NAMES:
+        value = values.get(name)
+        if type(value) not in LOSS_TYPES:
+            check_number(call, name, value, f"pass float({name}) or a one-element tensor, or None when not measured")
 
 
 def check_int(name: str, value: Any, minimum: int, fix: str) -> int:
@@ -133,3 +164,23 @@ def check_options(*, run_config: Any, peak_flops: Any, precision: Any) -> None:
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} or None, got {precision!r}; "
                          f"pass the dtype the model trains in, e.g. precision='bf16'")
+
+
+_DEVICE_STRING = re.compile(r"(cuda|cpu|mps)(:\d+)?")
+
+
+def check_device(device: Any) -> None:
+    """``device`` as the tracker takes it: None, "cuda", "cuda:N", "cpu", "mps", a CUDA
+    index N, or a torch.device (any type); else a TypeError or ValueError with the forms.
+    Never imports torch: a torch.device exists only where the caller imported torch."""
+    if device is None or (isinstance(device, int) and not isinstance(device, bool) and device >= 0):
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(device, torch.device):
+        return
+    forms = ("pass the device the run trains on: 'cuda', 'cuda:N', 'cpu', 'mps', a torch.device (for another "
+             "type, e.g. torch.device('xpu')), or None to take the first loss tensor's")
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str, a CUDA index or a torch.device, got {_shown(device)}; {forms}")
+    if _DEVICE_STRING.fullmatch(device) is None:
+        raise ValueError(f"device {device!r} is not a device trainprogress knows; {forms}")

@@ -230,7 +230,9 @@ class EtaEstimator:
         self._slow_run.clear()
 
     def add_pause(self, name: str, seconds: float, iteration: int) -> None:
-        """A marked pause of ``seconds`` ended when ``iteration`` steps were complete."""
+        """A marked pause of ``seconds`` ended when ``iteration`` steps were complete (a
+        negative span, timed across a clock set back, counts as 0 s)."""
+        seconds = max(0.0, seconds)
         self._pauses.setdefault(name, RecurringCost()).record(iteration, seconds)
         self._elapsed_s += seconds
 

@@ -50,7 +50,7 @@ class Pauses:
         if self._depth:
             return None
         self.phase = "compute"
-        return self._name, self._clock() - self._start
+        return self._name, max(0.0, self._clock() - self._start)  # a clock set back inside it: 0 s
 
     def current_phase(self) -> str:
         """What the loop is doing now: "data", "compute", a pause's name, or the owner's phase."""

@@ -181,7 +181,7 @@ class DataWaitTimer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.total_s += self._clock() - self._start
+        self.total_s += max(0.0, self._clock() - self._start)  # a clock set back inside it: 0 s
         self.active = False
 
     def add(self, seconds: float) -> None:

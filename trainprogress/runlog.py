@@ -68,6 +68,29 @@ def _report_head(data: bytes | mmap.mmap, line_start: int, end: int) -> re.Match
     return None
 
 
+# A report's fields that readers compute with. A hand-edited or corrupted line can hold
+# anything there ("loss": "abc", [1, 2], true): such a value is read as missing.
+_NUMBER_FIELDS = ("total_iters", "percent", "elapsed_s", "paused_s", "eta_s", "iters_per_s", "ms_per_iter", "loss",
+                  "smoothed_loss", "lr", "best_val_loss", "mfu", "peak_flops", "tokens_processed", "tokens_per_s",
+                  "start_iter", "progress_total", "epoch", "epochs")
+_NUMBER_TYPES = (int, float, type(None))  # None (null, or the key absent): not measured
+
+
+def numbers_only(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` (a report's) without the values of its number fields, and of its metrics'
+    ``val_loss``, that are neither numbers nor null (a bool is no number); a ``metrics`` that
+    is not an object goes too."""
+    for name in _NUMBER_FIELDS:
+        if type(record.get(name)) not in _NUMBER_TYPES:
+            del record[name]
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict):
+        record.pop("metrics", None)
+    elif type(metrics.get("val_loss")) not in _NUMBER_TYPES:
+        del metrics["val_loss"]
+    return record
+
+
 class LazyReport(Mapping[str, Any]):
     """A report line's record: ``iteration`` and ``kind`` read from its head at once, which
     is all that finding the runs takes; the line is read from ``source`` and parsed the first
@@ -92,7 +115,7 @@ class LazyReport(Mapping[str, Any]):
             except (OSError, ValueError):
                 record = None
             same = isinstance(record, dict) and record.get("iteration") == self.iteration and record.get("kind") == self.kind
-            self._full = record if same else {"iteration": self.iteration, "kind": self.kind}
+            self._full = numbers_only(record) if same else {"iteration": self.iteration, "kind": self.kind}
             self._source = None
         return self._full
 
@@ -235,7 +258,7 @@ class LogReader:
         self.records += 1
         kind = record["type"]
         if kind == "report":
-            self._segment_for_record().reports.append(record)
+            self._segment_for_record().reports.append(numbers_only(record))
         elif kind == "event":
             self._segment_for_record().events.append(record)
         elif kind == "run_start":

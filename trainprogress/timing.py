@@ -24,6 +24,9 @@ class StepClock:
     any boundary): it closes the group of steps since the last sample. ``take_groups()``
     hands the closed groups over, each as (seconds, steps). ``exclude(seconds)`` takes time
     that was not a step out of the group being timed.
+
+    A clock set back (``clock`` need not be monotonic) makes the steps timed across the
+    jump count as 0 s, and the elapsed time stand still instead of going back.
     """
 
     __slots__ = ("_clock", "_groups", "_sampled_iter", "_t_last", "next_sample", "paused_s", "t_start")
@@ -46,6 +49,9 @@ class StepClock:
         """Close the group of steps up to ``iteration``: its duration becomes a sample, and
         its speed sets how many steps the next group spans. Returns the clock reading."""
         now = self._clock()
+        if now < self._t_last:  # set back (NTP, a restored VM): those steps took 0 s, elapsed stands still
+            self.t_start -= self._t_last - now
+            self._t_last = now
         steps = iteration - self._sampled_iter
         if steps > 0:
             seconds = now - self._t_last
@@ -71,15 +77,16 @@ class StepClock:
 
     def exclude(self, seconds: float, *, paused: bool = False) -> None:
         """Keep ``seconds`` that just passed out of the current group's time; ``paused``
-        counts them as a marked pause too."""
+        counts them as a marked pause too. A negative span (the clock set back) counts as 0 s."""
+        seconds = max(0.0, seconds)
         self._t_last += seconds
         if paused:
             self.paused_s += seconds
 
     def elapsed_s(self, now: float) -> float:
-        """Seconds from the start to ``now``, pauses included."""
-        return now - self.t_start
+        """Seconds from the start to ``now``, pauses included; never below 0."""
+        return max(0.0, now - self.t_start)
 
     def unsampled_s(self, now: float) -> float:
-        """Seconds of training since the last sample, as of ``now``."""
-        return now - self._t_last
+        """Seconds of training since the last sample, as of ``now``; never below 0."""
+        return max(0.0, now - self._t_last)

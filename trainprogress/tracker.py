@@ -12,8 +12,8 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .arguments import (
-    LOSS_TYPES, check_clock, check_int, check_loss, check_options, check_run_arguments, check_sinks, detect_is_master,
-    resolve_option,
+    LOSS_TYPES, check_clock, check_device, check_int, check_loss_and_lr, check_named_numbers, check_options,
+    check_run_arguments, check_sinks, detect_is_master, resolve_option,
 )
 from .anomaly import AnomalyConfig
 from .dense import DenseReports
@@ -79,6 +79,8 @@ class ProgressTracker:
     regular reports and at most ``loss_window`` (default 100): it averages out the noise of
     the latest steps, and on a falling loss it lags by at most half a report interval's
     decline (a fixed 100 steps would be a quarter of a 400-step run).
+    ``clock`` (seconds; default time.perf_counter) need not be monotonic: steps and pauses
+    timed across a clock set back count as 0 s, and no duration or ETA goes below 0.
 
     Extra report lines: ``set_section(title, source, into=...)``.
 
@@ -159,6 +161,7 @@ class ProgressTracker:
         watchdog = resolve_option("watchdog", watchdog, WatchdogConfig)
         sinks = check_sinks(sinks)
         check_clock(clock)
+        check_device(device)
         check_options(run_config=run_config, peak_flops=peak_flops, precision=precision)
         total_iters, self._units, epoch_len = size_run(
             total_iters, epochs=epochs, iters_per_epoch=iters_per_epoch, loader=loader,
@@ -282,9 +285,9 @@ class ProgressTracker:
         if self._closed:
             return self._step_after_close()
         loss = self._loss_ring[self._iter & 127]
-        if type(loss) not in LOSS_TYPES:  # here, off the fastest path, where the clock is read
+        if type(loss) not in LOSS_TYPES or type(self._lr) not in LOSS_TYPES:  # here, off the fastest path, where the clock is read
             try:
-                check_loss(loss)
+                check_loss_and_lr(loss, self._lr)
             except TypeError:
                 self._loss_ring[self._iter & 127] = None
                 self._iter -= 1  # the rejected step does not count
@@ -470,6 +473,11 @@ class ProgressTracker:
                 self._next_due = self._iter
             if not values:
                 return
+        try:
+            check_named_numbers(values)
+        except TypeError:
+            self._iter -= 1  # the rejected step does not count
+            raise
         self._buffer.record(values)
 
     def _event(self, kind: str, **data: object) -> Event:
@@ -609,6 +617,7 @@ class ProgressTracker:
         if self._closed:
             return None
         if values:
+            check_named_numbers(values, "close")
             self._buffer.record(values)
         self._closed = True
         self._next_due = 0  # every later step() goes to _on_due, which ignores it
