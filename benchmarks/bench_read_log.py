@@ -22,7 +22,7 @@ from pathlib import Path
 from trainprogress import read_log
 from trainprogress.report import MemoryStats, Report, Section
 from trainprogress.series import build_series
-from trainprogress.sinks.base import Event, RunInfo
+from trainprogress.report import Event, RunInfo
 from trainprogress.sinks.jsonl import JsonlSink
 from trainprogress.summary import summarize
 

@@ -14,10 +14,10 @@ from .anomaly import AnomalyConfig
 from .cost import CostConfig, RunCost
 from .flops import gpt_flops_per_token
 from .ranks import CrossRankConfig
-from .report import Anomaly, MemoryStats, Report, Section
+from .report import Anomaly, Event, MemoryStats, Report, RunInfo, Section, Tick
 from .runlog import LogFileError, read_log
 from .sinks import build_sinks
-from .sinks.base import Event, RunInfo, Sink, Tick
+from .sinks.base import Sink
 from .sinks.console import ConsoleSink
 from .stragglers import StragglerConfig
 from .tracker import ProgressTracker

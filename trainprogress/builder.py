@@ -13,8 +13,7 @@ from .cost import RunCost
 from .flops import PeakFlops
 from .forecaster import Forecaster
 from .progress_units import TOKENS, ProgressUnits
-from .report import BLOCKS, Anomaly, MemoryStats, Report, Section
-from .sinks.base import Tick
+from .report import BLOCKS, Anomaly, MemoryStats, Report, Section, Tick
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from .pace import Pace
 from .pauses import Pauses
 from .progress_units import SECONDS, TOKENS, epoch_length, size_run
 from .ranks import CrossRankConfig, DataWaitTimer, make_cross_rank
-from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
+from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, Event, MemoryStats, Report, RunInfo
 from .scheduler import BoundaryScheduler
-from .sinks.base import Event, RunInfo, Sink, SinkGroup
+from .sinks.base import Sink, SinkGroup
 from .speed import SpeedWindow
 from .timing import MAX_PENDING_GROUPS, StepClock
 from .watchdog import WatchdogConfig, start_watchdog

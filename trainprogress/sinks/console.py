@@ -7,8 +7,8 @@ from contextlib import nullcontext
 from typing import TextIO
 
 from .. import format as fmt
-from ..report import BLOCKS, COMPLETED, CRASHED, FINAL, STOPPED, MemoryStats, Report
-from .base import Event, Sink
+from ..report import BLOCKS, COMPLETED, CRASHED, FINAL, STOPPED, Event, MemoryStats, Report
+from .base import Sink
 
 RULE = "=" * 80
 BULLET = "   • "

@@ -107,8 +107,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
-from ..report import CRASHED, FINAL, Report
-from .base import Event, RunInfo, Sink
+from ..report import CRASHED, FINAL, Event, Report, RunInfo
+from .base import Sink
 from .retrying_writer import Gap, RetryingWriter
 
 SCHEMA_VERSION = 1

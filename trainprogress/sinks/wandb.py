@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..report import CRASHED, FINAL, Report
-from .base import RunInfo, Sink
+from ..report import CRASHED, FINAL, Report, RunInfo
+from .base import Sink
 
 
 def _import_wandb() -> Any:
