@@ -19,7 +19,7 @@ from trainprogress.pace import Pace
 from trainprogress.pauses import Pauses
 from trainprogress.progress_units import SECONDS, ProgressUnits
 from trainprogress.report import SCHEDULED, Anomaly
-from trainprogress.scheduler import BoundaryScheduler
+from trainprogress.boundary_scheduler import BoundaryScheduler
 from trainprogress.speed import SpeedWindow
 from trainprogress.timing import MAX_STRIDE, StepClock
 

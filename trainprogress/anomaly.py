@@ -1,5 +1,5 @@
 """Anomaly detection for adaptive verbosity: what the tracker checks at every report and,
-between reports, as often as ``CheckCadence`` allows (every ``check_percent`` of the run,
+between reports, as often as ``boundary_scheduler.CheckCadence`` allows (every ``check_percent`` of the run,
 but at most one check per ``min_check_steps`` steps and ``min_check_interval_s`` seconds),
 and what makes it report at once and more often.
 
@@ -57,11 +57,10 @@ has dense reports again.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .boundaries import ReportSchedule, parse_interval
+from .report_schedule import parse_interval
 
 GIB = 1024.0**3
 MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 x its MAD
@@ -207,36 +206,3 @@ class Finding(NamedTuple):
     message: str  # one human sentence saying what was seen
     since_iter: int  # the iteration at which an episode starting now would begin
     severity: float | None = None  # how bad, larger is worse (AnomalyConfig.worse_factor); None: not graded
-
-
-class CheckCadence:
-    """When the checks run. Every report is a check, since it copies the losses to the host
-    anyway. Between reports a check is due on the ``check_percent`` grid, but no sooner
-    than ``min_check_steps`` steps and ``min_check_interval_s`` seconds after the previous
-    check: whatever the run's length or speed, checks add at most one host-device sync per
-    that many steps and seconds, and none at all when reports come that often."""
-
-    def __init__(self, total_iters: int, config: AnomalyConfig, start_iter: int = 0) -> None:
-        self._grid = ReportSchedule(total_iters, config.check_percent)
-        self._min_steps = config.min_check_steps
-        self._min_s = config.min_check_interval_s
-        # The start counts as a check: the first one between reports comes the bounds after it.
-        self._last_iter = start_iter
-        self._last_s: float | None = None
-
-    def next_due(self, iteration: int) -> float:
-        """The first iteration after ``iteration`` at which a check may be due (math.inf
-        when none is left)."""
-        due = self._grid.next_due(max(iteration, self._last_iter + self._min_steps - 1))
-        return math.inf if due is None else due
-
-    def allows(self, now_s: float) -> bool:
-        """Whether enough seconds passed since the last check for one between reports (the
-        first time it is asked, the seconds start counting)."""
-        if self._last_s is None:
-            self._last_s = now_s
-        return now_s - self._last_s >= self._min_s
-
-    def checked(self, iteration: int, now_s: float) -> None:
-        """A check ran at ``iteration``, at clock time ``now_s``."""
-        self._last_iter, self._last_s = iteration, now_s

@@ -17,7 +17,7 @@ from .arguments import (
 )
 from .anomaly import AnomalyConfig
 from .dense import DenseReports
-from .boundaries import ReportSchedule, parse_interval
+from .report_schedule import ReportSchedule, parse_interval
 from .buffer import ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
 from .checks import AnomalyChecks
@@ -31,7 +31,7 @@ from .pauses import Pauses
 from .progress_units import SECONDS, TOKENS, epoch_length, size_run
 from .ranks import CrossRankConfig, DataWaitTimer, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, Event, MemoryStats, Report, RunInfo
-from .scheduler import BoundaryScheduler
+from .boundary_scheduler import BoundaryScheduler
 from .sinks.base import Sink, SinkGroup
 from .speed import SpeedWindow
 from .timing import MAX_PENDING_GROUPS, StepClock

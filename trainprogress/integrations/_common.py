@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..boundaries import ReportSchedule
+from ..report_schedule import ReportSchedule
 
 # Slots in the cross-rank loss buffer: at least the tracker's ring of loss references (128),
 # so a slot is not overwritten while the tracker may still read it.
