@@ -162,33 +162,6 @@ def peak_memory_bytes() -> float:
     return float(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
-class DataWaitTimer:
-    """Adds up the time spent waiting for data: ``with timer:`` around the wait, or
-    ``timer.add(seconds)`` for a wait measured elsewhere. Reads the clock twice per use and
-    never touches a device."""
-
-    __slots__ = ("_clock", "_start", "active", "total_s")
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._start = 0.0
-        self.active = False
-        self.total_s = 0.0
-
-    def __enter__(self) -> "DataWaitTimer":
-        self.active = True
-        self._start = self._clock()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.total_s += self._clock() - self._start
-        self.active = False
-
-    def add(self, seconds: float) -> None:
-        """Count ``seconds`` of data waiting measured by the caller."""
-        self.total_s += seconds
-
-
 def world_size() -> int:
     """The torch.distributed world size when a process group is up, else 1."""
     torch = sys.modules.get("torch")

@@ -27,9 +27,9 @@ from .flops import DevicePeak
 from .forecaster import Forecaster
 from .memory import probe_memory
 from .pace import Pace
-from .pauses import Pauses
+from .pauses import DataWaitTimer, Pauses
 from .progress_units import SECONDS, TOKENS, epoch_length, size_run
-from .ranks import CrossRankConfig, DataWaitTimer, make_cross_rank
+from .ranks import CrossRankConfig, make_cross_rank
 from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, Event, MemoryStats, Report, RunInfo
 from .boundary_scheduler import BoundaryScheduler
 from .sinks.base import Sink, SinkGroup
