@@ -10,7 +10,7 @@ from helpers import FakeClock
 
 from trainprogress.anomaly import AnomalyConfig
 from trainprogress.arguments import LOSS_TYPES, check_int, check_loss, check_run_arguments
-from trainprogress.buffer import LOSS_RING, ValueBuffer
+from trainprogress.value_buffer import LOSS_RING, ValueBuffer
 from trainprogress.builder import ReportBuilder, Sections
 from trainprogress.checks import AnomalyChecks
 from trainprogress.eta import EtaEstimator

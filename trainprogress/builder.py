@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Callable, Mapping
 
-from .buffer import Values
+from .value_buffer import Values
 from .cost import RunCost
 from .flops import PeakFlops
 from .forecaster import Forecaster

@@ -18,7 +18,7 @@ from .arguments import (
 from .anomaly import AnomalyConfig
 from .dense import DenseReports
 from .report_schedule import ReportSchedule, parse_interval
-from .buffer import ValueBuffer
+from .value_buffer import ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
 from .checks import AnomalyChecks
 from .cost import make_cost_meter
