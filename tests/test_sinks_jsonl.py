@@ -12,7 +12,7 @@ import pytest
 
 from helpers import FakeClock
 from trainprogress import ProgressTracker
-from trainprogress.anomaly import AnomalyConfig
+from trainprogress.anomaly.config import AnomalyConfig
 from trainprogress.report import Report
 from trainprogress.sinks import jsonl as jsonl_module
 from trainprogress.sinks.jsonl import RECORD_KEYS, SCHEMA_VERSION, JsonlSink, report_record

@@ -10,7 +10,7 @@
 torch is never imported here; it is used only where the caller already imported it.
 """
 
-from .anomaly import AnomalyConfig
+from .anomaly.config import AnomalyConfig
 from .cost import CostConfig, RunCost
 from .flops import gpt_flops_per_token
 from .ranks import CrossRankConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .anomaly import AnomalyConfig
+from .anomaly.config import AnomalyConfig
 from .report_schedule import ReportSchedule
 
 

@@ -15,12 +15,12 @@ from .arguments import (
     LOSS_TYPES, check_clock, check_int, check_loss, check_options, check_run_arguments, check_sinks, detect_is_master,
     resolve_option,
 )
-from .anomaly import AnomalyConfig
-from .dense import DenseReports
+from .anomaly.config import AnomalyConfig
+from .anomaly.dense import DenseReports
 from .report_schedule import ReportSchedule, parse_interval
 from .value_buffer import ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
-from .checks import AnomalyChecks
+from .anomaly.checks import AnomalyChecks
 from .cost import make_cost_meter
 from .eta import EtaEstimator
 from .flops import DevicePeak
