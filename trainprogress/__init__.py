@@ -15,7 +15,7 @@ from .cost import CostConfig, RunCost
 from .flops import gpt_flops_per_token
 from .ranks import CrossRankConfig
 from .report import Anomaly, Event, MemoryStats, Report, RunInfo, Section, Tick
-from .runlog import LogFileError, read_log
+from .reading.runlog import LogFileError, read_log
 from .sinks import build_sinks
 from .sinks.base import Sink
 from .sinks.console import ConsoleSink

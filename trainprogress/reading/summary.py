@@ -7,11 +7,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from . import format as fmt
-from .cost import format_energy, format_hours
+from .. import format as fmt
+from ..cost import format_energy, format_hours
+from ..sinks.console import BULLET
 from .runlog import RunLog
 from .runs import RUNNING, Run
-from .sinks.console import BULLET
 
 # A running run whose log has been silent for this many report intervals (and at least
 # STALE_MIN_S) has probably been killed without a chance to write its end.

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import format as fmt
+from .. import format as fmt
 from .runs import Run
 from .series import ITERATION, TIME, RunSeries, Series, build_series, run_duration_s, time_unit
 from .summary import summarize

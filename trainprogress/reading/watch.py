@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import format as fmt
+from .. import format as fmt
+from ..sinks.console import ConsoleSink, to_ascii
 from .runlog import LogBytes, LogFileError, LogReader, check_regular_file, report_from_record, resolve_log_path
 from .runs import Record, Run
-from .sinks.console import ConsoleSink, to_ascii
 
 # Exit codes of `trainprogress watch`: the run completed, or it stopped early or crashed.
 COMPLETED_EXIT, NOT_COMPLETED_EXIT = 0, 2

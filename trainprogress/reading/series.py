@@ -2,7 +2,7 @@
 
 Every series is a pair of lists, x and y, on one of two x axes: the iteration, or the time
 since the run started (in a chosen unit, with the gaps between a crash and its resume left
-out; see :meth:`trainprogress.runs.Run.active_seconds`).
+out; see :meth:`trainprogress.reading.runs.Run.active_seconds`).
 """
 
 from __future__ import annotations
