@@ -105,7 +105,7 @@ class RankFigures:
         known = [(m, r) for r, m in enumerate(self.peak_memory_bytes) if math.isfinite(m)]
         if known:
             peak, rank = max(known)
-            out["ranks/peak_memory_gib_max"] = peak / 1024**3
+            out["ranks/peak_memory_gib_max"] = peak / fmt.GIB
             out["ranks/peak_memory_gib_max_rank"] = float(rank)
         losses = [x for x in self.smoothed_loss if math.isfinite(x)]
         if losses:

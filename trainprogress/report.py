@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Mapping
 if TYPE_CHECKING:
     from .cost import RunCost
 
-from .format import format_percent
+from .format import GIB, format_percent
 
 # What kind of moment a Report describes.
 SCHEDULED = "scheduled"  # a regular interval boundary (every 1% by default)
@@ -245,12 +245,11 @@ class Report:
             "perf/tokens_processed": None if self.tokens_processed is None else float(self.tokens_processed),
         }
         for mem in self.memory:
-            gib = 1024.0**3
-            out[f"mem/{mem.device}_used_gib"] = mem.used_bytes / gib
+            out[f"mem/{mem.device}_used_gib"] = mem.used_bytes / GIB
             if mem.reserved_bytes is not None:
-                out[f"mem/{mem.device}_reserved_gib"] = mem.reserved_bytes / gib
+                out[f"mem/{mem.device}_reserved_gib"] = mem.reserved_bytes / GIB
             if mem.peak_bytes is not None:
-                out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / gib
+                out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / GIB
         out.update(self.ranks)
         if self.run_cost is not None:
             out.update(self.run_cost.scalars())

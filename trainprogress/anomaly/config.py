@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 from ..report_schedule import parse_interval
 
-GIB = 1024.0**3
 MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 x its MAD
 
 

@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..format import GIB
 from .runs import Record, Run
 
 ITERATION = "iteration"
 TIME = "time"
-GIB = 1024.0**3
 
 # The most reports a run's lines draw: a panel is a few hundred pixels wide, so a longer
 # log (a report every step of a long run) is thinned to every k-th report, which also
