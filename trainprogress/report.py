@@ -97,6 +97,12 @@ class RunInfo:
     config: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     wall_time: float = 0.0  # Unix time the tracker started
 
+    def sizes(self) -> dict[str, object]:
+        """The run's size and rates by field name, without the caller's config and the time:
+        what the JSONL ``run_start`` record and the W&B run config both carry."""
+        return {name: getattr(self, name) for name in ("total_iters", "start_iter", "interval_percent", "tokens_per_iter",
+                                                       "flops_per_iter", "peak_flops", "peak_flops_source")}
+
 
 @dataclass(frozen=True)
 class Event:

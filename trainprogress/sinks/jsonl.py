@@ -216,13 +216,7 @@ class JsonlSink(Sink):
             "type": "run_start",
             "time": run.wall_time,
             "iteration": run.start_iter,
-            "total_iters": run.total_iters,
-            "start_iter": run.start_iter,
-            "interval_percent": run.interval_percent,
-            "tokens_per_iter": run.tokens_per_iter,
-            "flops_per_iter": run.flops_per_iter,
-            "peak_flops": run.peak_flops,
-            "peak_flops_source": run.peak_flops_source,
+            **run.sizes(),
             "config": dict(run.config),
         })
 
