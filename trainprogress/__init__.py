@@ -8,6 +8,10 @@
     tracker.close()
 
 torch is never imported here; it is used only where the caller already imported it.
+
+The public API is exactly ``__all__`` below, with the sinks (``trainprogress.sinks``) and the
+framework integrations (``trainprogress.integrations.hf``, ``.lightning``); every other module
+is internal and may move (the README's Layout section shows where each thing lives).
 """
 
 from .anomaly.config import AnomalyConfig

@@ -1,4 +1,4 @@
-"""LeakDetector: the ``memory_growth`` detector (see :mod:`trainprogress.anomaly.config` for the
+"""LeakDetector: the ``memory_growth`` detector (see :mod:`trainprogress.anomaly` for the
 rules and :class:`trainprogress.anomaly.config.AnomalyConfig` for their settings)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AnomalyMonitor: runs the detectors that :mod:`trainprogress.anomaly.config` describes at each
+"""AnomalyMonitor: runs the detectors that :mod:`trainprogress.anomaly` describes at each
 check, and keeps each anomaly's episode (raised, blip, cleared)."""
 
 from __future__ import annotations
