@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_eta_traces import DEFAULT_DIR, load_steps  # noqa: E402
 from trainprogress import ProgressTracker  # noqa: E402
-from trainprogress.anomaly import AnomalyConfig  # noqa: E402
-from trainprogress.monitor import AnomalyMonitor  # noqa: E402
+from trainprogress.anomaly.config import AnomalyConfig  # noqa: E402
+from trainprogress.anomaly.monitor import AnomalyMonitor  # noqa: E402
 from trainprogress.sinks.base import Sink  # noqa: E402
 
 MIB = 1024**2

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from trainprogress import read_log
 from trainprogress.report import MemoryStats, Report, Section
-from trainprogress.series import build_series
-from trainprogress.sinks.base import Event, RunInfo
+from trainprogress.reading.series import build_series
+from trainprogress.report import Event, RunInfo
 from trainprogress.sinks.jsonl import JsonlSink
-from trainprogress.summary import summarize
+from trainprogress.reading.summary import summarize
 
 NANECHO_SECTIONS = (
     Section("📊 Metrics", (("Connection Ratio", "65.00% (47,924/73,728 connections)"), ("Phase", "adaptive_mastery - mastery"))),

@@ -160,8 +160,8 @@ def counting_batch(config, device: torch.device, batch: int = 32) -> tuple[torch
 
 def sync_and_memory_rows(device: torch.device, steps: int = 300) -> list[Row]:
     from trainprogress import ProgressTracker
-    from trainprogress.anomaly import AnomalyConfig
-    from trainprogress.boundaries import ReportSchedule
+    from trainprogress.anomaly.config import AnomalyConfig
+    from trainprogress.report_schedule import ReportSchedule
     from trainprogress.sinks import ConsoleSink
 
     model, config = small_gpt(device)

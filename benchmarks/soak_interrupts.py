@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from trainkit.checkpoint import load_checkpoint  # noqa: E402
 from trainprogress import read_log  # noqa: E402
-from trainprogress.boundaries import ReportSchedule  # noqa: E402
+from trainprogress.report_schedule import ReportSchedule  # noqa: E402
 
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
 REPORT_INTERVAL = 5.0  # percent

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from trainprogress import ProgressTracker, Sink
-from trainprogress.anomaly import AnomalyConfig
+from trainprogress.anomaly.config import AnomalyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import sys
 import time
 
 from trainprogress import ProgressTracker
-from trainprogress.anomaly import AnomalyConfig
+from trainprogress.anomaly.config import AnomalyConfig
 from trainprogress.sinks.jsonl import JsonlSink
 
 

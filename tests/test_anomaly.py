@@ -16,8 +16,8 @@ import pytest
 
 from helpers import REPO, FakeClock, RecordingSink
 from trainprogress import ProgressTracker
-from trainprogress.anomaly import AnomalyConfig
-from trainprogress.monitor import AnomalyMonitor
+from trainprogress.anomaly.config import AnomalyConfig
+from trainprogress.anomaly.monitor import AnomalyMonitor
 from trainprogress.report import ANOMALY, SCHEDULED
 from trainprogress.sinks.console import ConsoleSink
 
@@ -207,7 +207,7 @@ def test_noisy_flat_memory_is_no_leak(seed, scatter_mib):
 REAL_LEAK = """
 import json, time
 from trainprogress import ProgressTracker, Sink
-from trainprogress.anomaly import AnomalyConfig
+from trainprogress.anomaly.config import AnomalyConfig
 
 class Events(Sink):
     wants_ticks = False

@@ -1,4 +1,4 @@
-"""trainprogress.boundaries: when reports are due, through real trackers on a fake clock."""
+"""trainprogress.report_schedule: when reports are due, through real trackers on a fake clock."""
 
 import math
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainprogress import ProgressTracker
-from trainprogress.boundaries import ReportSchedule
+from trainprogress.report_schedule import ReportSchedule
 
 # Intervals as a person types them: whole and fractional percents.
 intervals = st.sampled_from([0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 7.0, 10.0, 12.5, 25.0, 30.0, 33.0, 50.0, 100.0])

@@ -11,9 +11,9 @@ import pytest
 from helpers import FakeClock, RecordingSink
 from logwriter import write_log
 from trainprogress import ProgressTracker
-from trainprogress.runlog import read_log
-from trainprogress.summary import format_summary, summarize
-from trainprogress.watch import status_line
+from trainprogress.reading.runlog import read_log
+from trainprogress.reading.summary import format_summary, summarize
+from trainprogress.reading.watch import status_line
 
 
 def set_back(path, after_iteration: int, seconds: float, *, drop_end: bool = False) -> None:

@@ -140,7 +140,7 @@ def test_unknown_block_names_the_choices():
 def test_a_real_run_prints_the_blip_and_the_cleared_lines():
     # 2,000 steps of 0.1 s on a fake clock, a check every 0.1% (2 steps): a loss spike at
     # 1001..1040 raises and then clears; a gradient norm 50x its median at step 1500 only is a blip.
-    from trainprogress.anomaly import AnomalyConfig
+    from trainprogress.anomaly.config import AnomalyConfig
 
     clock, console = FakeClock(), io.StringIO()
     config = AnomalyConfig(min_check_steps=1, min_check_interval_s=0.0, clear_after_checks=3)

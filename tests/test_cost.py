@@ -19,10 +19,10 @@ import trainprogress.sinks.jsonl as jsonl_module
 from trainprogress.cost import CostConfig, CostMeter, RunCost
 from trainprogress.energy import COST_EXTRA, CounterTotal, RaplMeter, sum_distinct
 from trainprogress.ranks import _energy_of_ranks, _energy_slots
-from trainprogress.runlog import report_from_record
+from trainprogress.reading.runlog import report_from_record
 from trainprogress.sinks import ConsoleSink, JsonlSink
 from trainprogress.sinks.console import render_progress
-from trainprogress.summary import format_summary, summarize
+from trainprogress.reading.summary import format_summary, summarize
 
 CUDA_UUID = "5c8e3a1b-0f2d-4e6a-9b7c-1d2e3f4a5b6c"  # as torch spells it
 OTHER_UUID = "aaaaaaaa-0000-0000-0000-000000000000"

@@ -1,8 +1,8 @@
 """DenseReports: dense reports for an anomaly that is new or getting worse, the regular
 schedule for one that holds steady."""
 
-from trainprogress.anomaly import AnomalyConfig
-from trainprogress.dense import DenseReports
+from trainprogress.anomaly.config import AnomalyConfig
+from trainprogress.anomaly.dense import DenseReports
 from trainprogress.report import Anomaly
 
 CONFIG = AnomalyConfig(steady_after_reports=3, worse_factor=1.5)

@@ -170,9 +170,9 @@ def test_the_log_the_plot_and_the_summary_carry_the_forecast(tmp_path):
     import json
 
     from trainprogress import read_log
-    from trainprogress.plot import build_figure
+    from trainprogress.reading.plot import build_figure
     from trainprogress.sinks.jsonl import JsonlSink
-    from trainprogress.summary import format_summary, summarize
+    from trainprogress.reading.summary import format_summary, summarize
 
     total, path = 400, tmp_path / "progress.jsonl"
     clock = FakeClock()

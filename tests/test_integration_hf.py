@@ -167,8 +167,8 @@ class CountingTokens(RandomTokens):
 
 
 def test_hf_evaluation_at_the_last_step_reaches_the_summary(tmp_path):
-    from trainprogress.runlog import read_log
-    from trainprogress.summary import summarize
+    from trainprogress.reading.runlog import read_log
+    from trainprogress.reading.summary import summarize
 
     jsonl = tmp_path / "p.jsonl"
     trainer = make_trainer(tmp_path / "run", jsonl)

@@ -144,8 +144,8 @@ class ValLosses(L.Callback):
 
 
 def test_lightning_validation_after_the_last_step_reaches_the_summary(tmp_path):
-    from trainprogress.runlog import read_log
-    from trainprogress.summary import summarize
+    from trainprogress.reading.runlog import read_log
+    from trainprogress.reading.summary import summarize
 
     jsonl = tmp_path / "p.jsonl"
     val_losses = ValLosses()

@@ -14,7 +14,7 @@ import torch
 from helpers import FakeClock, RecordingSink, Webhook
 
 from trainprogress import ProgressTracker, flops
-from trainprogress.anomaly import AnomalyConfig
+from trainprogress.anomaly.config import AnomalyConfig
 from trainprogress.sinks import build_sinks
 from trainprogress.sinks.bar import BarSink
 

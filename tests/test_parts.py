@@ -8,18 +8,18 @@ import math
 import pytest
 from helpers import FakeClock
 
-from trainprogress.anomaly import AnomalyConfig
+from trainprogress.anomaly.config import AnomalyConfig
 from trainprogress.arguments import LOSS_TYPES, check_int, check_loss, check_run_arguments
-from trainprogress.buffer import LOSS_RING, ValueBuffer
+from trainprogress.value_buffer import LOSS_RING, ValueBuffer
 from trainprogress.builder import ReportBuilder, Sections
-from trainprogress.checks import AnomalyChecks
+from trainprogress.anomaly.checks import AnomalyChecks
 from trainprogress.eta import EtaEstimator
 from trainprogress.flops import PeakFlops
 from trainprogress.pace import Pace
 from trainprogress.pauses import Pauses
 from trainprogress.progress_units import SECONDS, ProgressUnits
 from trainprogress.report import SCHEDULED, Anomaly
-from trainprogress.scheduler import BoundaryScheduler
+from trainprogress.boundary_scheduler import BoundaryScheduler
 from trainprogress.speed import SpeedWindow
 from trainprogress.timing import MAX_STRIDE, StepClock
 

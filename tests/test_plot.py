@@ -15,8 +15,8 @@ from PIL import Image
 from helpers import FakeClock, png_size
 from logwriter import write_log
 from trainprogress import read_log
-from trainprogress.plot import ITERS, RUN_COLOURS, SMOOTHED, build_figure, save_plot
-from trainprogress.series import build_series
+from trainprogress.reading.plot import ITERS, RUN_COLOURS, SMOOTHED, build_figure, save_plot
+from trainprogress.reading.series import build_series
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def test_save_plot_writes_atomically_and_leaves_pyplot_alone(log_path, tmp_path)
     script = (
         "import sys\n"
         "from trainprogress import read_log\n"
-        "from trainprogress.plot import save_plot\n"
+        "from trainprogress.reading.plot import save_plot\n"
         f"save_plot(read_log({str(log_path)!r}).runs, {str(tmp_path / 'out' / 'run.png')!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
@@ -154,7 +154,7 @@ def test_without_matplotlib_the_command_names_the_extra(log_path, tmp_path):
     script = (
         "import sys\n"
         "sys.modules['matplotlib'] = None  # as if it were not installed\n"
-        "from trainprogress.cli import main\n"
+        "from trainprogress.reading.cli import main\n"
         f"sys.exit(main(['plot', {str(log_path)!r}, '-o', {str(tmp_path / 'x.png')!r}]))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)

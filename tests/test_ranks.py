@@ -7,7 +7,8 @@ import pytest
 
 from helpers import FakeClock, RecordingSink
 from trainprogress import ProgressTracker
-from trainprogress.ranks import CrossRankConfig, DataWaitTimer, RankFigures, peak_memory_bytes
+from trainprogress.pauses import DataWaitTimer
+from trainprogress.ranks import CrossRankConfig, RankFigures, peak_memory_bytes
 from trainprogress.stragglers import SlowRank
 
 GIB = 1024**3

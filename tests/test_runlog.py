@@ -12,7 +12,7 @@ import pytest
 from helpers import FakeClock
 from logwriter import write_log
 from trainprogress import read_log
-from trainprogress.runlog import LogBytes, LogFileError, LogReader, report_from_record
+from trainprogress.reading.runlog import LogBytes, LogFileError, LogReader, report_from_record
 from trainprogress.sinks.console import render_final, render_progress
 from trainprogress.sinks.jsonl import SCHEMA_VERSION
 

@@ -13,9 +13,9 @@ import pytest
 
 from helpers import FakeClock
 from trainprogress import ProgressTracker
-from trainprogress.runlog import read_log
+from trainprogress.reading.runlog import read_log
 from trainprogress.sinks.jsonl import JsonlSink
-from trainprogress.summary import format_summary, summarize
+from trainprogress.reading.summary import format_summary, summarize
 
 
 class FlakyFile:

@@ -52,7 +52,7 @@ def test_one_sync_per_report_and_none_between():
 
 
 def test_a_check_and_a_report_at_one_step_share_one_sync():
-    from trainprogress.anomaly import AnomalyConfig
+    from trainprogress.anomaly.config import AnomalyConfig
 
     CountingTensor.syncs = 0
     clock = FakeClock()

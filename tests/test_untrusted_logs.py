@@ -16,8 +16,8 @@ import pytest
 from helpers import FakeClock
 from logwriter import write_log
 from trainprogress import cli, runlog
-from trainprogress.runlog import LogFileError, read_log
-from trainprogress.series import build_series
+from trainprogress.reading.runlog import LogFileError, read_log
+from trainprogress.reading.series import build_series
 from trainprogress.sinks.plot import ProgressPlotSink
 
 SUBCOMMANDS = [["summary"], ["summary", "--json"], ["plot", "-o", "{tmp}/x.png"], ["watch", "--once"], ["watch"]]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from helpers import FakeClock
 from logwriter import write_log
-from trainprogress.watch import LogFollower
+from trainprogress.reading.watch import LogFollower
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

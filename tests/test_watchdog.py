@@ -9,7 +9,7 @@ import pytest
 
 from helpers import FakeClock, RecordingSink
 from trainprogress import ConsoleSink, ProgressTracker
-from trainprogress.sinks.base import Event
+from trainprogress.report import Event
 from trainprogress.watchdog import Stall, Watchdog, WatchdogConfig
 
 

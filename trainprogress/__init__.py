@@ -8,16 +8,20 @@
     tracker.close()
 
 torch is never imported here; it is used only where the caller already imported it.
+
+The public API is exactly ``__all__`` below, with the sinks (``trainprogress.sinks``) and the
+framework integrations (``trainprogress.integrations.hf``, ``.lightning``); every other module
+is internal and may move (the README's Layout section shows where each thing lives).
 """
 
-from .anomaly import AnomalyConfig
+from .anomaly.config import AnomalyConfig
 from .cost import CostConfig, RunCost
 from .flops import gpt_flops_per_token
 from .ranks import CrossRankConfig
-from .report import Anomaly, MemoryStats, Report, Section
-from .runlog import LogFileError, read_log
+from .report import Anomaly, Event, MemoryStats, Report, RunInfo, Section, Tick
+from .reading.runlog import LogFileError, read_log
 from .sinks import build_sinks
-from .sinks.base import Event, RunInfo, Sink, Tick
+from .sinks.base import Sink
 from .sinks.console import ConsoleSink
 from .stragglers import StragglerConfig
 from .tracker import ProgressTracker

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .buffer import LOSS_RING
-from .values import is_tensor
+from .value_buffer import LOSS_RING
+from .materialise import is_tensor
 
 
 def detect_is_master() -> bool:

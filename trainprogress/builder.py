@@ -8,13 +8,12 @@ import logging
 import time
 from typing import Callable, Mapping
 
-from .buffer import Values
+from .value_buffer import Values
 from .cost import RunCost
 from .flops import PeakFlops
 from .forecaster import Forecaster
 from .progress_units import TOKENS, ProgressUnits
-from .report import BLOCKS, Anomaly, MemoryStats, Report, Section
-from .sinks.base import Tick
+from .report import BLOCKS, Anomaly, MemoryStats, Report, Section, Tick
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from .values import is_tensor
+from .materialise import is_tensor
 
 TFLOPS = 1e12
 

@@ -7,7 +7,7 @@ import re
 
 UNKNOWN_ETA = "--:--:--"
 
-_GIB = 1024.0**3
+GIB = 1024.0**3  # bytes in a GiB: the one definition, for every figure shown in GiB
 
 # Emoji (with the variation selector some carry, and the space after them); for ASCII mode.
 _EMOJI = re.compile("[\u2300-\u23ff\u2600-\u27bf\U0001f000-\U0001faff\ufe0f\u200d]+ ?")
@@ -86,7 +86,7 @@ def format_ms(ms: float) -> str:
 
 def format_gib(num_bytes: float) -> str:
     """Bytes as gibibytes with two decimals, labelled GB as nvidia-smi users expect: "8.42GB"."""
-    return f"{num_bytes / _GIB:.2f}GB"
+    return f"{num_bytes / GIB:.2f}GB"
 
 
 def format_memory(used_bytes: float, total_bytes: float | None) -> str:

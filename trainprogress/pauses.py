@@ -1,11 +1,37 @@
 """Pauses: time that is not training (eval, checkpoint, sampling), marked by begin and end
-hooks that may nest, and the phase the loop is in, which a stall report names."""
+hooks that may nest, and the phase the loop is in, which a stall report names; and the
+DataWaitTimer, the loop's waits for its next batch."""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from .ranks import DataWaitTimer
+
+class DataWaitTimer:
+    """Adds up the time spent waiting for data: ``with timer:`` around the wait, or
+    ``timer.add(seconds)`` for a wait measured elsewhere. Reads the clock twice per use and
+    never touches a device."""
+
+    __slots__ = ("_clock", "_start", "active", "total_s")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._start = 0.0
+        self.active = False
+        self.total_s = 0.0
+
+    def __enter__(self) -> "DataWaitTimer":
+        self.active = True
+        self._start = self._clock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.total_s += max(0.0, self._clock() - self._start)  # a clock set back inside it: 0 s
+        self.active = False
+
+    def add(self, seconds: float) -> None:
+        """Count ``seconds`` of data waiting measured by the caller."""
+        self.total_s += seconds
 
 
 class Pauses:

@@ -20,7 +20,7 @@ import math
 from bisect import bisect_right
 from fractions import Fraction
 
-from .boundaries import parse_interval
+from .report_schedule import parse_interval
 
 TOKENS = "tokens"
 SECONDS = "seconds"

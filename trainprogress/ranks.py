@@ -105,7 +105,7 @@ class RankFigures:
         known = [(m, r) for r, m in enumerate(self.peak_memory_bytes) if math.isfinite(m)]
         if known:
             peak, rank = max(known)
-            out["ranks/peak_memory_gib_max"] = peak / 1024**3
+            out["ranks/peak_memory_gib_max"] = peak / fmt.GIB
             out["ranks/peak_memory_gib_max_rank"] = float(rank)
         losses = [x for x in self.smoothed_loss if math.isfinite(x)]
         if losses:
@@ -160,33 +160,6 @@ def peak_memory_bytes() -> float:
         return math.nan
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return float(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
-
-
-class DataWaitTimer:
-    """Adds up the time spent waiting for data: ``with timer:`` around the wait, or
-    ``timer.add(seconds)`` for a wait measured elsewhere. Reads the clock twice per use and
-    never touches a device."""
-
-    __slots__ = ("_clock", "_start", "active", "total_s")
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._start = 0.0
-        self.active = False
-        self.total_s = 0.0
-
-    def __enter__(self) -> "DataWaitTimer":
-        self.active = True
-        self._start = self._clock()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.total_s += max(0.0, self._clock() - self._start)  # a clock set back inside it: 0 s
-        self.active = False
-
-    def add(self, seconds: float) -> None:
-        """Count ``seconds`` of data waiting measured by the caller."""
-        self.total_s += seconds
 
 
 def world_size() -> int:

@@ -1,4 +1,6 @@
-"""The Report: an immutable snapshot of where a training run stands.
+"""The Report, an immutable snapshot of where a training run stands, and the other messages
+the tracker sends its sinks: RunInfo (the run starts), Event (between reports), Tick (live
+progress).
 
 The tracker computes every number in a Report; sinks only render it. Units are in the
 field names (``_s`` seconds, ``_bytes`` bytes, ``_per_s`` per wall second), and ``mfu`` is
@@ -7,14 +9,14 @@ a fraction in [0, 1] (sinks show it as a percentage).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
     from .cost import RunCost
 
-from .format import format_percent
+from .format import GIB, format_percent
 
 # What kind of moment a Report describes.
 SCHEDULED = "scheduled"  # a regular interval boundary (every 1% by default)
@@ -78,8 +80,66 @@ class Section:
     into: str | None = None
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What is known when a run starts: its size, where it resumes, how often it reports,
+    and the caller's configuration (for W&B's run config, the JSONL start event, ...).
+    ``total_iters`` is 0 when the run is sized in tokens or seconds (the steps are unknown;
+    Ticks and Reports carry an estimate)."""
+
+    total_iters: int
+    start_iter: int
+    interval_percent: float
+    tokens_per_iter: int | None = None
+    flops_per_iter: float | None = None
+    peak_flops: float | None = None
+    peak_flops_source: str | None = None
+    config: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    wall_time: float = 0.0  # Unix time the tracker started
+
+    def sizes(self) -> dict[str, object]:
+        """The run's size and rates by field name, without the caller's config and the time:
+        what the JSONL ``run_start`` record and the W&B run config both carry."""
+        return {name: getattr(self, name) for name in ("total_iters", "start_iter", "interval_percent", "tokens_per_iter",
+                                                       "flops_per_iter", "peak_flops", "peak_flops_source")}
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened between reports: a pause ("pause", with name and duration_s),
+    a phase change, a connection growth, an anomaly raised or cleared, or any kind the
+    caller names with ``tracker.event``."""
+
+    kind: str
+    iteration: int
+    wall_time: float
+    data: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Live progress between reports, for sinks with ``wants_ticks`` (the progress bar).
+    Holds only what is known without a device sync: ``smoothed_loss`` is the smoothed loss
+    as of the last report or check, not the current step's loss."""
+
+    iteration: int
+    total_iters: int
+    percent: float
+    eta_s: float | None
+    iters_per_s: float | None
+    smoothed_loss: float | None
+
+
 def _frozen_mapping(values: Mapping[str, float] | None) -> Mapping[str, float]:
     return MappingProxyType(dict(values or {}))
+
+
+def _described(doc: str, **default: object) -> object:
+    """A Report field with its one description (``field_docs``), and its default if any."""
+    return field(metadata={"doc": doc}, **default)
+
+
+_EMPTY = {"default_factory": lambda: MappingProxyType({})}
 
 
 @dataclass(frozen=True)
@@ -87,80 +147,57 @@ class Report:
     """Everything known about a run at one moment. Build one with the tracker, never by hand
     in a sink.
 
-    Progress: ``iteration`` optimizer steps completed out of ``total_iters`` (resumed steps
-    included), ``percent`` = 100 * iteration / total_iters.
-
-    Time: ``elapsed_s`` is wall time since the tracker started in this process, pauses
-    included; ``paused_s`` the part of it spent in marked pauses; ``eta_s`` the estimated wall
-    seconds until the run ends (None until it can be estimated).
-
-    Speed: ``iters_per_s`` and ``ms_per_iter`` over the recent speed window, pauses excluded.
-
-    Training values: ``loss`` is the latest loss, ``smoothed_loss`` its recent mean, ``lr``
-    the latest learning rate, ``metrics`` any further named values passed to ``step`` (their
-    latest value each), ``best_val_loss`` the lowest ``val_loss`` seen.
-
-    Throughput: ``tokens_processed`` counts resumed steps too; ``tokens_per_s`` uses the
-    speed window. ``mfu`` is a fraction of ``peak_flops`` (FLOP/s), whose origin
-    ``peak_flops_source`` names ("given", "table: NVIDIA H100 SXM bf16", "measured: CPU fp32").
-
-    Several processes: ``ranks`` holds the cross-rank figures' flat ``ranks/...`` numbers
-    (see ``trainprogress.ranks``) when they were exchanged at this iteration; then ``loss``
-    and ``smoothed_loss`` are the means over all ranks.
-
-    Size: ``progress_unit`` says what ``percent`` counts: "iters" (optimizer steps),
-    "tokens" (``total_tokens``; ``tokens_processed`` is then the tokens passed to step) or
-    "seconds" (``time_budget_s``: percent is elapsed over the budget); ``progress_total``
-    is the run's size in that unit. In tokens or seconds, ``total_iters`` is an estimate
-    from the progress so far. ``epoch`` of ``epochs`` when the run is sized in epochs.
-
-    Forecast: ``loss_forecast`` is where the loss will end at ``total_iters`` and
-    ``loss_forecast_low`` to ``loss_forecast_high`` the band that should hold it (None while
-    there is too little to go on; trainprogress.forecast).
-
-    End: ``outcome`` is None until the final report, whose ``outcome`` says how the run ended
-    (``COMPLETED``, ``STOPPED`` or ``CRASHED``) and whose ``error`` names the exception of a
-    crash ("RuntimeError: CUDA out of memory"); both are set once, by ``tracker.close()``.
-
-    Cost: ``run_cost`` holds the device-hours, measured energy, money and CO2 so far and at
-    the end (``trainprogress.cost``) when the tracker's ``cost=`` is on, else None.
+    Each field's meaning is written once, in its ``doc`` metadata below (``field_docs()``):
+    the JSONL schema (``trainprogress.sinks.jsonl``) lists it from there, and a test keeps
+    the README's "Report fields" table equal to it. Resumed steps count in ``iteration`` and
+    ``tokens_processed``; in a run sized in tokens or seconds ``total_iters`` is an estimate.
     """
 
-    kind: str
-    iteration: int
-    total_iters: int
-    percent: float
-    elapsed_s: float
-    paused_s: float
-    eta_s: float | None
-    iters_per_s: float | None
-    ms_per_iter: float | None
-    loss: float | None = None
-    smoothed_loss: float | None = None
-    lr: float | None = None
-    best_val_loss: float | None = None
-    mfu: float | None = None
-    peak_flops: float | None = None
-    peak_flops_source: str | None = None
-    tokens_processed: int | None = None
-    tokens_per_s: float | None = None
-    memory: tuple[MemoryStats, ...] = ()
-    metrics: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
-    sections: tuple[Section, ...] = ()
-    anomalies: tuple[Anomaly, ...] = ()
-    ranks: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    start_iter: int = 0
-    outcome: str | None = None
-    error: str | None = None
-    wall_time: float = 0.0  # Unix time at which the report was made
-    progress_unit: str = "iters"  # what the run is sized in: "iters", "tokens" or "seconds"
-    progress_total: float | None = None  # the run's size in that unit
-    epoch: int | None = None  # the epoch (1-based) of ``iteration``, in a run sized in epochs
-    epochs: int | None = None  # epochs in the run
-    run_cost: RunCost | None = None  # the cost figures (tracker's cost=), else None
-    loss_forecast: float | None = None  # the loss forecast for the run's last step (trainprogress.forecast)
-    loss_forecast_low: float | None = None  # the forecast's band, which should hold the final loss
-    loss_forecast_high: float | None = None
+    kind: str = _described('"scheduled", "anomaly" (an extra report an anomaly triggered) or "final" (the summary)')
+    iteration: int = _described("optimizer steps completed, resumed ones included")
+    total_iters: int = _described("optimizer steps in the whole run (sized in tokens or seconds: estimated from the progress so far)")
+    percent: float = _described("100 x iteration / total_iters (sized in tokens or seconds: tokens or elapsed over their total)")
+    elapsed_s: float = _described("wall seconds since this process's tracker started, pauses included")
+    paused_s: float = _described("the part of elapsed_s spent in marked pauses")
+    eta_s: float | None = _described("estimated wall seconds to the end (None until it can be estimated)")
+    iters_per_s: float | None = _described("steps per second over the speed window, pauses excluded (final: the run's average)")
+    ms_per_iter: float | None = _described("milliseconds per step, likewise")
+    loss: float | None = _described("the latest loss (with several ranks: their mean)", default=None)
+    smoothed_loss: float | None = _described("the mean of the recent losses (with several ranks: their mean)", default=None)
+    lr: float | None = _described("the latest learning rate", default=None)
+    best_val_loss: float | None = _described("the lowest validation loss seen", default=None)
+    mfu: float | None = _described("model FLOP utilisation, a fraction of peak_flops", default=None)
+    peak_flops: float | None = _described("the peak mfu is a fraction of, in FLOP/s", default=None)
+    peak_flops_source: str | None = _described(
+        'where that peak comes from: "given", "table: NVIDIA H100 SXM bf16", "measured: CPU fp32"', default=None)
+    tokens_processed: int | None = _described("tokens of every step done, resumed ones included", default=None)
+    tokens_per_s: float | None = _described("tokens per second over the speed window", default=None)
+    memory: tuple[MemoryStats, ...] = _described(
+        "a MemoryStats per backend: {device, used_bytes, total_bytes, reserved_bytes, peak_bytes, name}", default=())
+    metrics: Mapping[str, object] = _described("the caller's further named values passed to step (the latest of each)", **_EMPTY)
+    sections: tuple[Section, ...] = _described("the caller's Sections: {title, lines: [[label, value], ...], into}", default=())
+    anomalies: tuple[Anomaly, ...] = _described(
+        "the Anomalies being reported: {kind, message, since_iter, severity, subject, steady}", default=())
+    ranks: Mapping[str, float] = _described(
+        'the cross-rank figures {"ranks/...": number} when exchanged at this report (cross_rank=True), else empty', **_EMPTY)
+    start_iter: int = _described("the iteration this process resumed at", default=0)
+    outcome: str | None = _described(
+        'None, except in the final summary: how the run ended, "completed", "stopped" or "crashed"', default=None)
+    error: str | None = _described(
+        'None, except in the final summary of a crash: the exception, "RuntimeError: CUDA out of memory"', default=None)
+    wall_time: float = _described("Unix time at which the report was made (the JSONL record's time)", default=0.0)
+    progress_unit: str = _described(
+        'what the run is sized in and percent counts: "iters", "tokens" or "seconds" (a time budget)', default="iters")
+    progress_total: float | None = _described("the run's size in that unit (steps, tokens, or seconds of budget)", default=None)
+    epoch: int | None = _described("the epoch (1-based) of iteration, in a run sized in epochs, else None", default=None)
+    epochs: int | None = _described("the epochs in the run, else None", default=None)
+    run_cost: RunCost | None = _described(
+        "the device-hours, energy, money and CO2 so far and at the end (the tracker's cost=), else None", default=None)
+    loss_forecast: float | None = _described(
+        "the loss forecast for the run's last step (None while too early; trainprogress.forecast)", default=None)
+    loss_forecast_low: float | None = _described(
+        "the low end of the forecast's band, which should hold the final loss", default=None)
+    loss_forecast_high: float | None = _described("the high end of that band", default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _frozen_mapping(self.metrics))
@@ -199,12 +236,11 @@ class Report:
             "perf/tokens_processed": None if self.tokens_processed is None else float(self.tokens_processed),
         }
         for mem in self.memory:
-            gib = 1024.0**3
-            out[f"mem/{mem.device}_used_gib"] = mem.used_bytes / gib
+            out[f"mem/{mem.device}_used_gib"] = mem.used_bytes / GIB
             if mem.reserved_bytes is not None:
-                out[f"mem/{mem.device}_reserved_gib"] = mem.reserved_bytes / gib
+                out[f"mem/{mem.device}_reserved_gib"] = mem.reserved_bytes / GIB
             if mem.peak_bytes is not None:
-                out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / gib
+                out[f"mem/{mem.device}_peak_gib"] = mem.peak_bytes / GIB
         out.update(self.ranks)
         if self.run_cost is not None:
             out.update(self.run_cost.scalars())
@@ -212,3 +248,8 @@ class Report:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[name if "/" in name else f"metrics/{name}"] = value
         return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def field_docs(cls: type = Report) -> dict[str, str]:
+    """Each field of a dataclass of this module by name, with its one description."""
+    return {f.name: f.metadata["doc"] for f in fields(cls)}

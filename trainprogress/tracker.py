@@ -15,24 +15,24 @@ from .arguments import (
     LOSS_TYPES, check_clock, check_device, check_int, check_loss_and_lr, check_named_numbers, check_options,
     check_run_arguments, check_sinks, detect_is_master, resolve_option,
 )
-from .anomaly import AnomalyConfig
-from .dense import DenseReports
-from .boundaries import ReportSchedule, parse_interval
-from .buffer import ValueBuffer
+from .anomaly.config import AnomalyConfig
+from .anomaly.dense import DenseReports
+from .report_schedule import ReportSchedule, parse_interval
+from .value_buffer import ValueBuffer
 from .builder import ReportBuilder, Sections, SectionSource
-from .checks import AnomalyChecks
+from .anomaly.checks import AnomalyChecks
 from .cost import make_cost_meter
 from .eta import EtaEstimator
 from .flops import DevicePeak
 from .forecaster import Forecaster
 from .memory import probe_memory
 from .pace import Pace
-from .pauses import Pauses
+from .pauses import DataWaitTimer, Pauses
 from .progress_units import SECONDS, TOKENS, epoch_length, size_run
-from .ranks import CrossRankConfig, DataWaitTimer, make_cross_rank
-from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, MemoryStats, Report
-from .scheduler import BoundaryScheduler
-from .sinks.base import Event, RunInfo, Sink, SinkGroup
+from .ranks import CrossRankConfig, make_cross_rank
+from .report import ANOMALY, COMPLETED, CRASHED, FINAL, SCHEDULED, STOPPED, Event, MemoryStats, Report, RunInfo
+from .boundary_scheduler import BoundaryScheduler
+from .sinks.base import Sink, SinkGroup
 from .speed import SpeedWindow
 from .timing import MAX_PENDING_GROUPS, StepClock
 from .watchdog import WatchdogConfig, start_watchdog

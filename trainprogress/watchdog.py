@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any, Callable
 
-from .sinks.base import Event
+from .report import Event
 
 logger = logging.getLogger(__name__)
 

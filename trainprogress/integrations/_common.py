@@ -6,11 +6,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..boundaries import ReportSchedule
-
-# Slots in the cross-rank loss buffer: at least the tracker's ring of loss references (128),
-# so a slot is not overwritten while the tracker may still read it.
-LOSS_SLOTS = 128
+from ..report_schedule import ReportSchedule
+from ..value_buffer import LOSS_RING
 
 
 class RankMeanLoss:
@@ -41,8 +38,9 @@ class RankMeanLoss:
         if self._world == 1 or not hasattr(loss, "detach"):
             return loss
         if self._buffer is None:
-            self._buffer = loss.new_zeros(LOSS_SLOTS, dtype=sys.modules["torch"].float32)
-        slot = self._buffer[iteration % LOSS_SLOTS]
+            # A slot per entry of the tracker's ring of loss references: not overwritten while it may still read it.
+            self._buffer = loss.new_zeros(LOSS_RING, dtype=sys.modules["torch"].float32)
+        slot = self._buffer[iteration % LOSS_RING]
         slot.copy_(loss.detach())
         if iteration == self._next_due:
             # SUM then divide: the gloo backend (CPU) has no AVG.

@@ -10,7 +10,8 @@ import importlib
 import os
 from typing import Any, Iterable, TextIO
 
-from .base import Event, RunInfo, Sink, SinkGroup, Tick
+from ..report import Event, RunInfo, Tick
+from .base import Sink, SinkGroup
 from .console import ConsoleSink
 
 _LAZY = {

@@ -18,8 +18,8 @@ import time
 from typing import Any, Callable, TextIO
 
 from .. import format as fmt
-from ..report import FINAL, Report
-from .base import RunInfo, Sink, Tick
+from ..report import FINAL, Report, RunInfo, Tick
+from .base import Sink
 
 
 def _import_tqdm() -> Any:

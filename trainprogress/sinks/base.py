@@ -5,59 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Iterable
 
-from ..report import Report
+from ..report import Event, Report, RunInfo, Tick
 from . import runner as runner_module
 from .runner import SinkLimits, SinkRunner
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What is known when a run starts: its size, where it resumes, how often it reports,
-    and the caller's configuration (for W&B's run config, the JSONL start event, ...).
-    ``total_iters`` is 0 when the run is sized in tokens or seconds (the steps are unknown;
-    Ticks and Reports carry an estimate)."""
-
-    total_iters: int
-    start_iter: int
-    interval_percent: float
-    tokens_per_iter: int | None = None
-    flops_per_iter: float | None = None
-    peak_flops: float | None = None
-    peak_flops_source: str | None = None
-    config: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
-    wall_time: float = 0.0  # Unix time the tracker started
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened between reports: a pause ("pause", with name and duration_s),
-    a phase change, a connection growth, an anomaly raised or cleared, or any kind the
-    caller names with ``tracker.event``."""
-
-    kind: str
-    iteration: int
-    wall_time: float
-    data: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Live progress between reports, for sinks with ``wants_ticks`` (the progress bar).
-    Holds only what is known without a device sync: ``smoothed_loss`` is the smoothed loss
-    as of the last report or check, not the current step's loss."""
-
-    iteration: int
-    total_iters: int
-    percent: float
-    eta_s: float | None
-    iters_per_s: float | None
-    smoothed_loss: float | None
 
 
 class Sink:

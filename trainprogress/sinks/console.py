@@ -7,8 +7,8 @@ from contextlib import nullcontext
 from typing import TextIO
 
 from .. import format as fmt
-from ..report import BLOCKS, COMPLETED, CRASHED, FINAL, STOPPED, MemoryStats, Report
-from .base import Event, Sink
+from ..report import BLOCKS, COMPLETED, CRASHED, FINAL, STOPPED, Event, MemoryStats, Report
+from .base import Sink
 
 RULE = "=" * 80
 BULLET = "   • "
@@ -177,12 +177,14 @@ def to_ascii(text: str) -> str:
     return fmt.strip_emoji(text).translate(_ASCII).encode("ascii", "replace").decode("ascii")
 
 
-def _stream_takes_emoji(stream: TextIO) -> bool:
+def stream_takes(stream: TextIO, text: str) -> bool:
+    """Whether ``stream``'s encoding can write ``text`` (emoji, block characters); when not,
+    the console and ``trainprogress watch`` write ASCII."""
     encoding = getattr(stream, "encoding", None)
     if encoding is None:  # an in-memory text stream (io.StringIO) holds any character
         return True
     try:
-        "🔄•".encode(encoding)
+        text.encode(encoding)
     except (UnicodeEncodeError, LookupError):
         return False
     return True
@@ -200,7 +202,7 @@ class ConsoleSink(Sink):
     def _write(self, lines: list[str]) -> None:
         stream = self._stream or sys.stdout
         text = "\n".join(lines)
-        use_ascii = self._ascii if self._ascii is not None else not _stream_takes_emoji(stream)
+        use_ascii = self._ascii if self._ascii is not None else not stream_takes(stream, "🔄•")
         if use_ascii:
             text = to_ascii(text)
         # A live tqdm bar (the BarSink's or the caller's own) on the same terminal is

@@ -17,40 +17,10 @@ the run is sized in tokens or seconds),
 
 ``report`` (each scheduled report, each extra report an anomaly triggered, and the final
 summary): every field of the Report under its own name and unit, ``wall_time`` being
-``time``:
+``time``; null where the Report has None. Listed here from the Report's own field
+descriptions (``trainprogress.report.field_docs``), their one source:
 
-- ``kind``: "scheduled", "anomaly" or "final"
-- ``total_iters``: optimizer steps in the whole run (sized in tokens or seconds: estimated from the progress so far)
-- ``percent``: 100 x iteration / total_iters (sized in tokens or seconds: tokens or elapsed over their total)
-- ``elapsed_s``: wall seconds since this process's tracker started, pauses included
-- ``paused_s``: the part of elapsed_s spent in marked pauses
-- ``eta_s``: estimated wall seconds to the end
-- ``iters_per_s``: steps per second over the speed window (final: the run's average)
-- ``ms_per_iter``: milliseconds per step, likewise
-- ``loss``: the latest loss
-- ``smoothed_loss``: the mean of the recent losses
-- ``lr``: the latest learning rate
-- ``best_val_loss``: the lowest validation loss seen
-- ``mfu``: model FLOP utilisation, a fraction
-- ``peak_flops``: the peak it is a fraction of, in FLOP/s
-- ``peak_flops_source``: where that peak comes from
-- ``tokens_processed``: tokens of every step done, resumed ones included
-- ``tokens_per_s``: tokens per second over the speed window
-- ``memory``: a list of {device, used_bytes, total_bytes, reserved_bytes, peak_bytes, name}
-- ``metrics``: the caller's named values
-- ``sections``: a list of {title, lines: [[label, value], ...], into}
-- ``anomalies``: a list of {kind, message, since_iter, severity, subject, steady} (see ``report.Anomaly``)
-- ``ranks``: the cross-rank figures ``{"ranks/...": number}`` when exchanged at this report (``cross_rank=True``), else {}
-- ``start_iter``: the iteration this process resumed at
-- ``progress_unit``: what the run is sized in and percent counts: "iters", "tokens" or "seconds" (a time budget)
-- ``progress_total``: the run's size in that unit (steps, tokens, or seconds of budget)
-- ``epoch``: the epoch (1-based) of the iteration, in a run sized in epochs, else null
-- ``epochs``: the epochs in the run, else null
-- ``outcome``: null, except in the final summary: how the run ended (see ``run_end``)
-- ``error``: null, except in the final summary of a crash: the exception
-- ``loss_forecast``: the loss forecast for the run's last step (null while too early; trainprogress.forecast)
-- ``loss_forecast_low``: the low end of the forecast's band, which should hold the final loss
-- ``loss_forecast_high``: the high end of that band
+{report_fields}
 
 and ``scalars``: the flat slash-namespaced numbers that TensorBoard and W&B receive
 (``train/loss``, ``perf/mfu_pct``, ``mem/cuda_used_gib``, ``metrics/<name>``, ``cost/energy_j``, ...).
@@ -107,8 +77,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
-from ..report import CRASHED, FINAL, Report
-from .base import Event, RunInfo, Sink
+from ..report import CRASHED, FINAL, Event, Report, RunInfo, field_docs
+from .base import Sink
 from .retrying_writer import Gap, RetryingWriter
 
 SCHEMA_VERSION = 1
@@ -133,6 +103,12 @@ def _shallow_fields(instance: Any) -> dict[str, Any]:
 
 # Report fields whose record key differs from the field's name.
 RECORD_KEYS = {"wall_time": "time"}
+# Fields every line has (time, iteration) or that are flat keys (the Cost list above).
+_LISTED_ELSEWHERE = ("iteration", "wall_time", "run_cost")
+
+if __doc__:  # None under python -OO
+    __doc__ = __doc__.replace("{report_fields}", "\n".join(
+        f"- ``{name}``: {doc}" for name, doc in field_docs().items() if name not in _LISTED_ELSEWHERE))
 
 
 def report_record(report: Report) -> dict[str, Any]:
@@ -216,13 +192,7 @@ class JsonlSink(Sink):
             "type": "run_start",
             "time": run.wall_time,
             "iteration": run.start_iter,
-            "total_iters": run.total_iters,
-            "start_iter": run.start_iter,
-            "interval_percent": run.interval_percent,
-            "tokens_per_iter": run.tokens_per_iter,
-            "flops_per_iter": run.flops_per_iter,
-            "peak_flops": run.peak_flops,
-            "peak_flops_source": run.peak_flops_source,
+            **run.sizes(),
             "config": dict(run.config),
         })
 

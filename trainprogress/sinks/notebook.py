@@ -14,9 +14,9 @@ import sys
 from typing import Any, TextIO
 
 from .. import format as fmt
-from ..report import FINAL, Report
+from ..report import FINAL, Event, Report, RunInfo, Tick
 from .bar import status_text
-from .base import Event, RunInfo, Sink, Tick
+from .base import Sink
 from .console import ConsoleSink, render_final, render_progress, to_ascii
 
 

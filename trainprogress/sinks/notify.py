@@ -46,8 +46,8 @@ from email.message import EmailMessage
 from typing import Iterable, Mapping
 
 from .. import format as fmt
-from ..report import CRASHED, FINAL, STOPPED, Report
-from .base import Event, RunInfo, Sink
+from ..report import CRASHED, FINAL, STOPPED, Event, Report, RunInfo
+from .base import Sink
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ class ProgressPlotSink(Sink):
     def close(self) -> None:
         if not self._started:
             return
-        from ..plot import save_plot
-        from ..runlog import read_log
+        from ..reading.plot import save_plot
+        from ..reading.runlog import read_log
 
         log = read_log(self.jsonl_path)
         save_plot(log.runs[-1:], self.png_path)

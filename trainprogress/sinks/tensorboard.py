@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..report import FINAL, Report
-from .base import RunInfo, Sink
+from ..report import FINAL, Report, RunInfo
+from .base import Sink
 
 
 def _summary_writer_class() -> Any:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..report import CRASHED, FINAL, Report
-from .base import RunInfo, Sink
+from ..report import CRASHED, FINAL, Report, RunInfo
+from .base import Sink
 
 
 def _import_wandb() -> Any:
@@ -42,12 +42,7 @@ class WandbSink(Sink):
 
     def start(self, run: RunInfo) -> None:
         wandb = self._wandb
-        info = {
-            "total_iters": run.total_iters, "start_iter": run.start_iter, "interval_percent": run.interval_percent,
-            "tokens_per_iter": run.tokens_per_iter, "flops_per_iter": run.flops_per_iter,
-            "peak_flops": run.peak_flops, "peak_flops_source": run.peak_flops_source,
-        }
-        config = {**dict(run.config), "trainprogress": info}
+        config = {**dict(run.config), "trainprogress": run.sizes()}
         if wandb.run is not None:
             self._run, self._owns_run = wandb.run, False
             self._run.config.update(config, allow_val_change=True)

@@ -1,14 +1,49 @@
 """BoundaryScheduler: the next iterations at which the tracker has work to do besides
 counting: a report (on the regular schedule, or on the dense one while an anomaly is
 new or getting worse), an anomaly check between reports, a cross-rank exchange. The tracker's hot path
-compares each step against the earliest of these and the step clock's next sample."""
+compares each step against the earliest of these and the step clock's next sample. The anomaly
+checks' own spacing (at most one between reports per so many steps and seconds) is its
+CheckCadence."""
 
 from __future__ import annotations
 
 import math
 
-from .anomaly import AnomalyConfig, CheckCadence
-from .boundaries import ReportSchedule
+from .anomaly.config import AnomalyConfig
+from .report_schedule import ReportSchedule
+
+
+class CheckCadence:
+    """When the checks run. Every report is a check, since it copies the losses to the host
+    anyway. Between reports a check is due on the ``check_percent`` grid, but no sooner
+    than ``min_check_steps`` steps and ``min_check_interval_s`` seconds after the previous
+    check: whatever the run's length or speed, checks add at most one host-device sync per
+    that many steps and seconds, and none at all when reports come that often."""
+
+    def __init__(self, total_iters: int, config: AnomalyConfig, start_iter: int = 0) -> None:
+        self._grid = ReportSchedule(total_iters, config.check_percent)
+        self._min_steps = config.min_check_steps
+        self._min_s = config.min_check_interval_s
+        # The start counts as a check: the first one between reports comes the bounds after it.
+        self._last_iter = start_iter
+        self._last_s: float | None = None
+
+    def next_due(self, iteration: int) -> float:
+        """The first iteration after ``iteration`` at which a check may be due (math.inf
+        when none is left)."""
+        due = self._grid.next_due(max(iteration, self._last_iter + self._min_steps - 1))
+        return math.inf if due is None else due
+
+    def allows(self, now_s: float) -> bool:
+        """Whether enough seconds passed since the last check for one between reports (the
+        first time it is asked, the seconds start counting)."""
+        if self._last_s is None:
+            self._last_s = now_s
+        return now_s - self._last_s >= self._min_s
+
+    def checked(self, iteration: int, now_s: float) -> None:
+        """A check ran at ``iteration``, at clock time ``now_s``."""
+        self._last_iter, self._last_s = iteration, now_s
 
 
 class BoundaryScheduler:

@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import format as fmt
+from .. import format as fmt
 from .runs import Run
 from .series import ITERATION, TIME, RunSeries, Series, build_series, run_duration_s, time_unit
-from .summary import summarize
+from .summary import speed_figures, summarize
 
 __all__ = ["PlotExtraMissing", "build_figure", "save_plot"]
 
@@ -247,12 +247,9 @@ def _title(runs: Sequence[Run]) -> str:
         figures.append(f"best val loss {s['best_val_loss']:.4f}")
     if s["loss"] is not None:
         figures.append(f"last loss {s['loss']:.4f}")
-    if s["iters_per_s"] is not None:
-        figures.append(f"avg {fmt.format_rate(s['iters_per_s'])}")
-    if s["tokens_per_s"] is not None:
-        figures.append(f"{fmt.format_count(round(s['tokens_per_s']))} tokens/s")
-    if s["mfu"] is not None:
-        figures.append(f"MFU {fmt.format_mfu(s['mfu'])}")
+    speed = speed_figures(s)  # the rate comes first: tokens/s and MFU are known only with it
+    if speed:
+        figures += [f"avg {speed[0]}", *speed[1:]]
     if s["paused_s"] >= 0.05:
         figures.append(f"paused {fmt.format_duration(s['paused_s'])}")
     return f"{runs[0].name}\n" + "  ·  ".join(figures)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any, Mapping
 
-from .values import is_number, is_tensor, materialise_named
+from .materialise import is_number, is_tensor, materialise_named
 
 # Losses are kept by reference in a ring of this many entries, indexed by iteration; the
 # tracker's step() masks with the literal LOSS_RING - 1 (127), cheaper than an attribute

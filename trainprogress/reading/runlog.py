@@ -38,10 +38,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
-from .cost import RunCost
-from .report import Anomaly, MemoryStats, Report, Section
+from ..cost import RunCost
+from ..report import Anomaly, MemoryStats, Report, Section
+from ..sinks.jsonl import SCHEMA_VERSION
 from .runs import Record, Run, Segment
-from .sinks.jsonl import SCHEMA_VERSION
 
 __all__ = ["LazyReport", "LogFileError", "LogReader", "RunLog", "check_regular_file", "read_log", "report_from_record",
            "resolve_log_path"]

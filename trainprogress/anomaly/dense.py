@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .anomaly import AnomalyConfig
-from .report import Anomaly
+from ..report import Anomaly
+from .config import AnomalyConfig
 
 STILL = "still: "
 

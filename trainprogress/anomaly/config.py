@@ -1,69 +1,14 @@
-"""Anomaly detection for adaptive verbosity: what the tracker checks at every report and,
-between reports, as often as ``CheckCadence`` allows (every ``check_percent`` of the run,
-but at most one check per ``min_check_steps`` steps and ``min_check_interval_s`` seconds),
-and what makes it report at once and more often.
-
-Five detectors, each fed what the tracker already has at a check (no extra device syncs
-beyond the one that materialises the losses):
-
-- ``nonfinite_loss``: a loss since the last check is NaN or infinite.
-- ``loss_spike``: the median loss of the last ``pool_steps`` or more steps is far above
-  the median of its ``history_checks`` previous values: by more than ``loss_spike_sigmas``
-  robust standard deviations (1.4826 x their median absolute deviation) and by more than
-  ``loss_spike_min_rise`` of that median. Only rises count: a falling loss is the point of
-  training. The pooled median ignores one bad batch; a spike that lasts moves it.
-- ``throughput_drop``: the median step time of the last ``pool_steps`` or more steps is so
-  far above the median of its previous values that the speed lost more than
-  ``throughput_drop`` of itself. The median ignores a single GC pause or data-loader
-  hiccup; a sustained slowdown moves it.
-- ``memory_growth`` (a probable leak): memory grows steadily, at a roughly constant rate,
-  where warm-up would not (``LeakDetector``). Memory is judged by levels, each the median of
-  3 consecutive checks: one odd probe is ignored, and a single step up (buffers allocated at
-  the first eval, a larger model after a growth step) moves one level only. The threshold
-  is ``memory_growth`` of the memory the growth is measured from, and at least
-  ``memory_min_growth_bytes``. Two rules, either one enough:
-
-  - off a plateau (fast, a leak that starts mid-run): memory that stayed within half the
-    threshold over ``memory_plateau_checks`` checks levelled off there. The last three
-    levels rising at a steady rate (each rise at least a quarter of the threshold, three
-    times the probes' own scatter, and a quarter of both rises) to more than the threshold
-    above the highest such plateau is a leak, called 5 or 6 checks after it starts. Warm-up
-    never passes: it comes before any plateau, and growth that slows down cannot rise
-    further above a plateau than it rose across it. Memory back at a level it held before
-    is no leak either. A leak stays reported while memory keeps rising.
-  - past warm-up (slow, a leak that starts with the process): over the last
-    ``memory_window_checks`` checks, all past the first ``memory_warmup_percent`` of the
-    run, the window's four quarters have medians each above the one before by a third of the
-    threshold (of the memory when this rule first judged) and twice the probes' scatter.
-- ``grad_explosion``: the latest ``grad_norm`` is not finite, above ``grad_norm_max``, or
-  more than ``grad_norm_factor`` times the median of its recent values.
-
-A gradient explosion or a throughput drop must show at ``persist_checks`` checks in a row
-to be an anomaly; shown at one check, it is a blip (``monitor.AnomalyMonitor.blips``): worth a
-short line, not a report.
-
-The detectors that compare against history stay silent until they have
-``min_history_checks`` values. Their history includes the anomalous values, so a lasting
-new level (a new curriculum phase, a bigger model after a growth step) becomes the baseline
-within about half the history and its anomaly clears. An anomaly clears once its condition
-has been absent for ``clear_after_checks`` checks in a row; its ``since_iter`` is the
-iteration at which its episode began.
-
-Dense reports are for what is new or getting worse (``dense.DenseReports``): an anomaly that
-holds steady goes back to the regular schedule after ``steady_after_reports`` dense reports
-and shows in each regular report as "still: ..."; one that gets worse by ``worse_factor``
-has dense reports again.
-"""
+"""AnomalyConfig: what each detector looks for, how sure it must be, and how reports change
+while an anomaly lasts; and a detector's verdict, the Finding. The detectors themselves are
+in ``monitor.py`` and ``leak.py`` (described in this package's docstring)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .boundaries import ReportSchedule, parse_interval
+from ..report_schedule import parse_interval
 
-GIB = 1024.0**3
 MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 x its MAD
 
 
@@ -207,36 +152,3 @@ class Finding(NamedTuple):
     message: str  # one human sentence saying what was seen
     since_iter: int  # the iteration at which an episode starting now would begin
     severity: float | None = None  # how bad, larger is worse (AnomalyConfig.worse_factor); None: not graded
-
-
-class CheckCadence:
-    """When the checks run. Every report is a check, since it copies the losses to the host
-    anyway. Between reports a check is due on the ``check_percent`` grid, but no sooner
-    than ``min_check_steps`` steps and ``min_check_interval_s`` seconds after the previous
-    check: whatever the run's length or speed, checks add at most one host-device sync per
-    that many steps and seconds, and none at all when reports come that often."""
-
-    def __init__(self, total_iters: int, config: AnomalyConfig, start_iter: int = 0) -> None:
-        self._grid = ReportSchedule(total_iters, config.check_percent)
-        self._min_steps = config.min_check_steps
-        self._min_s = config.min_check_interval_s
-        # The start counts as a check: the first one between reports comes the bounds after it.
-        self._last_iter = start_iter
-        self._last_s: float | None = None
-
-    def next_due(self, iteration: int) -> float:
-        """The first iteration after ``iteration`` at which a check may be due (math.inf
-        when none is left)."""
-        due = self._grid.next_due(max(iteration, self._last_iter + self._min_steps - 1))
-        return math.inf if due is None else due
-
-    def allows(self, now_s: float) -> bool:
-        """Whether enough seconds passed since the last check for one between reports (the
-        first time it is asked, the seconds start counting)."""
-        if self._last_s is None:
-            self._last_s = now_s
-        return now_s - self._last_s >= self._min_s
-
-    def checked(self, iteration: int, now_s: float) -> None:
-        """A check ran at ``iteration``, at clock time ``now_s``."""
-        self._last_iter, self._last_s = iteration, now_s

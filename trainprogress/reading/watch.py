@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import format as fmt
+from .. import format as fmt
+from ..sinks.console import ConsoleSink, stream_takes, to_ascii
 from .runlog import LogBytes, LogFileError, LogReader, check_regular_file, report_from_record, resolve_log_path
 from .runs import Record, Run
-from .sinks.console import ConsoleSink, to_ascii
 
 # Exit codes of `trainprogress watch`: the run completed, or it stopped early or crashed.
 COMPLETED_EXIT, NOT_COMPLETED_EXIT = 0, 2
@@ -112,7 +112,7 @@ class Watcher:
         self.stream = stream or sys.stdout
         self.console = ConsoleSink(self.stream)
         self.live = self.stream.isatty()
-        self.ascii = not _takes_text(self.stream, "█░·")
+        self.ascii = not stream_takes(self.stream, "█░·")
         self.clock = clock
         self._follower = LogFollower(self.path)
         self._reader = LogReader(self.path)
@@ -182,14 +182,3 @@ class Watcher:
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 return NOT_COMPLETED_EXIT
             time.sleep(interval_s)
-
-
-def _takes_text(stream: TextIO, text: str) -> bool:
-    encoding = getattr(stream, "encoding", None)
-    if encoding is None:
-        return True
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True

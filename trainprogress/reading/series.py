@@ -2,7 +2,7 @@
 
 Every series is a pair of lists, x and y, on one of two x axes: the iteration, or the time
 since the run started (in a chosen unit, with the gaps between a crash and its resume left
-out; see :meth:`trainprogress.runs.Run.active_seconds`).
+out; see :meth:`trainprogress.reading.runs.Run.active_seconds`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..format import GIB
 from .runs import Record, Run
 
 ITERATION = "iteration"
 TIME = "time"
-GIB = 1024.0**3
 
 # The most reports a run's lines draw: a panel is a few hundred pixels wide, so a longer
 # log (a report every step of a long run) is thinned to every k-th report, which also

@@ -1,5 +1,5 @@
 """LeakDetector: the ``memory_growth`` detector (see :mod:`trainprogress.anomaly` for the
-rules and :class:`trainprogress.anomaly.AnomalyConfig` for their settings)."""
+rules and :class:`trainprogress.anomaly.config.AnomalyConfig` for their settings)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections import deque
 from statistics import median
 from typing import Optional
 
-from .anomaly import GIB, MAD_TO_SIGMA, AnomalyConfig, Finding
+from ..format import GIB
+from .config import MAD_TO_SIGMA, AnomalyConfig, Finding
 
 # Memory is judged by medians of this many checks: odd, so that a single step up lands in
 # one level or the next, never half in each.

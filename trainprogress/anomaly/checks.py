@@ -1,14 +1,14 @@
 """AnomalyChecks: the tracker's anomaly checks. Between checks it gathers the per-step
-times; at a check it runs the detectors (trainprogress.anomaly) and says what changed
+times; at a check it runs the detectors (trainprogress.anomaly.monitor) and says what changed
 since the previous one, as events for the sinks."""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from .anomaly import AnomalyConfig
+from ..report import Anomaly
+from .config import AnomalyConfig
 from .monitor import AnomalyMonitor
-from .report import Anomaly
 
 
 class CheckResult(NamedTuple):

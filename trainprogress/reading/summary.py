@@ -7,11 +7,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from . import format as fmt
-from .cost import format_energy, format_hours
+from .. import format as fmt
+from ..cost import format_energy, format_hours
+from ..sinks.console import BULLET
 from .runlog import RunLog
 from .runs import RUNNING, Run
-from .sinks.console import BULLET
 
 # A running run whose log has been silent for this many report intervals (and at least
 # STALE_MIN_S) has probably been killed without a chance to write its end.
@@ -210,6 +210,19 @@ def _state_line(s: dict[str, Any]) -> str:
     return f"{status} at {where}"
 
 
+def speed_figures(s: dict[str, Any]) -> list[str]:
+    """The run's average speed from a ``summarize`` dict: iter/s, tokens/s and MFU, those known
+    (the summary's "Average speed" line and the plot's title)."""
+    figures = []
+    if s["iters_per_s"] is not None:
+        figures.append(fmt.format_rate(s["iters_per_s"]))
+    if s["tokens_per_s"] is not None:
+        figures.append(f"{fmt.format_count(round(s['tokens_per_s']))} tokens/s")
+    if s["mfu"] is not None:
+        figures.append(f"MFU {fmt.format_mfu(s['mfu'])}")
+    return figures
+
+
 def format_summary(s: dict[str, Any]) -> list[str]:
     """The summary as text lines for a terminal."""
     lines = [f"{s['name']}: {_state_line(s)}"]
@@ -235,13 +248,7 @@ def format_summary(s: dict[str, Any]) -> list[str]:
                          for f in s["loss_forecasts"])
         final = f", final smoothed loss {fmt.format_loss(s['smoothed_loss'])}" if s["smoothed_loss"] is not None else ""
         lines.append(f"{BULLET}Final-loss forecasts: {made}{final}")
-    speed = []
-    if s["iters_per_s"] is not None:
-        speed.append(fmt.format_rate(s["iters_per_s"]))
-    if s["tokens_per_s"] is not None:
-        speed.append(f"{fmt.format_count(round(s['tokens_per_s']))} tokens/s")
-    if s["mfu"] is not None:
-        speed.append(f"MFU {fmt.format_mfu(s['mfu'])}")
+    speed = speed_figures(s)
     if speed:
         lines.append(f"{BULLET}Average speed: {', '.join(speed)}")
     if s["tokens_processed"] is not None:

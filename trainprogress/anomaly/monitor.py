@@ -8,9 +8,9 @@ from collections import deque
 from statistics import median
 from typing import Optional, Sequence
 
-from .anomaly import MAD_TO_SIGMA, AnomalyConfig, Finding
+from ..report import Anomaly
+from .config import MAD_TO_SIGMA, AnomalyConfig, Finding
 from .leak import LeakDetector
-from .report import Anomaly
 
 
 class _PooledMedian:

@@ -1,6 +1,6 @@
 """A run as its JSONL log tells it: one :class:`Segment` per process, and the :class:`Run`
 they make together, with the records of iterations redone after a crash superseded (see
-:mod:`trainprogress.runlog`, which reads them from a file)."""
+:mod:`trainprogress.reading.runlog`, which reads them from a file)."""
 
 from __future__ import annotations
 
