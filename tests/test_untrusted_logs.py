@@ -15,7 +15,7 @@ import pytest
 
 from helpers import FakeClock
 from logwriter import write_log
-from trainprogress import cli, runlog
+from trainprogress.reading import cli, runlog
 from trainprogress.reading.runlog import LogFileError, read_log
 from trainprogress.reading.series import build_series
 from trainprogress.sinks.plot import ProgressPlotSink
