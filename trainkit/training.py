@@ -265,4 +265,4 @@ class Training:
         rt = self.rt
         return (f"runtime: {rt.device} {rt.dtype_name}, world size {rt.world_size}, {torch.get_num_threads()} CPU threads, "
                 f"compile {self.fast_model is not self.raw_model}; {self.tokens_per_iter:,} tokens per iteration"
-                + (f"; dtype {rt.dtype_name}: {rt.dtype_reason}" if rt.dtype_reason else ""))
+                + (f"; dtype {rt.dtype_reason}" if rt.dtype_reason else ""))
