@@ -5,9 +5,10 @@
     trainprogress summary out/progress.jsonl [--json]
     trainprogress watch out/progress.jsonl [--once]
 
-A trainer's out_dir may be given instead of its progress.jsonl. Bad input (a missing or
-empty file, a file that is not a progress log, a newer schema) ends with a message naming
-the fix and exit code 1.
+A trainer's out_dir may be given instead of its progress.jsonl (the trainers write it by
+default): `trainprogress summary out-shakespeare-char`. Bad input (a missing or empty file,
+an out_dir without a log, a file that is not a progress log, a newer schema) ends with a
+message naming the file and the fix, and exit code 1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .plot import PlotExtraMissing
-from .runlog import LogFileError, RunLog, read_log, resolve_log_path
+from .runlog import LogFileError, RunLog, read_log
 from .runs import Run
 from .summary import format_summary, summarize
 
@@ -28,6 +29,29 @@ __all__ = ["main"]
 
 ERROR_EXIT = 1
 BROKEN_PIPE_EXIT = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
+
+
+def log_path(name: str) -> Path:
+    """The progress log that ``name`` on the command line means: the file itself, or the
+    progress.jsonl in a trainer's out_dir. A name that is no file and does not end in .jsonl
+    is an out_dir, also one not created yet, which ``watch`` waits for."""
+    path = Path(name)
+    if path.is_file() or (path.suffix == ".jsonl" and not path.is_dir()):
+        return path
+    return path / "progress.jsonl"
+
+
+def _read(name: str) -> RunLog:
+    """The log ``name`` means, read; an out_dir without a log is named as such, with the fix."""
+    path = log_path(name)
+    if path != Path(name) and not path.exists():
+        raise LogFileError(
+            f"{path}: no such file: {name} holds no progress log. Fix: give the out_dir of a run "
+            f"(the trainers write out_dir/progress.jsonl unless run with --jsonl_log=False) or the .jsonl file itself."
+        )
+    log = read_log(path)
+    _note_skipped(log)
+    return log
 
 
 def _note_skipped(log: RunLog) -> None:
@@ -44,19 +68,16 @@ def _plot(args: argparse.Namespace) -> int:
     from .plot import save_plot
 
     runs: list[Run] = []
-    for path in args.logs:
-        log = read_log(path)
-        _note_skipped(log)
-        runs += _runs(log, args.all_runs)
-    output = args.output or resolve_log_path(args.logs[0]).with_suffix(".png")
+    for name in args.logs:
+        runs += _runs(_read(name), args.all_runs)
+    output = args.output or log_path(args.logs[0]).with_suffix(".png")
     save_plot(runs, output, x_axis=args.x)
     print(f"Wrote {output} ({', '.join(run.name for run in runs)})")
     return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
-    log = read_log(args.log)
-    _note_skipped(log)
+    log = _read(args.log)
     summaries = [summarize(run, log) for run in _runs(log, args.all_runs)]
     if args.json:
         print(json.dumps(summaries if args.all_runs else summaries[0], indent=2))
@@ -73,9 +94,9 @@ def _watch(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise LogFileError(f"--interval must be a positive number of seconds, got {args.interval}. Fix: e.g. --interval 0.5.")
-    watcher = Watcher(args.log)
+    watcher = Watcher(log_path(args.log))
     if args.once:
-        _note_skipped(read_log(args.log))  # the clear errors for a missing, empty or foreign file
+        _read(args.log)  # the clear errors for a missing, empty or foreign file
         watcher.show_once()
         return 0
     try:
@@ -89,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
         prog="trainprogress",
-        description="Look at a training run from its JSONL progress log (--jsonl_log=True writes out_dir/progress.jsonl).",
+        description="Look at a training run from its JSONL progress log: out_dir/progress.jsonl, which the "
+                    "trainers write by default (give the file or the out_dir).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{plot,summary,watch}")
 
