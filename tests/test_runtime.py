@@ -12,7 +12,9 @@ from trainkit.runtime import auto_dtype, setup_runtime
 
 @pytest.fixture
 def cpu_with(monkeypatch):
-    """Pretend the CPU has (or lacks) AMX tiles and AVX512-BF16."""
+    """Pretend the CPU has (or lacks) AMX tiles and AVX512-BF16, oneDNN free to use them."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
 
     def pretend(*, amx: bool, avx512_bf16: bool) -> None:
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
@@ -33,12 +35,22 @@ def test_a_cpu_with_avx512_bf16_but_no_amx_trains_in_fp32(cpu_with):
     assert dtype == torch.float32 and "no AMX" in reason
 
 
+def test_amx_that_onednn_may_not_use_does_not_count(cpu_with, monkeypatch):
+    cpu_with(amx=True, avx512_bf16=True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert auto_dtype(torch.device("cpu"))[0] == torch.float32
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert auto_dtype(torch.device("cpu"))[0] == torch.bfloat16
+
+
 def test_a_plain_cpu_trains_in_fp32(cpu_with):
     cpu_with(amx=False, avx512_bf16=False)
     assert auto_dtype(torch.device("cpu"))[0] == torch.float32
 
 
 def test_without_torchs_probe_the_cpuinfo_flag_decides(monkeypatch, tmp_path):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     monkeypatch.setattr(runtime, "CPUINFO_PATH", str(cpuinfo))

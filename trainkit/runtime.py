@@ -139,7 +139,12 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles the OS lets torch use (torch's own probe, which also
-    checks that the kernel enabled them); without that probe, /proc/cpuinfo's amx_bf16 flag."""
+    checks that the kernel enabled them); without that probe, /proc/cpuinfo's amx_bf16 flag.
+    No when oneDNN is told to stop below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, say):
+    then bf16 runs on AVX-512 alone, slower than fp32 (benchmarks/bench_dtype.py)."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    if limit and limit not in ("ALL", "DEFAULT") and "AMX" not in limit:
+        return False
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     if probe is not None:
         return bool(probe())
