@@ -32,7 +32,7 @@ def test_a_cpu_with_amx_trains_in_bf16(cpu_with):
 def test_a_cpu_with_avx512_bf16_but_no_amx_trains_in_fp32(cpu_with):
     cpu_with(amx=False, avx512_bf16=True)
     dtype, reason = auto_dtype(torch.device("cpu"))
-    assert dtype == torch.float32 and "no AMX" in reason
+    assert dtype == torch.float32 and "no usable AMX" in reason
 
 
 def test_amx_that_onednn_may_not_use_does_not_count(cpu_with, monkeypatch):
@@ -79,6 +79,6 @@ def test_the_runtime_carries_the_choice_and_its_reason(cpu_with, amx):
     cpu_with(amx=amx, avx512_bf16=True)
     rt = setup_runtime("cpu", "auto")
     assert rt.dtype == (torch.bfloat16 if amx else torch.float32)
-    assert rt.dtype_reason.startswith("auto: ") and ("no AMX" in rt.dtype_reason) != amx
+    assert rt.dtype_reason.startswith("auto: ") and ("no usable AMX" in rt.dtype_reason) != amx
     asked = setup_runtime("cpu", "bfloat16")  # an explicit dtype is kept whatever the CPU
     assert asked.dtype == torch.bfloat16 and asked.dtype_reason == "as --dtype asked"

@@ -11,8 +11,8 @@ hardware supports (see :func:`auto_dtype`):
 * CPU: bf16 only where the CPU has AMX tiles (Intel Sapphire Rapids and later), whose bf16
   matrix units make the CPU preset faster than fp32; fp32 everywhere else, including CPUs
   with AVX512-BF16 but no AMX (AMD Zen 4, Intel Cooper Lake), where bf16 autocast trained
-  the preset 1.6x to 2.7x slower than fp32 (the casts around every matmul cost more than
-  the faster dot products save). ``python benchmarks/bench_dtype.py`` measures it.
+  the preset 1.6x to 2.7x slower than fp32 (issue 21), and 1.23x to 1.30x slower here with
+  AMX switched off in oneDNN. ``python benchmarks/bench_dtype.py`` measures it.
 * MPS: fp32, as nanoGPT.
 
 Several processes assume one shared filesystem: rank 0 prepares the data and writes the
@@ -170,7 +170,7 @@ def auto_dtype(device: torch.device) -> tuple[torch.dtype, str]:
     if device.type == "cpu":
         if cpu_has_amx():
             return torch.bfloat16, "the CPU has AMX bf16 tiles, faster than fp32 there"
-        return torch.float32, "the CPU has no AMX; bf16 autocast is slower than fp32 without it"
+        return torch.float32, "the CPU has no usable AMX; bf16 autocast is slower than fp32 without it"
     return torch.float32, f"fp32 on {device.type}"
 
 
