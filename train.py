@@ -29,6 +29,7 @@ import torch
 from trainkit.config import ConfigError, format_help, load_config, opt, require
 from trainkit.data import TokenData, ensure_prepared
 from trainkit.model import GPT
+from trainkit.reporting import log_location_line
 from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
 from trainkit.signals import GracefulStop
@@ -122,6 +123,10 @@ def main(argv: list[str]) -> None:
         with GracefulStop() as stop:
             exit_code = train(cfg, rt, stop)
     finally:
+        # Also after a stop or a crash (then before the traceback): the log says what happened.
+        location = log_location_line(cfg, cfg.out_dir)
+        if location and not cfg.eval_only:
+            rt.print(location)
         rt.close()
     if exit_code:
         sys.exit(exit_code)

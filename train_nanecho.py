@@ -39,6 +39,7 @@ from trainkit.nanecho.connections import ConnectionSchedule, connection_counts, 
 from trainkit.nanecho.curriculum import DEFAULT_PHASES, DIMENSIONS, Curriculum, PhaseState, phases_from_config
 from trainkit.nanecho.data import NanEchoData, load_index
 from trainkit.nanecho.model import NanEchoGPT
+from trainkit.reporting import log_location_line
 from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
 from trainkit.signals import GracefulStop
@@ -259,6 +260,10 @@ def main(argv: list[str]) -> None:
         with GracefulStop() as stop:
             exit_code = train(cfg, rt, stop)
     finally:
+        # Also after a stop or a crash (then before the traceback): the log says what happened.
+        location = log_location_line(cfg, cfg.out_dir)
+        if location:
+            rt.print(location)
         rt.close()
     if exit_code:
         sys.exit(exit_code)

@@ -71,7 +71,7 @@ TINY_TRAIN = ["--anomaly_detection=False", "--n_layer=2", "--n_head=2", "--n_emb
 
 # train_nanecho.py as a tiny model (1 layer, 32 wide, block 32, batch 8): connections grow
 # every 10 steps, evaluations every 20, a report every 10%.
-NANECHO_TINY = ["--preset", "tiny", "--jsonl_log", "True", "--n_layer", "1", "--n_embd", "32", "--n_head", "2",
+NANECHO_TINY = ["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2",
                 "--block_size", "32", "--batch_size", "8", "--eval_interval", "20", "--eval_iters", "2",
                 "--connection_growth_interval", "10", "--report_interval", "10", "--sample_tokens", "24"]
 

@@ -107,6 +107,45 @@ def test_torn_lines_are_noted_and_skipped(tmp_path):
     assert "1 unreadable line(s) skipped" in result.stderr and "completed at 100/100" in result.stdout
 
 
+def test_every_command_takes_a_trainers_out_dir(tmp_path):
+    out_dir = tmp_path / "out-shakespeare-char"
+    write_log(out_dir / "progress.jsonl", 100, clock=FakeClock())
+    summary = command("summary", out_dir)
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.startswith("out-shakespeare-char: completed at 100/100 iterations (100%)")
+    plot = command("plot", out_dir)
+    assert plot.returncode == 0, plot.stderr
+    assert plot.stdout.strip() == f"Wrote {out_dir / 'progress.png'} (out-shakespeare-char)"
+    assert png_size(out_dir / "progress.png") == (1600, 1000)
+    watch = command("watch", out_dir, "--once")
+    assert watch.returncode == 0, watch.stderr
+    assert "TRAINING COMPLETE" in watch.stdout
+
+
+@pytest.mark.parametrize("subcommand", [["summary"], ["plot"], ["watch", "--once"]])
+def test_an_out_dir_without_a_log_is_named_with_the_fix(tmp_path, subcommand):
+    result = command(subcommand[0], tmp_path, *subcommand[1:])
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"trainprogress {subcommand[0]}: error: {tmp_path / 'progress.jsonl'}: no such file: "
+                                    f"{tmp_path} holds no progress log. Fix: ")
+    assert not list(tmp_path.iterdir())  # nothing drawn
+
+
+def test_watch_waits_for_an_out_dir_that_the_run_has_not_created_yet(tmp_path):
+    out_dir = tmp_path / "out"
+    watcher = subprocess.Popen([sys.executable, "-m", "trainprogress", "watch", str(out_dir), "--interval", "0.1"],
+                               cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first_line = watcher.stdout.readline()  # the watch has started when it says so
+        assert first_line.startswith(f"Waiting for {out_dir / 'progress.jsonl'} to be created")
+        write_log(out_dir / "progress.jsonl", 50, clock=FakeClock())
+        out, err = watcher.communicate(timeout=120)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    assert out.rstrip().endswith("Run completed at iteration 50/50.")
+
+
 def bad_files(tmp_path):
     newer = tmp_path / "newer.jsonl"
     write_log(newer, 20, clock=FakeClock())

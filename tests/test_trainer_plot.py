@@ -1,5 +1,6 @@
-"""Both trainers draw out_dir/progress.png at the end of a run with the JSONL log on (the
-plot extra is installed here), say where, and do it too when the run is interrupted."""
+"""Both trainers keep out_dir/progress.jsonl and draw out_dir/progress.png by default (the
+plot extra is installed here), end by saying where and with which command to look, do it
+too when the run is interrupted, and keep neither with --jsonl_log=False."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import subprocess
 import sys
 import time
 
-from helpers import NANECHO_TINY, REPO, run_script, TINY_TRAIN as TINY, png_size
+from helpers import NANECHO_TINY, REPO, read_jsonl, run_script, TINY_TRAIN as TINY, png_size
 
 from trainprogress import read_log
+from trainprogress.reading import cli
+from trainprogress.format import format_loss
 
 ENV = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
 
@@ -20,25 +23,41 @@ def train(script, *args):
     return run_script(script, *args, check=False)
 
 
-def test_train_py_draws_progress_png_at_the_end(tmp_path):
-    result = train("train.py", *TINY, "--max_iters=40", f"--out_dir={tmp_path}", "--jsonl_log=True")
+def location_line(out_dir):
+    return (f"log: {out_dir / 'progress.jsonl'}  picture: {out_dir / 'progress.png'}  "
+            f"(trainprogress summary {out_dir}, trainprogress watch {out_dir})")
+
+
+def test_a_fresh_clones_first_command_leaves_a_log_and_a_picture_that_the_cli_reads(tmp_path, capsys):
+    """The README's first command, shortened, with no flag for the log: it writes both files,
+    its last line says where, and `trainprogress summary <out_dir>` prints the run."""
+    result = train("train.py", "config/train_shakespeare_char.py", "--max_iters=20", "--eval_interval=10",
+                   "--eval_iters=2", f"--out_dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
     assert png_size(tmp_path / "progress.png") == (1600, 1000)
-    assert read_log(tmp_path).runs[-1].status == "completed"
+    assert result.stdout.splitlines()[-1] == location_line(tmp_path)
+    final = next(r for r in read_jsonl(tmp_path / "progress.jsonl") if r["type"] == "report" and r["kind"] == "final")
+
+    assert cli.main(["summary", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out
+    assert summary.startswith(f"{tmp_path.name}: completed at 20/20 iterations (100%)")
+    assert f"Loss {format_loss(final['loss'])}" in summary and "Average speed:" in summary
 
 
 def test_train_nanecho_draws_progress_png_at_the_end(tmp_path):
-    result = train("train_nanecho.py", *NANECHO_TINY, "--max_iters", "20", "--out_dir", str(tmp_path), "--jsonl_log", "True")
+    result = train("train_nanecho.py", *NANECHO_TINY, "--max_iters", "20", "--out_dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
     assert png_size(tmp_path / "progress.png") == (1600, 1000)
+    assert result.stdout.splitlines()[-1] == location_line(tmp_path)
 
 
-def test_no_plot_without_the_jsonl_log(tmp_path):
-    result = train("train.py", *TINY, "--max_iters=10", f"--out_dir={tmp_path}")
+def test_jsonl_log_false_turns_off_the_log_and_the_picture(tmp_path):
+    result = train("train.py", *TINY, "--max_iters=10", f"--out_dir={tmp_path}", "--jsonl_log=False")
     assert result.returncode == 0, result.stderr
-    assert "Progress plot" not in result.stdout and not (tmp_path / "progress.png").exists()
+    assert not (tmp_path / "progress.png").exists() and not (tmp_path / "progress.jsonl").exists()
+    assert "Progress plot" not in result.stdout and "log: " not in result.stdout
 
 
 def test_an_interrupted_run_still_draws_its_plot(tmp_path):
@@ -55,3 +74,4 @@ def test_an_interrupted_run_still_draws_its_plot(tmp_path):
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in out
     assert png_size(tmp_path / "progress.png") == (1600, 1000)
     assert read_log(log).runs[-1].status == "stopped"
+    assert out.splitlines()[-1] == location_line(tmp_path)  # also after a stop

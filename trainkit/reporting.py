@@ -3,18 +3,21 @@
 A trainer's config dataclass inherits :class:`ReportingConfig` for the reporting keys and
 calls :func:`build_tracker` once it knows the run's size. The keys for sinks (bar, JSONL
 log, TensorBoard, W&B, notifications) and anomaly detection live here, so every trainer
-turns them on the same way: a config key, or a flag such as --jsonl_log=True.
+turns them on the same way: a config key, or a flag such as --tensorboard_log=True. The
+JSONL log and its picture are on by default (--jsonl_log=False turns both off), and
+:func:`log_location_line` is the run's last line saying where they are.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 from dataclasses import asdict, dataclass
 
 from trainkit.config import ConfigError, opt, require
 
-__all__ = ["ReportingConfig", "build_tracker"]
+__all__ = ["ReportingConfig", "build_tracker", "log_location_line"]
 
 
 @dataclass
@@ -24,8 +27,8 @@ class ReportingConfig:
     report_interval: float = opt(1.0, "percent of the run between progress reports, in (0, 100]; fractions such as 0.5 work")
     ascii_report: bool = opt(False, "plain ASCII report blocks without emoji, for log files and plain terminals")
     progress_bar: bool = opt(False, "a live tqdm bar between the report blocks (plain lines when stderr is no terminal)")
-    jsonl_log: bool = opt(False, "append every report and event to out_dir/progress.jsonl (and, with the plot "
-                                 "extra installed, draw out_dir/progress.png when the run ends)")
+    jsonl_log: bool = opt(True, "append every report and event to out_dir/progress.jsonl and, with matplotlib "
+                                "installed (the plot extra), draw out_dir/progress.png when the run ends; False: neither")
     tensorboard_log: bool = opt(False, "write the report's scalars to out_dir/tensorboard for TensorBoard")
     wandb_log: bool = opt(False, "log the report's scalars and the config to Weights & Biases (WANDB_MODE=offline works)")
     wandb_project: str = opt("trainprogress", "W&B project")
@@ -132,3 +135,14 @@ def build_tracker(
         lr_schedule=lr_schedule,
         target_loss=cfg.target_loss if cfg.target_loss > 0 else None,
     )
+
+
+def log_location_line(cfg: ReportingConfig, out_dir: str) -> str | None:
+    """Where the run's log and picture are and the commands that show them, for the run's
+    last line; None when the run keeps no log (--jsonl_log=False, or it never started one)."""
+    log, picture = os.path.join(out_dir, "progress.jsonl"), os.path.join(out_dir, "progress.png")
+    if not cfg.jsonl_log or not os.path.exists(log):
+        return None
+    drawn = picture if os.path.exists(picture) else "none (pip install 'trainprogress[plot]' to draw it)"
+    folder = shlex.quote(out_dir)
+    return f"log: {log}  picture: {drawn}  (trainprogress summary {folder}, trainprogress watch {folder})"

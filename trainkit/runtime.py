@@ -1,10 +1,19 @@
 """Where and how training runs: device, mixed precision, torch.compile and DDP.
 
-``setup_runtime`` picks the device (cuda > mps > cpu for "auto") and the autocast dtype
-("auto": bf16 where the hardware supports it, i.e. on CUDA GPUs with bf16 and on CPUs with
-bf16 units (AVX512-BF16, AMX); else fp16 with a GradScaler on CUDA, fp32 on other CPUs and
-on MPS), and joins the process group when launched by ``torchrun`` (which sets RANK,
-LOCAL_RANK and WORLD_SIZE). A plain ``python train.py`` is a single process of world size 1.
+``setup_runtime`` picks the device (cuda > mps > cpu for "auto") and the autocast dtype, and
+joins the process group when launched by ``torchrun`` (which sets RANK, LOCAL_RANK and
+WORLD_SIZE). A plain ``python train.py`` is a single process of world size 1.
+
+``dtype="auto"`` picks the dtype that trains fastest where the run is, not merely one the
+hardware supports (see :func:`auto_dtype`):
+
+* CUDA: bf16 where the GPU computes it natively, else fp16 with a GradScaler.
+* CPU: bf16 only where the CPU has AMX tiles (Intel Sapphire Rapids and later), whose bf16
+  matrix units make the CPU preset faster than fp32; fp32 everywhere else, including CPUs
+  with AVX512-BF16 but no AMX (AMD Zen 4, Intel Cooper Lake), where bf16 autocast trained
+  the preset 1.6x to 2.7x slower than fp32 (issue 21), and 1.23x to 1.30x slower here with
+  AMX switched off in oneDNN. ``python benchmarks/bench_dtype.py`` measures it.
+* MPS: fp32, as nanoGPT.
 
 Several processes assume one shared filesystem: rank 0 prepares the data and writes the
 checkpoint, and every rank reads them from the same paths.
@@ -22,9 +31,10 @@ import torch
 
 from trainkit.config import ConfigError
 
-__all__ = ["Runtime", "setup_runtime", "env_world_size", "want_compile", "split_grad_accum"]
+__all__ = ["Runtime", "auto_dtype", "setup_runtime", "env_world_size", "want_compile", "split_grad_accum"]
 
 T = TypeVar("T")
+CPUINFO_PATH = "/proc/cpuinfo"  # Linux's CPU feature flags, read where torch has no AMX probe
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -38,6 +48,7 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    dtype_reason: str = ""  # why this dtype: "auto: <the rule's reason>" or "as --dtype asked"
 
     @property
     def device_type(self) -> str:
@@ -126,21 +137,48 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def _cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). There bf16 autocast
-    trains the CPU preset about 30% faster than fp32 (measured: 23 vs 35 ms per step on 2
-    Zen 4 cores); elsewhere it is emulated, 2x (AVX-512) to 14x (AVX2) slower than fp32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's capability checks
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles the OS lets torch use (torch's own probe, which also
+    checks that the kernel enabled them); without that probe, /proc/cpuinfo's amx_bf16 flag.
+    No when oneDNN is told to stop below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, say):
+    then bf16 runs on AVX-512 alone, slower than fp32 (benchmarks/bench_dtype.py)."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    if limit and limit not in ("ALL", "DEFAULT") and "AMX" not in limit:
+        return False
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        return bool(probe())
+    try:
+        with open(CPUINFO_PATH) as cpuinfo:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo)
+    except OSError:
+        return False
 
 
-def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def cuda_has_native_bf16() -> bool:
+    """Whether the current GPU computes bf16 in hardware (Ampere and later), not emulated."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def auto_dtype(device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype ``dtype="auto"`` trains in on ``device``, and why, in a few words for the
+    run's start lines. The rule (module docstring) follows measured speed, not support."""
+    if device.type == "cuda":
+        if cuda_has_native_bf16():
+            return torch.bfloat16, "the GPU computes bf16 natively"
+        return torch.float16, "the GPU has no native bf16; fp16 with loss scaling"
+    if device.type == "cpu":
+        if cpu_has_amx():
+            return torch.bfloat16, "the CPU has AMX bf16 tiles, faster than fp32 there"
+        return torch.float32, "the CPU has no usable AMX; bf16 autocast is slower than fp32 without it"
+    return torch.float32, f"fp32 on {device.type}"
+
+
+def _resolve_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype named ``name`` on ``device``, and why it was chosen."""
     if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-        if device.type == "cpu" and _cpu_has_bf16_units():
-            return torch.bfloat16
-        return torch.float32  # MPS as in nanoGPT
+        dtype, reason = auto_dtype(device)
+        return dtype, f"auto: {reason}"
     if name not in _DTYPES:
         raise ConfigError(f"dtype '{name}' is unknown. Fix: --dtype=auto, float32, bfloat16 or float16.")
     dtype = _DTYPES[name]
@@ -148,7 +186,7 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise ConfigError(f"dtype float16 needs a CUDA device (device is {device}). Fix: --dtype=bfloat16 or float32.")
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("this GPU does not support bfloat16. Fix: --dtype=float16 (with loss scaling) or auto.")
-    return dtype
+    return dtype, "as --dtype asked"
 
 
 def env_world_size() -> int:
@@ -165,7 +203,7 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", backend: str = "aut
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = env_world_size()
     dev = _resolve_device(device, local_rank)
-    dt = _resolve_dtype(dtype, dev)
+    dt, dtype_reason = _resolve_dtype(dtype, dev)
     if world_size > 1:
         if backend == "auto":
             backend = "nccl" if dev.type == "cuda" else "gloo"
@@ -181,7 +219,7 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", backend: str = "aut
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, cores // local_world))
-    return Runtime(dev, dt, rank, local_rank, world_size)
+    return Runtime(dev, dt, rank, local_rank, world_size, dtype_reason)
 
 
 def want_compile(flag: bool | None, device_type: str) -> bool:

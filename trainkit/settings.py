@@ -53,8 +53,8 @@ class GPTTrainingConfig(ReportingConfig):
     backend: str = opt("auto", "DDP backend under torchrun: auto (nccl on CUDA, else gloo), nccl, gloo")
     dist_timeout: float = opt(600.0, "seconds a rank waits in a collective (for a dead or stuck rank) before the run fails")
     device: str = opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
-    dtype: str = opt("auto", "auto (bf16 where the GPU or CPU has bf16 units, else fp16+loss scaling on CUDA, "
-                             "fp32 elsewhere), float32, bfloat16, float16")
+    dtype: str = opt("auto", "auto (the fastest here: bf16 on GPUs with native bf16, else fp16+loss "
+                             "scaling; on CPUs bf16 only with AMX, else fp32; fp32 on MPS), float32, bfloat16, float16")
     compile: bool | None = opt(None, "torch.compile the model; None: on CUDA only")
     seed: int = opt(1337, "random seed (each DDP rank adds its rank for the batches it draws)")
 

@@ -266,4 +266,5 @@ class Training:
         """One line on where and how this run trains, for the start of the log."""
         rt = self.rt
         return (f"runtime: {rt.device} {rt.dtype_name}, world size {rt.world_size}, {torch.get_num_threads()} CPU threads, "
-                f"compile {self.fast_model is not self.raw_model}; {self.tokens_per_iter:,} tokens per iteration")
+                f"compile {self.fast_model is not self.raw_model}; {self.tokens_per_iter:,} tokens per iteration"
+                + (f"; dtype {rt.dtype_reason}" if rt.dtype_reason else ""))

@@ -5,9 +5,10 @@
     trainprogress summary out/progress.jsonl [--json]
     trainprogress watch out/progress.jsonl [--once]
 
-A trainer's out_dir may be given instead of its progress.jsonl. Bad input (a missing or
-empty file, a file that is not a progress log, a newer schema) ends with a message naming
-the fix and exit code 1.
+A trainer's out_dir may be given instead of its progress.jsonl (the trainers write it by
+default): `trainprogress summary out-shakespeare-char`. Bad input (a missing or empty file,
+an out_dir without a log, a file that is not a progress log, a newer schema) ends with a
+message naming the file and the fix, and exit code 1.
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ ERROR_EXIT = 1
 BROKEN_PIPE_EXIT = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
 
 
+def _read(name: str) -> RunLog:
+    """The log ``name`` means, read; an out_dir without a log is named as such, with the fix."""
+    if name == STDIN_PATH:
+        path = Path(name)
+    else:
+        path = resolve_log_path(name)
+        if path != Path(name) and not path.exists():
+            raise LogFileError(
+                f"{path}: no such file: {name} holds no progress log. Fix: give the out_dir of a run "
+                f"(the trainers write out_dir/progress.jsonl unless run with --jsonl_log=False) or the .jsonl file itself."
+            )
+    log = read_log(path)
+    _note_skipped(log)
+    return log
+
+
 def _note_skipped(log: RunLog) -> None:
     if log.skipped_lines:
         print(f"trainprogress: note: {log.path}: {log.skipped_lines} unreadable line(s) skipped "
@@ -45,10 +62,8 @@ def _plot(args: argparse.Namespace) -> int:
     from .plot import save_plot
 
     runs: list[Run] = []
-    for path in args.logs:
-        log = read_log(path)
-        _note_skipped(log)
-        runs += _runs(log, args.all_runs)
+    for name in args.logs:
+        runs += _runs(_read(name), args.all_runs)
     if args.output is None and args.logs[0] == STDIN_PATH:
         raise LogFileError("a log read from standard input has no name to write the PNG beside. Fix: pass -o run.png.")
     output = args.output or resolve_log_path(args.logs[0]).with_suffix(".png")
@@ -72,8 +87,7 @@ def check_output_path(output: Path) -> None:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    log = read_log(args.log)
-    _note_skipped(log)
+    log = _read(args.log)
     summaries = [summarize(run, log) for run in _runs(log, args.all_runs)]
     if args.json:
         print(json.dumps(summaries if args.all_runs else summaries[0], indent=2))
@@ -92,10 +106,11 @@ def _watch(args: argparse.Namespace) -> int:
         raise LogFileError(f"--interval must be a positive number of seconds, got {args.interval}. Fix: e.g. --interval 0.5.")
     if args.log == STDIN_PATH:
         raise LogFileError("watch follows a file as it grows and cannot follow standard input. Fix: pass the log's path.")
-    check_regular_file(resolve_log_path(args.log))  # watch follows a file: no device, no pipe
-    watcher = Watcher(args.log)
+    path = resolve_log_path(args.log)
+    check_regular_file(path)  # watch follows a file: no device, no pipe
+    watcher = Watcher(path)
     if args.once:
-        _note_skipped(read_log(args.log))  # the clear errors for a missing, empty or foreign file
+        _read(args.log)  # the clear errors for a missing, empty or foreign file
         watcher.show_once()
         return 0
     try:
@@ -109,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
         prog="trainprogress",
-        description="Look at a training run from its JSONL progress log (--jsonl_log=True writes out_dir/progress.jsonl).",
+        description="Look at a training run from its JSONL progress log: out_dir/progress.jsonl, which the "
+                    "trainers write by default (give the file or the out_dir).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{plot,summary,watch}")
 

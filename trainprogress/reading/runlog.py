@@ -152,10 +152,13 @@ class LogFileError(Exception):
 
 
 def resolve_log_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` itself, or ``path/progress.jsonl`` when ``path`` is a folder (a trainer's
-    out_dir)."""
+    """The progress log ``path`` means: ``path`` itself when it exists as a file (or a pipe)
+    or names a .jsonl, else the progress.jsonl in the trainer's out_dir ``path`` (one not
+    created yet included, which ``watch`` waits for)."""
     path = Path(path)
-    return path / "progress.jsonl" if path.is_dir() else path
+    if path.is_dir() or (not path.exists() and path.suffix != ".jsonl"):
+        return path / "progress.jsonl"
+    return path
 
 
 @dataclass
