@@ -2,7 +2,8 @@
 
 ``start(cfg)`` checks the accumulation steps against torchrun's world size, then joins the
 process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` checks
-that out_dir can be written (CheckpointError naming the folder and the fix), then builds the
+that out_dir can be written (CheckpointError naming the folder and the fix) and takes its
+lock (OutDirBusyError naming the run that holds it; see trainkit.outdir_lock), then builds the
 model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler, best
 validation loss and this rank's data-sampler state), the optimizer, torch.compile and DDP. Then a trainer's loop calls ``step`` once per optimizer step, ``save`` wherever it
 checkpoints, and ``stop_requested`` after every step; ``save`` is the single place a
@@ -37,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainkit.checkpoint import CheckpointError, NonFiniteStateError, load_for_resume, prepare_out_dir, save_checkpoint, strip_compile_prefix
 from trainkit.model import GPT, GPTConfig, model_args
+from trainkit.outdir_lock import OutDirBusyError, OutDirLock
 from trainkit.reporting import build_tracker
 from trainkit.runtime import Runtime, env_world_size, setup_runtime, split_grad_accum, want_compile
 from trainkit.settings import GPTTrainingConfig
@@ -111,6 +113,11 @@ class Training:
         self.ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
         self.iter_num, self.best_val_loss, self.extras = 0, math.inf, {}
 
+        if saves:
+            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
+            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
+            prepare_out_dir(cfg.out_dir)
+            self._lock_out_dir()  # before reading the checkpoint: no other run writes it now
         ckpt = None
         if cfg.init_from == "resume":
             ckpt = load_for_resume(self.ckpt_path, rt.device, self.model_args, cfg.max_iters, allow_finished=allow_finished)
@@ -118,10 +125,6 @@ class Training:
             if missing:
                 raise CheckpointError(f"{self.ckpt_path} has no {', '.join(missing)}: it was not written by this trainer. "
                                       f"Fix: train from scratch (--init_from=scratch) or point --out_dir elsewhere.")
-        if saves:
-            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
-            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
-            prepare_out_dir(cfg.out_dir)
         self.raw_model = model_class(GPTConfig(**self.model_args))
         if ckpt is not None:
             self.raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))
@@ -148,6 +151,23 @@ class Training:
             self.model = DDP(self.fast_model, device_ids=device_ids, **_buffer_sync_once())
         self.saved_at = self.iter_num if cfg.init_from == "resume" else None  # the iteration of the latest checkpoint
         self._stop = StopAgreement(stop, rt)
+
+    def _lock_out_dir(self) -> None:
+        """One run per out_dir (trainkit.outdir_lock): rank 0 takes the lock for the whole job,
+        and every rank learns whether it could, so none waits in a collective for a refused rank 0."""
+        refusal = None
+        if self.rt.is_master:
+            try:
+                OutDirLock.acquire(self.cfg.out_dir)
+            except OutDirBusyError as exc:
+                refusal = exc
+        if self.rt.ddp:
+            outcome = [refusal is not None]
+            torch.distributed.broadcast_object_list(outcome, src=0)
+            if outcome[0] and not self.rt.is_master:
+                raise SystemExit(1)  # rank 0 says why
+        if refusal is not None:
+            raise refusal
 
     def _restore_data_state(self, states: list[dict] | dict) -> None:
         """Give this rank its own sampler state back, so ranks keep drawing different batches."""
