@@ -266,13 +266,30 @@ class Training:
         step (``done`` steps done); see trainkit.stopping for the cost and latency."""
         return self._stop.should_stop(done)
 
+    @property
+    def signal_pending(self) -> bool:
+        """Whether SIGINT or SIGTERM reached this process (no collective): a long evaluation
+        polls it between batches, stops, and says so in its result, which its ranks reduce."""
+        return self._stop.signal_pending
+
+    def agree_on_stop(self) -> bool:
+        """Whether a signal asked any rank to stop, the ranks comparing their flags now (a
+        collective: every rank calls it at the same point); sets ``stop_exit_code``."""
+        return self._stop.agree_now()
+
     def save_for_stop(self, done: int, data_state: dict, *, loss: torch.Tensor | float | None = None, **extras: Any) -> None:
         """The checkpoint of a run stopped after ``done`` steps (unless the loop just saved
         that step), so that only the work of the step in flight is lost; says where (rank 0)."""
         if self.saved_at != done:
             self.save(done, data_state, loss=loss, **extras)
+        then = "continue with --init_from=resume" if done < self.cfg.max_iters else f"all {done:,} steps are done"
         self.rt.print(f"stopped by {signal_name(self._stop.signum)} after iteration {done:,}: checkpoint {self.ckpt_path} "
-                      f"saved; continue with --init_from=resume")
+                      f"saved; {then}")
+
+    @property
+    def stop_signum(self) -> int:
+        """The number of the signal the ranks agreed to stop for; 0 when none."""
+        return self._stop.signum
 
     @property
     def stop_exit_code(self) -> int:
