@@ -36,7 +36,9 @@ from typing import Any, Callable, Protocol
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainkit.checkpoint import CheckpointError, NonFiniteStateError, load_for_resume, prepare_out_dir, save_checkpoint, strip_compile_prefix
+from trainkit.checkpoint import (CheckpointError, NonFiniteStateError, load_for_resume, load_training_state, prepare_out_dir,
+                                 require_checkpoint, save_checkpoint)
+from trainkit.memory_check import allocation_errors, check_fits
 from trainkit.model import GPT, GPTConfig, model_args
 from trainkit.outdir_lock import OutDirBusyError, OutDirLock
 from trainkit.reporting import build_tracker
@@ -113,6 +115,8 @@ class Training:
         self.ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
         self.iter_num, self.best_val_loss, self.extras = 0, math.inf, {}
 
+        if cfg.init_from == "resume":
+            require_checkpoint(self.ckpt_path)  # before out_dir is created or locked: a wrong path leaves nothing
         if saves:
             # Before any time is spent building: an unwritable out_dir fails now, with the fix.
             # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
@@ -125,17 +129,17 @@ class Training:
             if missing:
                 raise CheckpointError(f"{self.ckpt_path} has no {', '.join(missing)}: it was not written by this trainer. "
                                       f"Fix: train from scratch (--init_from=scratch) or point --out_dir elsewhere.")
-        self.raw_model = model_class(GPTConfig(**self.model_args))
-        if ckpt is not None:
-            self.raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))
-        elif init_fresh is not None:
-            init_fresh(self.raw_model)
-        self.raw_model.to(rt.device)
+        check_fits(cfg, data.vocab_size, rt.device)  # an impossible size fails now, naming its keys
+        with allocation_errors("building the model"):
+            self.raw_model = model_class(GPTConfig(**self.model_args))
+            if init_fresh is not None and ckpt is None:
+                init_fresh(self.raw_model)
+            self.raw_model.to(rt.device)
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                              rt.device_type)
         self.scaler = rt.grad_scaler()
         if ckpt is not None:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            load_training_state(self.ckpt_path, self.raw_model, self.optimizer, ckpt)
             self.scaler.load_state_dict(ckpt["scaler"])
             self._restore_data_state(ckpt["data"])
             self.iter_num, self.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
@@ -198,8 +202,9 @@ class Training:
         and the gradient norm before clipping (None without clipping)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        return optimizer_step(self.rt, self.model, self.optimizer, self.scaler, micro_loss, self.micro_steps,
-                              self.cfg.grad_clip, self.raw_model.parameters())
+        with allocation_errors("training a step"):
+            return optimizer_step(self.rt, self.model, self.optimizer, self.scaler, micro_loss, self.micro_steps,
+                                  self.cfg.grad_clip, self.raw_model.parameters())
 
     def record_val_loss(self, val_loss: float, iteration: int) -> bool:
         """Keep ``val_loss`` (measured after ``iteration`` steps) if it is the best so far;
