@@ -257,14 +257,17 @@ def final_evaluation(cmd: list[str], trainer: str, out_dir: Path, max_iters: int
     now = checkpoint_iteration(out_dir)
     if now != max_iters or code not in (0, 143, -signal.SIGKILL):
         raise Broken(f"{where}: checkpoint at {now} of {max_iters}\n--- stdout\n{out[-2000:]}\n--- stderr\n{err[-3000:]}")
-    stats["final evaluation: " + {0: "done before SIGTERM", 143: "stopped by SIGTERM, exit 143",
-                                  -signal.SIGKILL: "needed SIGKILL"}[code]] += 1
+    cut = "during the final evaluation" in out  # the pass was stopped, the run then closed its log
+    outcome = {0: "done before SIGTERM", 143: "stopped by SIGTERM, exit 143",
+               -signal.SIGKILL: "cut, then SIGKILL while closing" if cut else "SIGKILL before the cut"}[code]
+    stats[f"final evaluation: {outcome}"] += 1
     stats["final evaluation: slowest SIGTERM to exit, s"] = max(stats["final evaluation: slowest SIGTERM to exit, s"],
                                                                  round(waited, 2))
-    if code == 143 and "during the final evaluation" not in out:
+    if code == 143 and not cut:
         raise Broken(f"{where}: the stop did not say it cut the final evaluation\n{out[-2000:]}")
     stats["completed"] += 1
-    check_timeline(trainer, out_dir, max_iters, completed=code != -signal.SIGKILL)
+    # The JSONL sink writes run_end before the plot sink draws: a kill while closing keeps it.
+    check_timeline(trainer, out_dir, max_iters, completed=code != -signal.SIGKILL or cut)
 
 
 def fill(folder: Path) -> Path:
@@ -314,8 +317,9 @@ def full_disk_run(spec: dict, trainer: str, tmp: Path, data_dir: Path | None, ti
             exits.append(process.returncode)
             if process.returncode == 0:
                 break
-            if process.returncode != 1 or "Traceback" in err:
+            if process.returncode != 1 or "Traceback" in err or "could not save" not in err:  # only a clear save error
                 raise Broken(f"{trainer} on a full disk: exit {process.returncode}\n{err[-3000:]}")
+            stats["full disk: a save refused with the clear error, old checkpoint kept"] += 1
         if verbose:
             print(f"  {trainer} on a disk full for 0.5 s: exits {exits}", flush=True)
         if exits[-1] != 0:
