@@ -73,7 +73,11 @@ class Broken(AssertionError):
 
 
 def temp_files(out_dir: Path) -> list[str]:
-    return sorted(name for name in os.listdir(out_dir) if name.endswith(".tmp")) if out_dir.exists() else []
+    """The temporary checkpoint files in out_dir (a kill in the end-of-run plot may leave the
+    plot's own .progress.png.*.tmp: not a checkpoint, counted apart)."""
+    if not out_dir.exists():
+        return []
+    return sorted(name for name in os.listdir(out_dir) if name.startswith("ckpt.pt.") and name.endswith(".tmp"))
 
 
 def count_run_starts(log: Path) -> int:
@@ -343,6 +347,9 @@ def check_timeline(trainer: str, out_dir: Path, max_iters: int, completed: bool 
     leftovers = temp_files(out_dir)
     if leftovers:
         raise Broken(f"{trainer}: temporary files left after the chain: {leftovers}")
+    plots = [name for name in os.listdir(out_dir) if name.startswith(".progress.png.") and name.endswith(".tmp")]
+    if plots:
+        print(f"{trainer}: note: a kill while the plot was drawn left {plots}", flush=True)
     run = read_log(out_dir / "progress.jsonl").runs[-1]
     if completed and run.status != "completed":  # a SIGKILL leaves no run_end: only the reports are checked
         raise Broken(f"{trainer}: the chain's run is {run.status}")
