@@ -14,8 +14,10 @@ one-line log every log_interval iterations (0: off).
 
 SIGINT (Ctrl-C) or SIGTERM (SLURM, Kubernetes, torchrun, kill) stops the run after its
 current step: it saves a checkpoint, writes the summary and exits with 130 or 143; resume
-with --init_from=resume. A diverged run (NaN or infinite loss or weights) stops with exit 1
-and keeps its last good checkpoint.
+with --init_from=resume. The final pass over the whole val split runs after the last
+checkpoint, and a signal stops it at once (saying so; exit 130 or 143). A diverged run (NaN
+or infinite loss or weights) stops with exit 1 and keeps its last good checkpoint. A second
+run in an out_dir that a live run holds is refused (trainkit/outdir_lock.py).
 """
 
 from __future__ import annotations

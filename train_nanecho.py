@@ -17,8 +17,9 @@ step that ran after them (so a resumed run's log holds each of them once).
 
 SIGINT (Ctrl-C) or SIGTERM (SLURM, Kubernetes, torchrun, kill) stops the run after its
 current step: it saves a checkpoint, writes the summary and exits with 130 or 143; resume
-with --init_from resume. A diverged run (NaN or infinite loss or weights) stops with exit 1
-and keeps its last good checkpoint.
+with --init_from resume; a signal during an evaluation stops it at once (it is not
+recorded). A diverged run (NaN or infinite loss or weights) stops with exit 1 and keeps its
+last good checkpoint. A second run in an out_dir that a live run holds is refused.
 """
 
 from __future__ import annotations
