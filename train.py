@@ -14,8 +14,10 @@ one-line log every log_interval iterations (0: off).
 
 SIGINT (Ctrl-C) or SIGTERM (SLURM, Kubernetes, torchrun, kill) stops the run after its
 current step: it saves a checkpoint, writes the summary and exits with 130 or 143; resume
-with --init_from=resume. A diverged run (NaN or infinite loss or weights) stops with exit 1
-and keeps its last good checkpoint.
+with --init_from=resume. The final pass over the whole val split runs after the last
+checkpoint, and a signal stops it at once (saying so; exit 130 or 143). A diverged run (NaN
+or infinite loss or weights) stops with exit 1 and keeps its last good checkpoint. A second
+run in an out_dir that a live run holds is refused (trainkit/outdir_lock.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -34,7 +37,7 @@ from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
 from trainkit.signals import GracefulStop
 from trainkit.settings import GPTTrainingConfig, require_positive
-from trainkit.training import Training, start
+from trainkit.training import Training, signal_name, start
 from trainprogress import ProgressTracker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,20 +92,47 @@ def estimate_loss(model: torch.nn.Module, data: TokenData, rt: Runtime, cfg: Tra
 
 
 @torch.no_grad()
-def full_split_loss(model: torch.nn.Module, data: TokenData, rt: Runtime, split: str, batch_size: int) -> float:
-    """Mean loss per token over every token of ``split``, in nats; each rank takes its share
-    of the batches (every rank calls this)."""
+def full_split_loss(model: torch.nn.Module, data: TokenData, rt: Runtime, split: str, batch_size: int,
+                    stop: Callable[[], bool] = lambda: False) -> tuple[float, int]:
+    """Mean loss per token over every token of ``split``, in nats, and the number of tokens
+    measured; each rank takes its share of the batches (every rank calls this). ``stop()``
+    is asked before each batch: once it is True the pass ends early, on every rank alike (the
+    count then falls short of the split's)."""
     model.eval()
     total = torch.zeros((), device=rt.device)  # float32: MPS has no float64, and 7 digits suffice
-    count = 0
+    count, cut = 0, 0.0
     for x, y, n in rt.share(data.iter_split(split, batch_size)):
+        if stop():
+            cut = 1.0
+            break
         with rt.autocast():
             _, loss = model(x, y)
         total += loss.float() * n
         count += n
     model.train()
-    total, count = rt.sum_across_ranks(torch.stack([total, torch.tensor(float(count), device=rt.device)])).tolist()
-    return total / count
+    figures = torch.stack([total, torch.tensor(float(count), device=rt.device), torch.tensor(cut, device=rt.device)])
+    total, count, cut = rt.sum_across_ranks(figures).tolist()
+    return total / max(count, 1), 0 if cut else int(count)
+
+
+def final_evaluation(training: Training, data: TokenData, tracker: ProgressTracker, cfg: TrainConfig) -> float | None:
+    """The loss over the whole val split, measured after the last step's checkpoint (so a
+    scheduler's kill during this long pass loses no step). A signal stops the pass at once:
+    then it says so and returns None (the caller exits 130 or 143)."""
+    rt, tokens = training.rt, data.num_tokens("val") - 1
+    with tracker.pause("eval"):
+        loss, measured = full_split_loss(training.fast_model, data, rt, "val", cfg.batch_size,
+                                         stop=lambda: training.signal_pending)
+    if measured:
+        return loss
+    training.agree_on_stop()
+    kept = (f"{training.ckpt_path} holds iteration {training.saved_at:,}" if training.saved_at is not None
+            else "no checkpoint was saved")
+    rt.print(f"stopped by {signal_name(training.stop_signum)} during the final evaluation over the whole val split "
+             f"({tokens:,} tokens): the pass was cut short, its loss is not measured; {kept}. Measure it with "
+             f"--eval_only=True --init_from=resume.")
+    tracker.event("final_evaluation_stopped", signal=signal_name(training.stop_signum), tokens=tokens)
+    return None
 
 
 def log_line(done: int, loss: float, tracker: ProgressTracker) -> str:
@@ -152,7 +182,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
     if cfg.eval_only:
         losses = estimate_loss(model, data, rt, cfg)
         rt.print(f"step {training.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        rt.print(f"val loss over the whole val split: {full_split_loss(model, data, rt, 'val', cfg.batch_size):.4f}")
+        rt.print(f"val loss over the whole val split: {full_split_loss(model, data, rt, 'val', cfg.batch_size)[0]:.4f}")
         return 0
 
     tracker = training.tracker(schedule)
@@ -178,8 +208,6 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
             if evaluated:
                 with tracker.pause("eval"):  # every rank evaluates its share
                     losses = estimate_loss(model, data, rt, cfg)
-                    if done == cfg.max_iters and cfg.final_full_eval:
-                        losses["val"] = final_val_loss = full_split_loss(model, data, rt, "val", cfg.batch_size)
                 values["val_loss"] = losses["val"]
                 if cfg.log_interval:
                     rt.print(f"step {done}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -192,6 +220,10 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
             if evaluated and (training.record_val_loss(losses["val"], done) or cfg.always_save_checkpoint):
                 with tracker.pause("checkpoint"):
                     training.save(done, data_state, loss=loss)
+            if done == cfg.max_iters and cfg.final_full_eval:  # after the last save: a stop here loses no step
+                final_val_loss = final_evaluation(training, data, tracker, cfg)
+                if final_val_loss is None:
+                    return training.stop_exit_code
             if done < cfg.max_iters and training.stop_requested(done):
                 with tracker.pause("checkpoint"):
                     training.save_for_stop(done, data_state, loss=loss)

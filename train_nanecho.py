@@ -17,8 +17,9 @@ step that ran after them (so a resumed run's log holds each of them once).
 
 SIGINT (Ctrl-C) or SIGTERM (SLURM, Kubernetes, torchrun, kill) stops the run after its
 current step: it saves a checkpoint, writes the summary and exits with 130 or 143; resume
-with --init_from resume. A diverged run (NaN or infinite loss or weights) stops with exit 1
-and keeps its last good checkpoint.
+with --init_from resume; a signal during an evaluation stops it at once (it is not
+recorded). A diverged run (NaN or infinite loss or weights) stops with exit 1 and keeps its
+last good checkpoint. A second run in an out_dir that a live run holds is refused.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import math
 import sys
 import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -162,27 +163,39 @@ def parse_args(argv: list[str]) -> NanEchoConfig:
 # ------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: NanEchoData, rt: Runtime, cfg: NanEchoConfig) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, data: NanEchoData, rt: Runtime, cfg: NanEchoConfig,
+             stop: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
     """Validation loss per persona dimension, in nats per token, over each dimension's whole
     val split (or its first eval_iters batches), plus "all": the mean over every token.
     Under DDP each rank evaluates its share of the batches and the sums are added up
-    (every rank calls this)."""
+    (every rank calls this). ``stop()`` is asked before each batch: once it is True on any
+    rank the evaluation ends early and returns None on every rank."""
     model.eval()
-    sums, counts = [], []
+    sums, counts, cut = [], [], 0.0
     for dim in data.dimensions:
         total = torch.zeros((), device=rt.device, dtype=torch.float64)
         count = 0
         for x, y, n in rt.share(itertools.islice(data.iter_split("val", dim, cfg.batch_size), cfg.eval_iters or None)):
+            if stop():
+                cut = 1.0
+                break
             with rt.autocast():
                 _, loss = model(x, y)
             total += loss.double() * n
             count += n
         sums.append(total)
         counts.append(count)
+        if cut:
+            break
+    missing = len(data.dimensions) - len(sums)  # a cut pass: the reduced tensor keeps one shape on every rank
+    sums += [torch.zeros((), device=rt.device, dtype=torch.float64)] * missing
+    counts += [0] * missing
     model.train()
-    both = torch.cat([torch.stack(sums), torch.tensor(counts, dtype=torch.float64, device=rt.device)])
+    both = torch.cat([torch.stack(sums), torch.tensor([*counts, cut], dtype=torch.float64, device=rt.device)])
     both = rt.sum_across_ranks(both).tolist()  # one device sync for all
-    values, counts = both[:len(sums)], both[len(sums):]
+    if both[-1]:
+        return None
+    values, counts = both[:len(sums)], both[len(sums):-1]
     losses = {d: v / n for d, v, n in zip(data.dimensions, values, counts)}
     losses["all"] = sum(values) / sum(counts)
     return losses
@@ -355,9 +368,13 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
             values |= {"connection_ratio": active_conn / total_conn, "phase": state.phase.name, "grad_norm": grad_norm}
             done = it + 1
             evaluated = done % cfg.eval_interval == 0 or done == cfg.max_iters
+            cut_eval = False  # a signal cut this step's evaluation short: save and stop now
             if evaluated:
                 with tracker.pause("eval"):  # every rank evaluates its share
-                    dim_losses = evaluate(training.fast_model, data, rt, cfg)
+                    measured = evaluate(training.fast_model, data, rt, cfg, stop=lambda: training.signal_pending)
+                cut_eval, evaluated = measured is None, measured is not None
+            if evaluated:
+                dim_losses = measured
                 next_eval, values["val_loss"] = done + cfg.eval_interval, dim_losses["all"]
                 logger.info("eval at iteration %d: val loss %.4f; %s", done, dim_losses["all"],
                             ", ".join(f"{d} {v:.4f}" for d, v in dim_losses.items() if d != "all"))
@@ -378,7 +395,9 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
                               or done == cfg.max_iters):
                 with tracker.pause("checkpoint"):
                     training.save(done, data.state_dict(), loss=loss, **extras())
-            if done < cfg.max_iters and training.stop_requested(done):
+            if cut_eval or (done < cfg.max_iters and training.stop_requested(done)):
+                if cut_eval and training.agree_on_stop():
+                    rt.print(f"the evaluation after iteration {done:,} was cut short by the signal and is not recorded")
                 with tracker.pause("checkpoint"):
                     training.save_for_stop(done, data.state_dict(), loss=loss, **extras())
                 return training.stop_exit_code  # the tracker closes as stopped

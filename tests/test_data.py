@@ -177,3 +177,35 @@ def test_iter_split_counts_every_target_once(small_dataset):
         assert (x != -1).all()
     val = (np.arange(103) % 50).tolist()
     assert total == 102 and targets == val[1:]
+
+
+class _WritesAFile:
+    """Pickles as a call of ``func(*args)``: what a crafted meta.pkl runs code with."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("payload", ["system", "exec", "open"])
+def test_a_crafted_meta_pkl_is_refused_and_its_payload_never_runs(tmp_path, payload):
+    victim = tmp_path / "pwned"
+    call = {"system": (os.system, f"touch {victim}"), "exec": (exec, f"open({str(victim)!r}, 'w').close()"),
+            "open": (open, str(victim), "w")}[payload]
+    meta = {"vocab_size": 65, "stoi": {"a": 0}, "itos": _WritesAFile(*call)}
+    (tmp_path / "meta.pkl").write_bytes(pickle.dumps(meta))
+    with pytest.raises(DataError, match=r"meta\.pkl is unreadable \(UnpicklingError: it refers to \w+\.\w+, and only "
+                                        r"plain data .* nothing in it was run\)\. Fix: delete it and re-run"):
+        load_meta(str(tmp_path))
+    assert not victim.exists()
+
+
+def test_plain_vocabularies_read_in_every_pickle_protocol(tmp_path):
+    meta = {"vocab_size": 3, "stoi": {"a": 0, "b": 1, "\n": 2}, "itos": {0: "a", 1: "b", 2: "\n"}, "chars": {"a", "b"},
+            "extra": [1.5, None, True, (1, 2), -7, frozenset({"c"})]}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        (tmp_path / "meta.pkl").write_bytes(pickle.dumps(meta, protocol=protocol))
+        assert load_meta(str(tmp_path)) == meta, protocol
+    # prepare.py's own format: test_prepare_writes_the_splits_and_vocabulary reads it with load_meta.

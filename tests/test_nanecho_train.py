@@ -180,6 +180,24 @@ def test_evaluate_matches_a_direct_per_dimension_computation(full_run, data_dir)
     assert min(losses[d] for d in DIMENSIONS) <= losses["all"] <= max(losses[d] for d in DIMENSIONS)
 
 
+def test_a_signal_during_evaluate_stops_it_at_the_next_batch_and_returns_none(full_run, data_dir):
+    _, out, _ = full_run
+    ckpt = load_checkpoint(str(out / "ckpt.pt"))
+    cfg = train_nanecho.parse_args([*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--eval_iters", "0"])
+    model = NanEchoGPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    data = NanEchoData(str(data_dir), BLOCK, "cpu", seed=0)
+    asked = []
+
+    def signal_after_three_batches() -> bool:
+        asked.append(1)
+        return len(asked) > 3
+
+    assert train_nanecho.evaluate(model, data, setup_runtime("cpu", "float32"), cfg, stop=signal_after_three_batches) is None
+    assert len(asked) == 4  # it stopped at the first question answered True, not at the end of the split
+    assert model.training  # left in training mode, as a finished evaluation leaves it
+
+
 def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
     _, full_out, _ = full_run
     run(*SMALL, "--max_iters", "20", "--data_dir", str(data_dir), "--out_dir", str(tmp_path))

@@ -81,7 +81,8 @@ def test_one_line_log_and_final_full_val_loss(straight):
 
 def test_checkpoint_is_written(straight):
     out_dir, _ = straight
-    assert set(os.listdir(out_dir)) - {"progress.png"} == {"ckpt.pt", "progress.jsonl"}  # the plot: with matplotlib
+    assert set(os.listdir(out_dir)) - {"progress.png"} == {"ckpt.pt", "progress.jsonl", ".lock"}  # the plot: with matplotlib
+    assert (out_dir / ".lock").read_text() == ""  # the run's lock, released: no holder named
     ckpt = torch.load(out_dir / "ckpt.pt", weights_only=True)
     assert ckpt["iter_num"] == 40
     assert ckpt["model_args"]["n_layer"] == 2 and ckpt["model_args"]["vocab_size"] == 76

@@ -34,7 +34,7 @@ from trainkit.model import SHAPE_KEYS
 
 __all__ = [
     "CheckpointError", "CheckpointSaveError", "NonFiniteStateError", "check_finite", "load_checkpoint",
-    "load_for_resume", "prepare_out_dir", "remove_stale_temp_files", "save_checkpoint", "strip_compile_prefix",
+    "load_for_resume", "load_training_state", "prepare_out_dir", "require_checkpoint", "remove_stale_temp_files", "save_checkpoint", "strip_compile_prefix",
 ]
 
 # A temporary file left by this module's older versions (no process id in its name) is
@@ -295,16 +295,21 @@ def _verify_archive(path: str) -> None:
                               f"changed after it was written. {fix}")
 
 
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by save_checkpoint (or nanoGPT), after verifying its
-    checksums, with ``weights_only=True``. Reads the file twice: the check costs about one
-    more read of it (roughly a second per GB)."""
-    remove_stale_temp_files(path)
+def require_checkpoint(path: str) -> None:
+    """Raise CheckpointError, with the fix, when there is no checkpoint file at ``path``."""
     if not os.path.isfile(path):
         raise CheckpointError(
             f"no checkpoint at {path}. Fix: train from scratch first (--init_from=scratch), "
             f"or point --out_dir at the folder that holds ckpt.pt."
         )
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by save_checkpoint (or nanoGPT), after verifying its
+    checksums, with ``weights_only=True``. Reads the file twice: the check costs about one
+    more read of it (roughly a second per GB)."""
+    remove_stale_temp_files(path)
+    require_checkpoint(path)
     _verify_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -364,6 +369,29 @@ def load_for_resume(
             f"Fix: raise --max_iters to continue training (and lr_decay_iters with it)."
         )
     return ckpt
+
+
+def load_training_state(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: dict[str, Any]) -> None:
+    """Load ``ckpt``'s weights into ``model`` and its optimizer state into ``optimizer``,
+    refusing (CheckpointError naming the file, the entry and the fix) weights that do not fit
+    the model and optimizer moments whose shapes differ from their parameters' (torch loads
+    those without a word, and the first step then fails or trains on garbage)."""
+    fix = (f"Fix: resume from a checkpoint that train.py or train_nanecho.py wrote with this config, or start over "
+           f"with --init_from=scratch after moving {os.path.basename(path)} away.")
+    try:
+        model.load_state_dict(strip_compile_prefix(ckpt["model"]))
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} does not fit this model and optimizer ({first[:300]}). {fix}") from None
+    names = {id(p): name for name, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"{path} is damaged: the optimizer's {key} of {names.get(id(param), 'a parameter')} has shape "
+                        f"{tuple(value.shape)}, its parameter {tuple(param.shape)}. {fix}")
 
 
 def strip_compile_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

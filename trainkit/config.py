@@ -131,6 +131,21 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _read_text(path: str) -> str:
+    """The file's text; ConfigError when it is not UTF-8 text (a binary file, random bytes)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text file (byte {e.start} is not UTF-8). "
+                          f"Fix: pass a config file of `key = value` lines or a JSON object.") from None
+    if "\0" in text:
+        raise ConfigError(f"{path} is not a text file (it holds NUL bytes). "
+                          f"Fix: pass a config file of `key = value` lines or a JSON object.")
+    return text
+
+
 def parse_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a config file into a dict without executing it.
 
@@ -150,13 +165,16 @@ def parse_config_file(path: str | os.PathLike) -> dict[str, Any]:
             elif shipped:
                 hint = f" Files in '{folder}': {', '.join(shipped)}."
         raise ConfigError(f"config file '{path}' not found.{hint} Fix: pass the path of an existing config file.")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = _read_text(path)
+    deep = (f"{path}: nested too deeply to read (more than a few hundred levels of brackets). "
+            f"Fix: write a flat file of settings.")
     if path.endswith(".json"):
         try:
             values = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg}). Fix: correct the JSON syntax.") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(deep) from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object of settings, got {type(values).__name__}.")
         return values
@@ -164,6 +182,8 @@ def parse_config_file(path: str | os.PathLike) -> dict[str, Any]:
         tree = ast.parse(text, filename=path)
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: syntax error ({e.msg}). Fix: write one `key = value` per line.") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(deep) from None
     values: dict[str, Any] = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
@@ -181,6 +201,8 @@ def parse_config_file(path: str | os.PathLike) -> dict[str, Any]:
             value = _safe_eval(value_node, values)
         except ValueError as e:
             raise ConfigError(f"{path}:{stmt.lineno}: {e}.") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(deep) from None
         for name in targets:
             values[name] = value
     return values

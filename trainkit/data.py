@@ -2,6 +2,7 @@
 (flat uint16 token ids, memory-mapped, never read whole) and ``meta.pkl`` (``vocab_size``,
 and ``stoi``, ``itos`` for character vocabularies). Training needs ``meta.pkl``: guessing a
 vocabulary (nanoGPT falls back to GPT-2's 50,257) would silently train the wrong model.
+``meta.pkl`` is read as plain data, never as code (PlainDataUnpickler).
 
 ``ensure_prepared`` runs the dataset's ``prepare.py`` when its files are missing;
 ``TokenData`` checks the files and serves random training batches and full-split
@@ -11,7 +12,6 @@ evaluation batches. Every problem raises DataError naming the file and the fix.
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 from typing import Iterator
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from trainkit.config import ConfigError
+from trainkit.plain_unpickler import PlainDataUnpickler
 
 __all__ = ["DataError", "ensure_prepared", "load_meta", "open_tokens", "TokenData"]
 
@@ -60,15 +61,17 @@ def ensure_prepared(dataset_dir: str) -> None:
 
 def load_meta(dataset_dir: str) -> dict | None:
     """The dataset's ``meta.pkl`` as a dict, or None when there is none (then the vocabulary
-    is GPT-2's). The file is trusted: it is the dataset's own, written by its prepare.py."""
+    is GPT-2's). Read as plain data only (PlainDataUnpickler): a crafted file in a dataset
+    folder cannot run code."""
     path = os.path.join(dataset_dir, "meta.pkl")
     if not os.path.isfile(path):
         return None
     try:
         with open(path, "rb") as f:
-            meta = pickle.load(f)
+            meta = PlainDataUnpickler(f).load()
     except Exception as e:  # any unpickling failure means the same thing to the user
-        raise DataError(f"{path} is unreadable ({type(e).__name__}: {e}). Fix: delete it and re-run the dataset's prepare.py.") from None
+        raise DataError(f"{path} is unreadable ({type(e).__name__}: {e}). Fix: delete it and re-run the dataset's prepare.py, "
+                        f"which writes plain data.") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int) or meta["vocab_size"] <= 0:
         raise DataError(f"{path} has no positive integer 'vocab_size'. Fix: delete it and re-run the dataset's prepare.py.")
     return meta

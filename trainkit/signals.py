@@ -1,8 +1,10 @@
 """A graceful stop for training loops: SIGINT (Ctrl-C) and SIGTERM (what SLURM, Kubernetes,
 torchrun and ``kill`` send) ask the loop to stop after its current optimizer step, so that it
 can save a checkpoint, write its summary and exit, losing no work. A second signal stops at
-once, as without this helper; a repeat of the first signal within REPEAT_WINDOW_S seconds
-counts as the same request, because a terminal's Ctrl-C reaches torchrun and its workers
+once, as without this helper (the process dies by the signal after one line, with no
+KeyboardInterrupt traceback; a save under way is abandoned whole, so the last complete
+checkpoint stays); a repeat of the first signal within REPEAT_WINDOW_S seconds counts as the
+same request, because a terminal's Ctrl-C reaches torchrun and its workers
 together, and torchrun then forwards it to the workers again.
 
 Only trainers install it; the library (``trainprogress``) never touches signal handlers. A
@@ -49,8 +51,8 @@ _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 class GracefulStop:
     """Context manager turning the first SIGINT or SIGTERM into a request to stop
-    (``requested``, ``signal_name``, ``exit_code``), and the second into the usual immediate
-    stop (KeyboardInterrupt for SIGINT; death by the signal for the others). Enter it in
+    (``requested``, ``signal_name``, ``exit_code``), and the second into an immediate stop:
+    death by the signal, after one line saying so. Enter it in
     the main thread (Python delivers signals only there)."""
 
     def __init__(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
@@ -87,10 +89,10 @@ class GracefulStop:
         if self.requested and signum == self.signum and time.monotonic() - self._requested_at < REPEAT_WINDOW_S:
             return  # the same request delivered twice (a terminal's and torchrun's copy of Ctrl-C)
         if self.requested:
+            # Die by the signal, as without this helper but with no KeyboardInterrupt traceback.
+            # A save under way is abandoned whole: saves are atomic, so the last complete checkpoint stays.
             self._restore()
-            os.write(2, f"\n{name} again: stopping now, without saving.\n".encode())
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
+            os.write(2, f"\n{name} again: stopping now, without saving. The last complete checkpoint is kept.\n".encode())
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return

@@ -50,6 +50,23 @@ class StopAgreement:
     def _local_signum(self) -> int:
         return (self.stop.signum or 0) if self.stop is not None and self.stop.requested else 0
 
+    @property
+    def signal_pending(self) -> bool:
+        """Whether a signal reached this process (no collective): for a long pass to poll
+        between its batches."""
+        return bool(self._local_signum())
+
+    def agree_now(self) -> bool:
+        """Like ``should_stop``, but the ranks compare their flags now, whatever the cadence:
+        for a point every rank reaches together (after an evaluation a signal cut short)."""
+        if self.rt.ddp:
+            figures = torch.tensor([float(self._local_signum())], dtype=torch.float64)
+            torch.distributed.all_reduce(figures, op=torch.distributed.ReduceOp.MAX, group=self._group)
+            self.signum = int(figures[0])
+        else:
+            self.signum = self._local_signum()
+        return bool(self.signum)
+
     def should_stop(self, done: int) -> bool:
         """True when the loop should stop after ``done`` optimizer steps (on every rank alike)."""
         if not self.rt.ddp:

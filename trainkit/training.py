@@ -2,7 +2,8 @@
 
 ``start(cfg)`` checks the accumulation steps against torchrun's world size, then joins the
 process group (with ``cfg.dist_timeout``). ``Training(cfg, rt, model_class, data)`` checks
-that out_dir can be written (CheckpointError naming the folder and the fix), then builds the
+that out_dir can be written (CheckpointError naming the folder and the fix) and takes its
+lock (OutDirBusyError naming the run that holds it; see trainkit.outdir_lock), then builds the
 model (fresh, or resumed from ``out_dir/ckpt.pt`` with its optimizer, loss scaler, best
 validation loss and this rank's data-sampler state), the optimizer, torch.compile and DDP. Then a trainer's loop calls ``step`` once per optimizer step, ``save`` wherever it
 checkpoints, and ``stop_requested`` after every step; ``save`` is the single place a
@@ -35,8 +36,11 @@ from typing import Any, Callable, Protocol
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainkit.checkpoint import CheckpointError, NonFiniteStateError, load_for_resume, prepare_out_dir, save_checkpoint, strip_compile_prefix
+from trainkit.checkpoint import (CheckpointError, NonFiniteStateError, load_for_resume, load_training_state, prepare_out_dir,
+                                 require_checkpoint, save_checkpoint)
+from trainkit.memory_check import allocation_errors, check_fits
 from trainkit.model import GPT, GPTConfig, model_args
+from trainkit.outdir_lock import OutDirBusyError, OutDirLock
 from trainkit.reporting import build_tracker
 from trainkit.runtime import Runtime, env_world_size, setup_runtime, split_grad_accum, want_compile
 from trainkit.settings import GPTTrainingConfig
@@ -111,6 +115,13 @@ class Training:
         self.ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
         self.iter_num, self.best_val_loss, self.extras = 0, math.inf, {}
 
+        if cfg.init_from == "resume":
+            require_checkpoint(self.ckpt_path)  # before out_dir is created or locked: a wrong path leaves nothing
+        if saves:
+            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
+            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
+            prepare_out_dir(cfg.out_dir)
+            self._lock_out_dir()  # before reading the checkpoint: no other run writes it now
         ckpt = None
         if cfg.init_from == "resume":
             ckpt = load_for_resume(self.ckpt_path, rt.device, self.model_args, cfg.max_iters, allow_finished=allow_finished)
@@ -118,21 +129,17 @@ class Training:
             if missing:
                 raise CheckpointError(f"{self.ckpt_path} has no {', '.join(missing)}: it was not written by this trainer. "
                                       f"Fix: train from scratch (--init_from=scratch) or point --out_dir elsewhere.")
-        if saves:
-            # Before any time is spent building: an unwritable out_dir fails now, with the fix.
-            # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
-            prepare_out_dir(cfg.out_dir)
-        self.raw_model = model_class(GPTConfig(**self.model_args))
-        if ckpt is not None:
-            self.raw_model.load_state_dict(strip_compile_prefix(ckpt["model"]))
-        elif init_fresh is not None:
-            init_fresh(self.raw_model)
-        self.raw_model.to(rt.device)
+        check_fits(cfg, data.vocab_size, rt.device)  # an impossible size fails now, naming its keys
+        with allocation_errors("building the model"):
+            self.raw_model = model_class(GPTConfig(**self.model_args))
+            if init_fresh is not None and ckpt is None:
+                init_fresh(self.raw_model)
+            self.raw_model.to(rt.device)
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                              rt.device_type)
         self.scaler = rt.grad_scaler()
         if ckpt is not None:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            load_training_state(self.ckpt_path, self.raw_model, self.optimizer, ckpt)
             self.scaler.load_state_dict(ckpt["scaler"])
             self._restore_data_state(ckpt["data"])
             self.iter_num, self.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
@@ -148,6 +155,23 @@ class Training:
             self.model = DDP(self.fast_model, device_ids=device_ids, **_buffer_sync_once())
         self.saved_at = self.iter_num if cfg.init_from == "resume" else None  # the iteration of the latest checkpoint
         self._stop = StopAgreement(stop, rt)
+
+    def _lock_out_dir(self) -> None:
+        """One run per out_dir (trainkit.outdir_lock): rank 0 takes the lock for the whole job,
+        and every rank learns whether it could, so none waits in a collective for a refused rank 0."""
+        refusal = None
+        if self.rt.is_master:
+            try:
+                OutDirLock.acquire(self.cfg.out_dir)
+            except OutDirBusyError as exc:
+                refusal = exc
+        if self.rt.ddp:
+            outcome = [refusal is not None]
+            torch.distributed.broadcast_object_list(outcome, src=0)
+            if outcome[0] and not self.rt.is_master:
+                raise SystemExit(1)  # rank 0 says why
+        if refusal is not None:
+            raise refusal
 
     def _restore_data_state(self, states: list[dict] | dict) -> None:
         """Give this rank its own sampler state back, so ranks keep drawing different batches."""
@@ -180,8 +204,9 @@ class Training:
         and the gradient norm before clipping (None without clipping)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        return optimizer_step(self.rt, self.model, self.optimizer, self.scaler, micro_loss, self.micro_steps,
-                              self.cfg.grad_clip, self.raw_model.parameters())
+        with allocation_errors("training a step"):
+            return optimizer_step(self.rt, self.model, self.optimizer, self.scaler, micro_loss, self.micro_steps,
+                                  self.cfg.grad_clip, self.raw_model.parameters())
 
     def record_val_loss(self, val_loss: float, iteration: int) -> bool:
         """Keep ``val_loss`` (measured after ``iteration`` steps) if it is the best so far;
@@ -248,13 +273,30 @@ class Training:
         step (``done`` steps done); see trainkit.stopping for the cost and latency."""
         return self._stop.should_stop(done)
 
+    @property
+    def signal_pending(self) -> bool:
+        """Whether SIGINT or SIGTERM reached this process (no collective): a long evaluation
+        polls it between batches, stops, and says so in its result, which its ranks reduce."""
+        return self._stop.signal_pending
+
+    def agree_on_stop(self) -> bool:
+        """Whether a signal asked any rank to stop, the ranks comparing their flags now (a
+        collective: every rank calls it at the same point); sets ``stop_exit_code``."""
+        return self._stop.agree_now()
+
     def save_for_stop(self, done: int, data_state: dict, *, loss: torch.Tensor | float | None = None, **extras: Any) -> None:
         """The checkpoint of a run stopped after ``done`` steps (unless the loop just saved
         that step), so that only the work of the step in flight is lost; says where (rank 0)."""
         if self.saved_at != done:
             self.save(done, data_state, loss=loss, **extras)
+        then = "continue with --init_from=resume" if done < self.cfg.max_iters else f"all {done:,} steps are done"
         self.rt.print(f"stopped by {signal_name(self._stop.signum)} after iteration {done:,}: checkpoint {self.ckpt_path} "
-                      f"saved; continue with --init_from=resume")
+                      f"saved; {then}")
+
+    @property
+    def stop_signum(self) -> int:
+        """The number of the signal the ranks agreed to stop for; 0 when none."""
+        return self._stop.signum
 
     @property
     def stop_exit_code(self) -> int:
