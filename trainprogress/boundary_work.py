@@ -231,6 +231,16 @@ class BoundaryWork:
         """Send the sinks the event ``kind`` at ``iteration``."""
         self.sinks.event(Event(kind=kind, iteration=iteration, wall_time=time.time(), data=dict(data)))
 
+    def eta_s(self, iteration: int, paused: bool) -> float | None:
+        """Estimated wall seconds to the end after ``iteration`` steps, as of now (see Pace.eta_s)."""
+        self.drain_step_times()
+        return self.pace.eta_s(iteration, self.timer.now(), paused)
+
+    def iters_per_s(self) -> float | None:
+        """Steps per second over the recent speed window, as of now."""
+        self.drain_step_times()
+        return self.pace.iters_per_s
+
     def pause_ended(self, iteration: int, name: str, duration: float) -> None:
         """A marked pause of ``duration`` seconds ended after ``iteration`` steps: out of the
         step times, into the ETA as a recurring cost, and an event."""

@@ -87,6 +87,15 @@ class RunSize:
             return None
         return max(1, -(-iteration // self.iters_per_epoch))
 
+    def add_step_tokens(self, iteration: int, tokens: Any) -> bool:
+        """Step ``iteration`` of a run sized in tokens trained on ``tokens`` (an int >= 0, else
+        a TypeError naming the fix). Returns whether a report boundary is reached."""
+        if type(tokens) is not int or tokens < 0:
+            raise TypeError(f"step(tokens=...) takes the step's token count as an int >= 0, got {tokens!r}; "
+                            "pass e.g. tokens=x.numel() (an int, read without a device sync)")
+        self.units.add_tokens(iteration, tokens)
+        return self.units.due
+
     def set_total(self, total: Any, iteration: int) -> bool:
         """Change the size to ``total`` in its unit, as of ``iteration`` steps done (a
         ValueError or TypeError naming the fix when it cannot be). Returns True when the

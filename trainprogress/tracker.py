@@ -1,6 +1,63 @@
-"""ProgressTracker: counts steps and, at the boundaries its scheduler sets, orchestrates its
-parts (the step clock and the pace, the value buffer, the anomaly checks, the cross-rank
-exchange, the report builder), then hands the Reports to the sinks."""
+"""ProgressTracker: counts steps and, at the steps where something is due, hands over to
+its BoundaryWork (trainprogress.boundary_work), which drives the parts and hands the
+Reports to the sinks. The run's size is one RunSize (trainprogress.run_size); the
+arguments are checked and resolved in trainprogress.arguments and the parts built in
+trainprogress.tracker_parts: ``StepClock`` (trainprogress.timing) times groups of steps,
+``Pace`` (trainprogress.pace) turns them into speed and ETA, ``ValueBuffer``
+(trainprogress.buffer) keeps losses and values and materialises them, ``ReportBuilder`` and
+``Sections`` (trainprogress.builder) make Reports, ``BoundaryScheduler``
+(trainprogress.scheduler) says when reports, checks and exchanges are due,
+``AnomalyChecks`` (trainprogress.checks) runs the detectors, ``RanksAtBoundary``
+(trainprogress.ranks) does the cross-rank exchange, and ``Pauses`` (trainprogress.pauses)
+keeps the marked pauses and the loop's phase.
+
+The run is sized in ``total_iters`` optimizer steps, or else (exactly one way): ``epochs=`` with ``iters_per_epoch=`` or ``loader=``
+(a loader with len()); ``total_tokens=``, each ``step(tokens=n)`` passing the step's
+token count as an int (percent, boundaries and ETA in tokens); or ``time_budget_s=``
+(percent is wall time over the budget; ``should_stop`` turns True once it is used).
+``set_total(n)`` changes the size mid-run; ``wrap(loader, epochs=)`` yields the
+batches of every epoch (trainprogress.progress_units).
+
+Wrap time that is not training (eval, checkpoint, sampling) in ``with
+tracker.pause("eval"):`` so it stays out of the speed and enters the ETA only at the
+rate it recurs (see ``trainprogress.eta``).
+
+Speed (iter/s, ms/iter, and tokens/s in a run sized in tokens) is steps (tokens) over
+training time across at least the last ``window`` steps, in whole stretches between the
+reads of the loop's values (reports, checks, exchanges), so that the wait for a device
+that runs ahead of the host counts as the training it is (``trainprogress.speed``); the
+ETA uses the window's step times. ``window`` defaults to 2% of the run, at least 10 and
+at most 2,000 steps.
+The smoothed loss is the mean of the last losses, as many as there are steps between two
+regular reports and at most ``loss_window`` (default 100): it averages out the noise of
+the latest steps, and on a falling loss it lags by at most half a report interval's
+decline (a fixed 100 steps would be a quarter of a 400-step run).
+
+Extra report lines: ``set_section(title, source, into=...)``.
+
+MFU (with ``flops_per_iter``) is measured against the peak of the device the run trains
+on: ``peak_flops`` when given, else that of ``device`` ("cuda:0", "cpu", a
+torch.device) when given, else that of the first loss tensor, settled at the first report.
+
+Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
+``step`` returns None there.
+
+Several processes: with ``cross_rank=True`` (or a ``CrossRankConfig``) every rank joins
+one small exchange at each scheduled boundary, and the report carries every rank's data
+and compute time, memory and host, the loss averaged over ranks, and straggler warnings
+(``trainprogress.ranks``); mark data waiting with ``with tracker.data_wait():``.
+``watchdog=True`` (or a ``WatchdogConfig``) reports a stall when steps stop coming
+(``trainprogress.watchdog``).
+
+Cost: ``cost=True`` (or a ``CostConfig`` with prices) adds device-hours, the energy the
+GPU's and CPU's own counters measured, money and CO2, so far and at the end, to every
+report (``trainprogress.cost``); with ``cross_rank`` every rank's energy is summed.
+
+Where the run will end: each report from about 10% on carries a forecast of the final
+loss with a band (``trainprogress.forecast``); ``lr_schedule`` (step -> learning rate,
+1-based steps) makes it much sharper. With ``target_loss``, from half-way on, an anomaly
+line says so when the whole band lies above the target (``trainprogress.forecaster``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +70,6 @@ from .arguments import LOSS_TYPES, TrackerArguments, check_loss, resolve_argumen
 from .boundaries import ReportSchedule
 from .builder import SectionSource
 from .pauses import Pauses
-from .progress_units import TOKENS
 from .ranks import DataWaitTimer
 from .report import Report
 from .sinks.base import Sink
@@ -33,61 +89,8 @@ class ProgressTracker:
     step. At a boundary the recent losses and any tensor values are copied to the host
     together, in one device sync.
 
-    Sized otherwise (exactly one way): ``epochs=`` with ``iters_per_epoch=`` or ``loader=``
-    (a loader with len()); ``total_tokens=``, each ``step(tokens=n)`` passing the step's
-    token count as an int (percent, boundaries and ETA in tokens); or ``time_budget_s=``
-    (percent is wall time over the budget; ``should_stop`` turns True once it is used).
-    ``set_total(n)`` changes the size mid-run; ``wrap(loader, epochs=)`` yields the
-    batches of every epoch (trainprogress.progress_units).
-
-    Wrap time that is not training (eval, checkpoint, sampling) in ``with
-    tracker.pause("eval"):`` so it stays out of the speed and enters the ETA only at the
-    rate it recurs (see ``trainprogress.eta``).
-
-    Speed (iter/s, ms/iter, and tokens/s in a run sized in tokens) is steps (tokens) over
-    training time across at least the last ``window`` steps, in whole stretches between the
-    reads of the loop's values (reports, checks, exchanges), so that the wait for a device
-    that runs ahead of the host counts as the training it is (``trainprogress.speed``); the
-    ETA uses the window's step times. ``window`` defaults to 2% of the run, at least 10 and
-    at most 2,000 steps.
-    The smoothed loss is the mean of the last losses, as many as there are steps between two
-    regular reports and at most ``loss_window`` (default 100): it averages out the noise of
-    the latest steps, and on a falling loss it lags by at most half a report interval's
-    decline (a fixed 100 steps would be a quarter of a 400-step run).
-
-    Extra report lines: ``set_section(title, source, into=...)``.
-
-    MFU (with ``flops_per_iter``) is measured against the peak of the device the run trains
-    on: ``peak_flops`` when given, else that of ``device`` ("cuda:0", "cpu", a
-    torch.device) when given, else that of the first loss tensor, settled at the first report.
-
-    Only the master (rank 0) renders: other ranks get no sinks, never build reports, and
-    ``step`` returns None there.
-
-    The parts: ``StepClock`` (trainprogress.timing) times groups of steps, and ``Pace``
-    (trainprogress.pace) turns them into speed and ETA; ``ValueBuffer``
-    (trainprogress.buffer) keeps losses and values and materialises them; ``ReportBuilder``
-    and ``Sections`` (trainprogress.builder) make Reports; ``BoundaryScheduler``
-    (trainprogress.scheduler) says when reports, checks and exchanges are due;
-    ``AnomalyChecks`` (trainprogress.checks) runs the detectors and says what changed;
-    ``Pauses`` (trainprogress.pauses) keeps the marked pauses and the loop's phase; its
-    arguments are checked in trainprogress.arguments.
-
-    Several processes: with ``cross_rank=True`` (or a ``CrossRankConfig``) every rank joins
-    one small exchange at each scheduled boundary, and the report carries every rank's data
-    and compute time, memory and host, the loss averaged over ranks, and straggler warnings
-    (``trainprogress.ranks``); mark data waiting with ``with tracker.data_wait():``.
-    ``watchdog=True`` (or a ``WatchdogConfig``) reports a stall when steps stop coming
-    (``trainprogress.watchdog``).
-
-    Cost: ``cost=True`` (or a ``CostConfig`` with prices) adds device-hours, the energy the
-    GPU's and CPU's own counters measured, money and CO2, so far and at the end, to every
-    report (``trainprogress.cost``); with ``cross_rank`` every rank's energy is summed.
-
-    Where the run will end: each report from about 10% on carries a forecast of the final
-    loss with a band (``trainprogress.forecast``); ``lr_schedule`` (step -> learning rate,
-    1-based steps) makes it much sharper. With ``target_loss``, from half-way on, an anomaly
-    line says so when the whole band lies above the target (``trainprogress.forecaster``).
+    How to size the run, pause it, read its speed and smoothed loss, MFU, several ranks,
+    cost and the loss forecast: see the module doc (trainprogress.tracker).
     """
 
     # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
@@ -100,31 +103,18 @@ class ProgressTracker:
     def __init__(
         self,
         total_iters: int | None = None,
-        *,
-        epochs: int | None = None,
-        iters_per_epoch: int | None = None,
-        loader: Any = None,
-        total_tokens: int | None = None,
-        time_budget_s: float | None = None,
-        start_iter: int = 0,
-        interval_percent: float = 1.0,
-        tokens_per_iter: int | None = None,
-        flops_per_iter: float | None = None,
-        peak_flops: float | None = None,
-        is_master: bool | None = None,
-        sinks: Iterable[Sink] | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        precision: str | None = None,
-        window: int | None = None,
-        loss_window: int = 100,
-        anomaly: Any = None,
-        run_config: Mapping[str, object] | None = None,
-        cross_rank: Any = False,
-        watchdog: Any = False,
-        device: Any = None,
-        cost: Any = False,
-        lr_schedule: Callable[[int], float] | None = None,
-        target_loss: float | None = None,
+        *,  # the run's size, one way, and where it resumes
+        epochs: int | None = None, iters_per_epoch: int | None = None, loader: Any = None,
+        total_tokens: int | None = None, time_budget_s: float | None = None, start_iter: int = 0,
+        # what is reported, where, and how often
+        interval_percent: float = 1.0, is_master: bool | None = None, sinks: Iterable[Sink] | None = None,
+        run_config: Mapping[str, object] | None = None, window: int | None = None, loss_window: int = 100,
+        # tokens, FLOP and the device's peak (MFU)
+        tokens_per_iter: int | None = None, flops_per_iter: float | None = None, peak_flops: float | None = None,
+        precision: str | None = None, device: Any = None, clock: Callable[[], float] = time.perf_counter,
+        # options
+        anomaly: Any = None, cross_rank: Any = False, watchdog: Any = False, cost: Any = False,
+        lr_schedule: Callable[[int], float] | None = None, target_loss: float | None = None,
     ) -> None:
         given = TrackerArguments(
             total_iters, epochs, iters_per_epoch, loader, total_tokens, time_budget_s, start_iter, interval_percent,
@@ -186,7 +176,6 @@ class ProgressTracker:
             return self._on_due()
         return None
 
-    # ------------------------------------------------------------------ boundaries
     def _on_due(self) -> Report | None:
         """A step where something is due: its loss is type-checked here, off the fastest
         path, and the work is BoundaryWork's (trainprogress.boundary_work)."""
@@ -212,28 +201,23 @@ class ProgressTracker:
 
     def _record(self, values: dict[str, Any]) -> None:
         """Named values of a step; in a run sized in tokens, ``tokens`` advances the progress."""
-        units = self._size.units
-        if units is not None and units.unit == TOKENS and "tokens" in values:
-            tokens = values.pop("tokens")
-            if type(tokens) is not int or tokens < 0:
+        if "tokens" in values and self._size.in_tokens:
+            try:
+                if self._size.add_step_tokens(self._iter, values.pop("tokens")):
+                    self._next_due = self._iter  # a token boundary is reached
+            except TypeError:
                 self._iter -= 1  # the rejected step does not count
-                raise TypeError(f"step(tokens=...) takes the step's token count as an int >= 0, got {tokens!r}; "
-                                "pass e.g. tokens=x.numel() (an int, read without a device sync)")
-            units.add_tokens(self._iter, tokens)
-            if units.due:
-                self._next_due = self._iter
+                raise
             if not values:
                 return
         self._buffer.record(values)
 
     # ------------------------------------------------------------------ public, off the hot path
     def set_section(self, title: str, source: SectionSource | None, into: str | None = None) -> None:
-        """Add (or replace, or with None remove) a block of extra report lines. ``source`` is
-        a mapping of label to value, or a callable returning one, called only when a report
-        is built. ``into="metrics"``, ``"time"`` or ``"memory"`` adds the lines at the end of
-        that built-in block (``title`` then only names the section); with ``into=None`` the
-        section is a block of its own, titled ``title``, after the built-in ones, in the
-        order the sections were first set."""
+        """Add (or replace, or with None remove) a block of extra report lines: ``source``, a
+        mapping of label to value or a callable returning one, called only at a report. With
+        ``into="metrics"``, ``"time"`` or ``"memory"`` the lines end that built-in block; with
+        None they are a block titled ``title`` after the built-in ones, in order of first set."""
         self._work.builder.sections.set(title, source, into)
 
     def event(self, kind: str, **data: object) -> None:
@@ -242,9 +226,8 @@ class ProgressTracker:
         self._work.event(self._iter, kind, data)
 
     def begin_pause(self, name: str = "pause") -> None:
-        """Start time that is not training (eval, checkpoint, sampling), for frameworks that
-        give begin and end hooks; ``end_pause()`` ends it. Pauses may nest: only the
-        outermost counts, under its name."""
+        """Start time that is not training (eval, checkpoint, sampling) from a begin hook;
+        ``end_pause()`` ends it. Pauses may nest: only the outermost counts, under its name."""
         self._pauses.begin(name)
 
     def end_pause(self) -> None:
@@ -271,10 +254,9 @@ class ProgressTracker:
             self.end_pause()
 
     def data_wait(self) -> DataWaitTimer:
-        """``with tracker.data_wait():`` around the wait for the next batch: that time counts as
-        data time in the cross-rank figures (the rest of a step is compute) and names the phase
-        a stall is reported in. Two clock reads, no device sync. A wait measured elsewhere can be
-        added with ``tracker.data_wait().add(seconds)``."""
+        """``with tracker.data_wait():`` around the wait for the next batch: data time in the
+        cross-rank figures (the rest of a step is compute), and the phase a stall names; two
+        clock reads, no sync. ``tracker.data_wait().add(seconds)`` adds a wait measured elsewhere."""
         return self._pauses.data_wait
 
     @property
@@ -284,9 +266,9 @@ class ProgressTracker:
 
     @property
     def should_stop(self) -> bool:
-        """True once the run's whole size is done as of the last step: every iteration, every
-        token of ``total_tokens``, or all of ``time_budget_s`` (the loop's cue to end: ``while
-        not tracker.should_stop:``). Reads no clock: a time budget is checked when step() reads it."""
+        """True once the run's whole size (steps, ``total_tokens`` or ``time_budget_s``) is done
+        as of the last step: the loop's cue to end (``while not tracker.should_stop:``). Reads
+        no clock: a time budget is checked when step() reads it."""
         return self._size.complete(self._iter)
 
     def set_total(self, total: int) -> None:
@@ -298,10 +280,9 @@ class ProgressTracker:
 
     def wrap(self, loader: Iterable[Any], epochs: int | None = None) -> Iterator[Any]:
         """Yield the batches of ``loader`` over ``epochs`` passes (the tracker's ``epochs``
-        when not given, else 1), tqdm-style: ``for batch in tracker.wrap(loader, epochs=3):``.
-        The loop still calls ``tracker.step(loss=...)`` once per optimizer step, which is how
-        the loss reaches the report. With ``epochs`` given, the run is sized ``epochs x
-        len(loader)`` steps (a loader without len() raises, naming the fix)."""
+        when not given, else 1), tqdm-style: ``for batch in tracker.wrap(loader, epochs=3):``;
+        the loop still calls ``tracker.step(loss=...)`` once per optimizer step. With ``epochs``
+        given, the run is sized ``epochs x len(loader)`` steps (without len() it raises)."""
         if epochs is not None:
             self.set_total(self._size.epochs_of(epochs, loader))
         for _ in range(epochs or self._size.epochs or 1):
@@ -311,17 +292,14 @@ class ProgressTracker:
     def eta_seconds(self) -> float | None:
         """Estimated wall seconds until ``total_iters`` steps are done, as of now; None until
         it can be estimated."""
-        work = self._work
-        work.drain_step_times()
-        return work.pace.eta_s(self._iter, work.timer.now(), self._pauses.active)
+        return self._work.eta_s(self._iter, self._pauses.active)
 
     @property
     def iters_per_s(self) -> float | None:
         """Training speed in optimizer steps per second over the recent speed window (pauses
         excluded), as the next report would show it; None before any step was timed. Reads
         no device value: no sync."""
-        self._work.drain_step_times()
-        return self._work.pace.iters_per_s
+        return self._work.iters_per_s()
 
     @property
     def mfu(self) -> float | None:
@@ -331,12 +309,11 @@ class ProgressTracker:
         return self._work.builder.mfu(self.iters_per_s)
 
     def close(self, error: BaseException | None = None, **values: Any) -> Report | None:
-        """End the run: send the final summary (on the master) and close the sinks. Safe to
-        call more than once; later calls do nothing and return None. ``error``, when the run
-        ends by an exception, is sent to the sinks as a "crash" event first, and makes the
-        summary's ``outcome`` CRASHED (else COMPLETED when every iteration is done, STOPPED
-        when not). Named ``values`` measured after the last step (an evaluation at the last
-        step: ``close(val_loss=v)``) go into the final report as ``step()``'s would."""
+        """End the run: send the final summary (on the master) and close the sinks; later calls
+        do nothing and return None. ``error``, when the run ends by an exception, goes to the
+        sinks as a "crash" event first and makes the summary's ``outcome`` CRASHED (else
+        COMPLETED when the whole size is done, STOPPED when not). Named ``values`` measured
+        after the last step (``close(val_loss=v)``) go into the final report as ``step()``'s would."""
         if self._closed:
             return None
         if values:
