@@ -36,6 +36,7 @@ from benchmarks.bench_eta_traces import DEFAULT_DIR, load_steps  # noqa: E402
 from trainprogress import ProgressTracker  # noqa: E402
 from trainprogress.anomaly.config import AnomalyConfig  # noqa: E402
 from trainprogress.anomaly.monitor import AnomalyMonitor  # noqa: E402
+from trainprogress.run_size import RunSize  # noqa: E402
 from trainprogress.sinks.base import Sink  # noqa: E402
 
 MIB = 1024**2
@@ -117,7 +118,7 @@ def simulate(fault: dict, seed: int) -> tuple[list, list]:
     """A healthy simulated run fed to the monitor every CHECK_EVERY steps, the fault applied
     from FAULT_AT on. Returns (raised, blips) as (iteration, kind)."""
     rng = random.Random(seed)
-    monitor = AnomalyMonitor(AnomalyConfig(), TOTAL)
+    monitor = AnomalyMonitor(AnomalyConfig(), RunSize(TOTAL))
     raised, blips, active = [], [], set()
     for check in range(TOTAL // CHECK_EVERY):
         losses, times = [], []

@@ -37,6 +37,7 @@ from typing import Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainprogress.eta import EtaEstimator  # noqa: E402
+from trainprogress.run_size import RunSize  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
 
@@ -84,7 +85,7 @@ def replay(total: int, steps: list[float]) -> Iterator[tuple[int, float, EtaEsti
     for i in range(len(steps) - 1, -1, -1):
         remaining_true[i] = remaining_true[i + 1] + steps[i]
     checkpoints = {max(1, round(total * p / 100)) for p in range(5, 100)}
-    estimator = EtaEstimator(total, window=min(2000, max(10, round(0.02 * total))))
+    estimator = EtaEstimator(RunSize(total), window=min(2000, max(10, round(0.02 * total))))
     elapsed, ema = 0.0, None
     for i, t in enumerate(steps, start=1):
         estimator.add_steps([t], i)

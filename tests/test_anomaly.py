@@ -19,6 +19,7 @@ from trainprogress import ProgressTracker
 from trainprogress.anomaly.config import AnomalyConfig
 from trainprogress.anomaly.monitor import AnomalyMonitor
 from trainprogress.report import ANOMALY, SCHEDULED
+from trainprogress.run_size import RunSize
 from trainprogress.sinks.console import ConsoleSink
 
 MIB = 1024**2
@@ -44,7 +45,7 @@ def simulate(
     ``start_iter`` where this process starts (a resume). Returns {kind: first anomaly seen}
     and the per-check results."""
     rng = random.Random(seed)
-    monitor = AnomalyMonitor(config or AnomalyConfig(), total_iters)
+    monitor = AnomalyMonitor(config or AnomalyConfig(), None if total_iters is None else RunSize(total_iters))
     first: dict = {}
     results = []
     it = start_iter

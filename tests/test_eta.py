@@ -11,6 +11,7 @@ from helpers import FakeClock, RecordingSink
 
 from trainprogress import ProgressTracker
 from trainprogress.eta import EtaEstimator
+from trainprogress.run_size import RunSize
 
 DATA = Path(__file__).parent / "data"
 
@@ -126,7 +127,7 @@ def replay(path):
     steps = [s for kind, s in data["events"] if kind == "step"]
     total = data["total_iters"]
     remaining = sum(steps)
-    estimator = EtaEstimator(total, window=min(2000, max(10, round(0.02 * total))))
+    estimator = EtaEstimator(RunSize(total), window=min(2000, max(10, round(0.02 * total))))
     errors = []
     for i, t in enumerate(steps, start=1):
         estimator.add_steps([t], i)
@@ -165,7 +166,7 @@ def median_errors(total, steps):
     """Median relative error at each 1% from 5% to 99% of the estimator and of the two usual
     baselines (whole-run average rate; moving average of step time, smoothing 0.3)."""
     remaining = sum(steps)
-    estimator = EtaEstimator(total, window=max(10, round(0.02 * total)))
+    estimator = EtaEstimator(RunSize(total), window=max(10, round(0.02 * total)))
     errors = {"estimator": [], "average": [], "ema": []}
     elapsed, ema = 0.0, None
     for i, t in enumerate(steps, start=1):
@@ -203,7 +204,7 @@ def test_estimate_uses_only_the_past():
     shared = heavy_tailed_stalls(3000, seed=5)
     estimates = []
     for future in ([0.1] * 2000, [1.0] * 2000):
-        estimator = EtaEstimator(5000, window=100)
+        estimator = EtaEstimator(RunSize(5000), window=100)
         for i, t in enumerate(shared + future, start=1):
             estimator.add_steps([t], i)
             if i == 3000:
@@ -214,7 +215,7 @@ def test_estimate_uses_only_the_past():
 def test_candidate_forecasts_and_the_one_followed():
     # After a 90 s first step the whole-run average carries the warm-up, the model leaves
     # it out, the blend is halfway; the estimate is the forecast of the candidate followed.
-    estimator = EtaEstimator(1000, window=20)
+    estimator = EtaEstimator(RunSize(1000), window=20)
     assert estimator.forecasts(1) is None
     estimator.add_steps([90.0] + [0.1] * 499, 1)
     forecasts = estimator.forecasts(500)

@@ -12,6 +12,7 @@ import pytest
 from trainprogress import ProgressTracker
 from trainprogress.forecast import forecast_loss
 from trainprogress.forecaster import Forecaster
+from trainprogress.run_size import RunSize
 from trainprogress.sinks.base import Sink
 from trainprogress.sinks.console import ConsoleSink
 from tests.helpers import FakeClock
@@ -148,7 +149,7 @@ def test_a_target_the_run_cannot_reach_warns_once_from_half_way_and_clears_when_
 
 
 def test_the_warning_clears_with_a_line_when_the_band_reaches_the_target():
-    forecaster = Forecaster(1000, target_loss=2.0)
+    forecaster = Forecaster(RunSize(1000), target_loss=2.0)
     from trainprogress.forecast import Forecast
 
     assert forecaster.warning_events(40.0, Forecast(2.2, 2.1, 2.3)) == []  # before half-way: quiet

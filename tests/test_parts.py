@@ -20,6 +20,7 @@ from trainprogress.pauses import Pauses
 from trainprogress.progress_units import SECONDS, ProgressUnits
 from trainprogress.report import SCHEDULED, Anomaly
 from trainprogress.boundary_scheduler import BoundaryScheduler
+from trainprogress.run_size import RunSize
 from trainprogress.speed import SpeedWindow
 from trainprogress.timing import MAX_STRIDE, StepClock
 
@@ -121,7 +122,7 @@ def test_report_builder_derives_percent_mfu_and_tokens():
     values = buffer.materialise(50, lr=6e-4)
     sections = Sections()
     sections.set("Model", {"Params": 10})
-    builder = ReportBuilder(200, 0, tokens_per_iter=1000, flops_per_iter=1e12, peak=PeakFlops(1e14, "given"), sections=sections)
+    builder = ReportBuilder(RunSize(200), 0, tokens_per_iter=1000, flops_per_iter=1e12, peak=PeakFlops(1e14, "given"), sections=sections)
     report = builder.report(SCHEDULED, values, elapsed_s=10.0, paused_s=1.0, eta_s=30.0, iters_per_s=20.0, memory=(), anomalies=())
     assert (report.iteration, report.percent, report.ms_per_iter) == (50, 25.0, 50.0)
     assert report.mfu == pytest.approx(0.2) and report.peak_flops_source == "given"
@@ -133,7 +134,7 @@ def test_report_builder_derives_percent_mfu_and_tokens():
 
 
 def test_boundary_scheduler_reports_every_interval_and_exchanges_on_the_same_boundaries():
-    boundaries = BoundaryScheduler(1000, 10, 0, reports=True, checks=None, exchanges=True)
+    boundaries = BoundaryScheduler(RunSize(1000), 10, 0, reports=True, checks=None, exchanges=True)
     assert (boundaries.next_report, boundaries.next_sync, boundaries.next_check) == (100, 100, math.inf)
     assert boundaries.next_due(next_sample=7) == 7 and boundaries.next_due(next_sample=500) == 100
     assert not boundaries.check_due(100, now_s=0.0)  # no checks without an AnomalyConfig
@@ -143,15 +144,17 @@ def test_boundary_scheduler_reports_every_interval_and_exchanges_on_the_same_bou
 
 
 def test_boundary_scheduler_off_the_master_only_exchanges():
-    boundaries = BoundaryScheduler(1000, 10, 250, reports=False, checks=None, exchanges=True)
+    size = RunSize(1000)
+    boundaries = BoundaryScheduler(size, 10, 250, reports=False, checks=None, exchanges=True)
     assert (boundaries.next_report, boundaries.next_sync) == (math.inf, 300)
-    boundaries.resize(2000, 250, dense=False)
+    size.total_iters = 2000
+    boundaries.resize(250, dense=False)
     assert (boundaries.next_report, boundaries.next_sync) == (math.inf, 400)
 
 
 def test_boundary_scheduler_switches_to_the_dense_schedule_and_back_keeping_this_boundary():
     config = AnomalyConfig(dense_percent=1, check_percent=1, min_check_steps=1, min_check_interval_s=0)
-    boundaries = BoundaryScheduler(1000, 10, 0, reports=True, checks=config, exchanges=False)
+    boundaries = BoundaryScheduler(RunSize(1000), 10, 0, reports=True, checks=config, exchanges=False)
     assert boundaries.next_check == 10 and boundaries.next_report == 100
     boundaries.replan(37, dense=True)  # an anomaly raised at 37: reports every 1% from there
     assert boundaries.next_report == 40 and boundaries.report_after(40, dense=True) == 50
@@ -162,7 +165,8 @@ def test_boundary_scheduler_switches_to_the_dense_schedule_and_back_keeping_this
 
 def test_boundary_scheduler_bounds_checks_between_reports_by_steps_and_seconds():
     config = AnomalyConfig(check_percent=1, min_check_steps=30, min_check_interval_s=5.0)
-    boundaries = BoundaryScheduler(1000, 50, 0, reports=True, checks=config, exchanges=False)
+    size = RunSize(1000)
+    boundaries = BoundaryScheduler(size, 50, 0, reports=True, checks=config, exchanges=False)
     assert boundaries.next_check == 30  # the 1% grid, but no sooner than 30 steps after the start
     assert not boundaries.check_due(30, now_s=100.0)  # the seconds start counting at the first ask
     assert not boundaries.check_due(31, now_s=104.0)
@@ -170,7 +174,8 @@ def test_boundary_scheduler_bounds_checks_between_reports_by_steps_and_seconds()
     boundaries.advance(32, dense=False)
     assert boundaries.next_check == 70  # 30 steps after the check at 32, on the grid
     assert boundaries.check_due(500, now_s=105.1)  # a report is always a check
-    boundaries.resize(2000, 600, dense=False)
+    size.total_iters = 2000
+    boundaries.resize(600, dense=False)
     assert (boundaries.next_report, boundaries.next_check) == (1000, 640)
 
 
@@ -231,7 +236,7 @@ def test_pauses_say_data_while_a_batch_is_awaited():
 def test_pace_turns_timed_groups_into_speed_and_eta():
     clock = FakeClock()
     timer = StepClock(clock, start_iter=0)
-    pace = Pace(timer, EtaEstimator(100, 10), SpeedWindow(10), None)
+    pace = Pace(timer, EtaEstimator(RunSize(100), 10), SpeedWindow(10), None)
     assert pace.iters_per_s is None and pace.remaining_s(0, clock()) is None
     for it in range(1, 21):
         clock.advance(0.5)
@@ -251,7 +256,7 @@ def test_pace_turns_timed_groups_into_speed_and_eta():
 def test_pace_in_a_time_budget_counts_what_is_left_of_it():
     clock = FakeClock()
     timer = StepClock(clock, start_iter=0)
-    pace = Pace(timer, EtaEstimator(2**62, 10), SpeedWindow(10), ProgressUnits(SECONDS, 60.0, 1.0))
+    pace = Pace(timer, EtaEstimator(RunSize(2**62), 10), SpeedWindow(10), ProgressUnits(SECONDS, 60.0, 1.0))
     clock.advance(15.0)
     timer.sample(1)
     pace.drain()

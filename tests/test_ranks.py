@@ -67,7 +67,7 @@ def test_the_report_carries_ranks_scalars_into_the_flat_keys():
 def test_single_process_cross_rank_pays_nothing(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     tracker = ProgressTracker(10, sinks=[], is_master=True, cross_rank=True)
-    assert tracker._ranks is None and tracker._boundaries.next_sync == math.inf
+    assert tracker._work.ranks is None and tracker._work.boundaries.next_sync == math.inf
     tracker.close()
 
 

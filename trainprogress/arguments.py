@@ -9,10 +9,14 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .value_buffer import LOSS_RING
 from .materialise import is_tensor
+
+if TYPE_CHECKING:
+    from .run_size import RunSize
 
 
 def detect_is_master() -> bool:
@@ -184,3 +188,81 @@ def check_device(device: Any) -> None:
         raise TypeError(f"device must be a str, a CUDA index or a torch.device, got {_shown(device)}; {forms}")
     if _DEVICE_STRING.fullmatch(device) is None:
         raise ValueError(f"device {device!r} is not a device trainprogress knows; {forms}")
+
+
+@dataclass(frozen=True)
+class TrackerArguments:
+    """ProgressTracker's arguments as given, unchecked (see ProgressTracker for each)."""
+
+    total_iters: Any = None
+    epochs: Any = None
+    iters_per_epoch: Any = None
+    loader: Any = None
+    total_tokens: Any = None
+    time_budget_s: Any = None
+    start_iter: Any = 0
+    interval_percent: Any = 1.0
+    tokens_per_iter: Any = None
+    flops_per_iter: Any = None
+    peak_flops: Any = None
+    is_master: Any = None
+    sinks: Any = None
+    clock: Any = None
+    precision: Any = None
+    window: Any = None
+    loss_window: Any = 100
+    anomaly: Any = None
+    run_config: Any = None
+    cross_rank: Any = False
+    watchdog: Any = False
+    device: Any = None
+    cost: Any = False
+    lr_schedule: Any = None
+    target_loss: Any = None
+
+
+class Settings(NamedTuple):
+    """What TrackerArguments resolve to: the run's size, the options' config objects (None
+    when off), the sinks (None: the default), the speed window in steps, and whether this
+    process reports."""
+
+    size: RunSize
+    anomaly: Any
+    cross_rank: Any
+    watchdog: Any
+    sinks: list[Any] | None
+    window: int
+    is_master: bool
+
+
+def resolve_arguments(given: TrackerArguments) -> Settings:
+    """Check ProgressTracker's arguments, in the order their errors are reported, and
+    resolve them (TypeError or ValueError naming the fix)."""
+    from .anomaly import AnomalyConfig
+    from .report_schedule import parse_interval
+    from .ranks import CrossRankConfig
+    from .run_size import RunSize
+    from .watchdog import WatchdogConfig
+
+    anomaly = resolve_option("anomaly", given.anomaly, AnomalyConfig)
+    cross_rank = resolve_option("cross_rank", given.cross_rank, CrossRankConfig)
+    watchdog = resolve_option("watchdog", given.watchdog, WatchdogConfig)
+    sinks = check_sinks(given.sinks)
+    check_clock(given.clock)
+    check_device(given.device)
+    check_options(run_config=given.run_config, peak_flops=given.peak_flops, precision=given.precision)
+    size = RunSize.resolve(given.total_iters, epochs=given.epochs, iters_per_epoch=given.iters_per_epoch,
+                           loader=given.loader, total_tokens=given.total_tokens, time_budget_s=given.time_budget_s,
+                           interval_percent=given.interval_percent)
+    window = given.window
+    if not size.in_steps:
+        if cross_rank:
+            raise ValueError(f"cross_rank exchanges at step boundaries, but this run is sized in {size.unit}; "
+                             "size it with total_iters= or epochs=, or pass cross_rank=False")
+        window = 100 if window is None else window
+    window = check_run_arguments(size.total_iters, given.start_iter, tokens_per_iter=given.tokens_per_iter,
+                                 flops_per_iter=given.flops_per_iter, peak_flops=given.peak_flops,
+                                 loss_window=given.loss_window, window=window)
+    parse_interval(given.interval_percent)
+    is_master = detect_is_master() if given.is_master is None else bool(given.is_master)
+    return Settings(size, anomaly, cross_rank, watchdog, sinks, window, is_master)

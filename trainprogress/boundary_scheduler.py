@@ -8,6 +8,7 @@ CheckCadence."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from .anomaly.config import AnomalyConfig
 from .report_schedule import ReportSchedule
@@ -45,10 +46,14 @@ class CheckCadence:
         """A check ran at ``iteration``, at clock time ``now_s``."""
         self._last_iter, self._last_s = iteration, now_s
 
+if TYPE_CHECKING:
+    from .run_size import RunSize
+
 
 class BoundaryScheduler:
-    """Report, check and exchange boundaries of a run of ``total_iters`` optimizer steps
-    that reports every ``interval_percent``, from iteration ``start_iter`` on.
+    """Report, check and exchange boundaries of a run of ``size.total_iters`` optimizer
+    steps that reports every ``interval_percent``, from iteration ``start_iter`` on; after a
+    change of size, ``resize`` lays them out again.
 
     ``reports``: whether this process reports (the master; elsewhere ``next_report`` stays
     math.inf). ``checks``: the AnomalyConfig when anomaly checks run, giving their cadence
@@ -58,21 +63,23 @@ class BoundaryScheduler:
     which adds the dense boundaries to the reports. Boundaries are iterations; none left is math.inf.
     """
 
-    __slots__ = ("_checks", "_exchanges", "_reports", "cadence", "dense", "interval_percent",
+    __slots__ = ("_checks", "_exchanges", "_reports", "_size", "cadence", "dense", "interval_percent",
                  "next_check", "next_report", "next_sync", "schedule")
 
-    def __init__(self, total_iters: int, interval_percent: float, start_iter: int, *, reports: bool,
+    def __init__(self, size: RunSize, interval_percent: float, start_iter: int, *, reports: bool,
                  checks: AnomalyConfig | None, exchanges: bool) -> None:
+        self._size = size
         self.interval_percent = interval_percent
         self._reports = reports
         self._checks = checks
         self._exchanges = exchanges
         self.next_report = self.next_check = self.next_sync = math.inf
-        self.resize(total_iters, start_iter, dense=False)
+        self.resize(start_iter, dense=False)
 
-    def resize(self, total_iters: int, iteration: int, dense: bool) -> None:
-        """Make the run ``total_iters`` steps long, as of ``iteration``: boundaries at or
-        before it are not due again."""
+    def resize(self, iteration: int, dense: bool) -> None:
+        """Lay the boundaries out for the run's size as it is now, as of ``iteration``:
+        boundaries at or before it are not due again."""
+        total_iters = self._size.total_iters
         self.schedule = ReportSchedule(total_iters, self.interval_percent)
         self.cadence: CheckCadence | None = None
         self.dense: ReportSchedule | None = None

@@ -12,8 +12,8 @@ from .value_buffer import Values
 from .cost import RunCost
 from .flops import PeakFlops
 from .forecaster import Forecaster
-from .progress_units import TOKENS, ProgressUnits
 from .report import BLOCKS, Anomaly, MemoryStats, Report, Section, Tick
+from .run_size import RunSize
 
 logger = logging.getLogger(__name__)
 
@@ -54,50 +54,29 @@ class Sections:
 
 
 class ReportBuilder:
-    """Builds the Reports and Ticks of one run of ``total_iters`` steps resumed at
+    """Builds the Reports and Ticks of one run of ``size`` (read at each build) resumed at
     ``start_iter``: derives percent, ms/iter, MFU (with ``flops_per_iter`` FLOP per step and
     the ``peak``) and token counts (``tokens_per_iter``), and adds the ``sections`` and the
     ``forecaster``'s final-loss forecast (a run sized in steps only)."""
 
     def __init__(
         self,
-        total_iters: int,
+        size: RunSize,
         start_iter: int,
         *,
         tokens_per_iter: int | None,
         flops_per_iter: float | None,
         peak: PeakFlops | None,
         sections: Sections,
-        units: ProgressUnits | None = None,
-        epochs: int | None = None,
-        iters_per_epoch: int | None = None,
         forecaster: Forecaster | None = None,
     ) -> None:
-        self.total_iters = total_iters
+        self.size = size
         self.start_iter = start_iter
         self.tokens_per_iter = tokens_per_iter
         self.flops_per_iter = flops_per_iter
         self.peak = peak
         self.sections = sections
-        self.units = units
-        self.epochs = epochs
-        self.iters_per_epoch = iters_per_epoch
         self.forecaster = forecaster
-
-    def progress(self, iteration: int) -> tuple[float, int]:
-        """Percent done and the run's total in optimizer steps at ``iteration``. A run sized
-        in tokens or seconds knows its steps only as an estimate from its progress so far."""
-        units = self.units
-        if units is None:
-            return 100.0 * iteration / self.total_iters, self.total_iters
-        percent = units.percent
-        return percent, (round(iteration * 100 / percent) if percent > 0 else iteration)
-
-    def epoch(self, iteration: int) -> int | None:
-        """The epoch (1-based) that step ``iteration`` belongs to, or None when not sized in epochs."""
-        if self.iters_per_epoch is None:
-            return None
-        return max(1, -(-iteration // self.iters_per_epoch))
 
     def mfu(self, iters_per_s: float | None) -> float | None:
         """Model FLOPs utilisation, a fraction of the peak, at ``iters_per_s`` optimizer steps
@@ -129,15 +108,14 @@ class ReportBuilder:
         iteration = values.iteration
         tokens = self.tokens_per_iter
         mfu = self.mfu(iters_per_s)
-        percent, total_iters = self.progress(iteration)
-        units = self.units
+        size = self.size
+        percent, total_iters = size.progress(iteration)
         tokens_processed = None if tokens is None else tokens * iteration
         tokens_per_s = None if tokens is None or iters_per_s is None else tokens * iters_per_s
-        if units is not None and units.unit == TOKENS:
-            tokens_processed, tokens_per_s = int(units.done), units_tokens_per_s
+        if size.in_tokens:
+            tokens_processed, tokens_per_s = int(size.units.done), units_tokens_per_s
         forecast = None
-        if self.forecaster is not None and units is None:
-            self.forecaster.total_iters = total_iters
+        if self.forecaster is not None and size.in_steps:
             forecast = self.forecaster.forecast(iteration)
         return Report(
             kind=kind,
@@ -167,10 +145,10 @@ class ReportBuilder:
             outcome=outcome,
             error=error,
             wall_time=time.time(),
-            progress_unit="iters" if units is None else units.unit,
-            progress_total=total_iters if units is None else units.total,
-            epoch=self.epoch(iteration),
-            epochs=self.epochs,
+            progress_unit=size.unit,
+            progress_total=size.total_in_unit(total_iters),
+            epoch=size.epoch(iteration),
+            epochs=size.epochs,
             run_cost=run_cost,
             loss_forecast=forecast.final if forecast else None,
             loss_forecast_low=forecast.low if forecast else None,
@@ -179,7 +157,7 @@ class ReportBuilder:
 
     def tick(self, iteration: int, *, eta_s: float | None, iters_per_s: float | None, smoothed_loss: float | None) -> Tick:
         """Live progress at ``iteration`` for the sinks that want ticks (the bar)."""
-        percent, total_iters = self.progress(iteration)
+        percent, total_iters = self.size.progress(iteration)
         return Tick(
             iteration=iteration,
             total_iters=total_iters,

@@ -46,7 +46,10 @@ from __future__ import annotations
 
 from collections import deque
 from statistics import fmean, median
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .run_size import RunSize
 
 
 # An event that recurs at random comes, now and then, several of its mean spacings after
@@ -137,11 +140,12 @@ class ForecastJudge:
 
 
 class EtaEstimator:
-    """Estimates wall seconds until ``total_iters`` steps are complete. See the module doc."""
+    """Estimates wall seconds until the run's ``size`` (its ``total_iters`` steps, read at
+    each estimate, so that a resized run needs nothing more) is complete. See the module doc."""
 
     def __init__(
         self,
-        total_iters: int,
+        size: RunSize,
         window: int,
         *,
         stall_factor: float = 2.0,
@@ -150,7 +154,7 @@ class EtaEstimator:
     ) -> None:
         if window < 1:
             raise ValueError(f"ETA window must be >= 1 step, got {window}")
-        self.total_iters = total_iters
+        self.size = size
         self._recent: deque[float] = deque(maxlen=window)
         self._stall_factor = stall_factor
         self._max_stall_run = max_stall_run
@@ -220,7 +224,7 @@ class EtaEstimator:
             self._judge.judge(iteration, self._elapsed_s, forecasts)
         # The next boundary k x total / JUDGEMENTS_PER_RUN (floored, as the tracker's
         # report boundaries) after this iteration.
-        total, per_run = max(1, self.total_iters), JUDGEMENTS_PER_RUN
+        total, per_run = max(1, self.size.total_iters), JUDGEMENTS_PER_RUN
         k = iteration * per_run // total + 1
         self._next_judgement = max(iteration + 1, k * total // per_run)
 
@@ -269,7 +273,7 @@ class EtaEstimator:
     def remaining_s(self, iteration: int) -> float | None:
         """Estimated wall seconds from the completion of ``iteration`` to the end of the run;
         0.0 once the run is complete, None while it cannot be estimated yet."""
-        remaining = self.total_iters - iteration
+        remaining = self.size.total_iters - iteration
         if remaining <= 0:
             return 0.0
         per_iter = self.seconds_per_iter(iteration)

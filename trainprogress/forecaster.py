@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .forecast import Forecast, forecast_loss
+
+if TYPE_CHECKING:
+    from .run_size import RunSize
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +28,12 @@ def _loss_text(value: float) -> str:
 
 
 class Forecaster:
-    """The forecast of one run of ``total_iters`` optimizer steps. ``lr_schedule``: a callable
-    step -> learning rate (step 1-based), called for every step once, at the first forecast
-    (and again when the run's size changes); ``target_loss``: the loss the run should reach."""
+    """The forecast of one run of ``size.total_iters`` optimizer steps (read at each forecast,
+    so that it follows a resize). ``lr_schedule``: a callable step -> learning rate (step
+    1-based), called for every step once, at the first forecast (and again when the run's
+    size changes); ``target_loss``: the loss the run should reach."""
 
-    def __init__(self, total_iters: int, lr_schedule: Callable[[int], float] | None = None,
+    def __init__(self, size: RunSize, lr_schedule: Callable[[int], float] | None = None,
                  target_loss: float | None = None) -> None:
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError(f"lr_schedule must be a callable step -> learning rate, got {lr_schedule!r}; "
@@ -37,7 +41,7 @@ class Forecaster:
         if target_loss is not None and (isinstance(target_loss, bool) or not isinstance(target_loss, (int, float))
                                         or not math.isfinite(target_loss)):
             raise ValueError(f"target_loss must be a finite number, got {target_loss!r}; pass e.g. target_loss=1.9")
-        self.total_iters = total_iters
+        self.size = size
         self.lr_schedule = lr_schedule
         self.target_loss = target_loss
         self._steps: list[float] = []
@@ -57,6 +61,11 @@ class Forecaster:
             chunk = pairs[begin:begin + size]
             self._steps.append(sum(i for i, _ in chunk) / len(chunk))
             self._losses.append(sum(v for _, v in chunk) / len(chunk))
+
+    @property
+    def total_iters(self) -> int:
+        """The run's optimizer steps, as its size says now."""
+        return self.size.total_iters
 
     def forecast(self, iteration: int) -> Forecast | None:
         """The forecast as of ``iteration`` (computed once per iteration), or None."""

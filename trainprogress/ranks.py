@@ -22,12 +22,17 @@ import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from statistics import median
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from . import format as fmt
 from .energy import key_code, sum_distinct
 from .report import Anomaly
 from .stragglers import SlowRank, StragglerConfig, StragglerDetector, find_slow_ranks, medians_of_others
+
+if TYPE_CHECKING:
+    from .value_buffer import Values
+    from .cost import CostMeter
+    from .pauses import Pauses
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +269,56 @@ class CrossRank:
             except Exception:  # the default group may already be gone
                 logger.debug("destroying the cross-rank group failed", exc_info=True)
         self._group = None
+
+
+class RanksAtBoundary:
+    """The tracker's side of the cross-rank exchange: at each scheduled boundary, every rank
+    sends its figures (``exchange``) with the loop's phase set to "collective" for the
+    watchdog, and its energy when it meters (``cost``); on rank 0 the figures of this
+    boundary then give the report the loss averaged over ranks (``figures_at``), the "🛰️
+    Ranks" section (``section_lines``), every rank's energy, and the straggler anomaly."""
+
+    __slots__ = ("_cost", "_pauses", "cross_rank")
+
+    def __init__(self, cross_rank: CrossRank, cost: CostMeter | None, pauses: Pauses) -> None:
+        self.cross_rank = cross_rank
+        self._cost = cost
+        self._pauses = pauses
+
+    def exchange(self, iteration: int, values: Values, paused_s: float) -> list[tuple[str, dict[str, object]]]:
+        """This rank's part of the exchange at ``iteration`` (``values``: the loop's, read;
+        ``paused_s``: the run's paused seconds so far). Returns the straggler events."""
+        pauses = self._pauses
+        phase, pauses.phase = pauses.phase, "collective"
+        energy = self._cost.read() if self._cost is not None else None
+        events = self.cross_rank.exchange(iteration, paused_s, pauses.data_wait.total_s,
+                                          values.loss, values.smoothed_loss, energy)
+        pauses.phase = phase
+        figures = self.figures_at(iteration)
+        if self._cost is not None and figures is not None:
+            self._cost.merge_ranks(figures.energy_j)
+        return events
+
+    def figures_at(self, iteration: int) -> RankFigures | None:
+        """Every rank's figures when the exchange at ``iteration`` produced them (rank 0)."""
+        figures = self.cross_rank.figures
+        return figures if figures is not None and figures.iteration == iteration else None
+
+    def section_lines(self) -> dict[str, object]:
+        """The "🛰️ Ranks" section as of the latest exchange (empty before the first)."""
+        figures = self.cross_rank.figures
+        return figures.section_lines() if figures else {}
+
+    def with_stragglers(self, active: tuple[Anomaly, ...]) -> tuple[Anomaly, ...]:
+        """``active`` anomalies with the straggler one as of the latest exchange."""
+        return tuple(a for a in active if a.kind != "straggler") + self.cross_rank.anomalies
+
+    @property
+    def anomalies(self) -> tuple[Anomaly, ...]:
+        return self.cross_rank.anomalies
+
+    def close(self) -> None:
+        self.cross_rank.close()
 
 
 def _energy_slots(energy: Mapping[str, float]) -> list[float]:

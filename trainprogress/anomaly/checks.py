@@ -4,11 +4,14 @@ since the previous one, as events for the sinks."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from ..report import Anomaly
 from .config import AnomalyConfig
 from .monitor import AnomalyMonitor
+
+if TYPE_CHECKING:
+    from ..run_size import RunSize
 
 
 class CheckResult(NamedTuple):
@@ -26,14 +29,14 @@ class AnomalyChecks:
     as they come; ``run(...)`` hands their per-step means to the monitor with the check's
     losses, gradient norm and memory, and compares what is active with ``active``, what was
     active before the check: a blip, a newly raised anomaly and a cleared one are events.
-    ``total_iters``: the run's length in steps (None for a run sized in tokens or time),
-    which sizes the memory detector's warm-up allowance.
+    ``size``: the run's size in steps (None for a run sized in tokens or time), which sizes
+    the memory detector's warm-up allowance.
     """
 
     __slots__ = ("_step_times", "monitor")
 
-    def __init__(self, config: AnomalyConfig, total_iters: int | None = None) -> None:
-        self.monitor = AnomalyMonitor(config, total_iters)
+    def __init__(self, config: AnomalyConfig, size: RunSize | None = None) -> None:
+        self.monitor = AnomalyMonitor(config, size)
         self._step_times: list[float] = []  # per-step means the monitor has not seen yet
 
     def add_step_times(self, groups: Sequence[tuple[float, int]]) -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from statistics import median
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..format import GIB
 from .config import MAD_TO_SIGMA, AnomalyConfig, Finding
+
+if TYPE_CHECKING:
+    from ..run_size import RunSize
 
 # Memory is judged by medians of this many checks: odd, so that a single step up lands in
 # one level or the next, never half in each.
@@ -21,10 +24,10 @@ class LeakDetector:
     judged by levels of 3 checks, against the plateau it levelled off at (fast) and over a
     long window past the warm-up allowance (slow)."""
 
-    def __init__(self, config: AnomalyConfig, total_iters: int | None = None) -> None:
+    def __init__(self, config: AnomalyConfig, size: RunSize | None = None) -> None:
         self.config = config
-        self.total_iters = total_iters
-        """The run's length in iterations (None: unknown; the slow rule then starts at once)."""
+        self.size = size
+        """The run's size, read at each judgement (None: unknown; the slow rule then starts at once)."""
         self._first_iter: int | None = None  # this process's first judged check
         self._samples: deque[tuple[int, int]] = deque(
             maxlen=max(4, config.memory_window_checks, config.memory_plateau_checks, 3 * _LEVEL_CHECKS))
@@ -99,8 +102,8 @@ class LeakDetector:
         if len(self._samples) < size:
             return None
         window = list(self._samples)[-size:]
-        if self.total_iters is not None and self._first_iter is not None:
-            allowance = self.config.memory_warmup_percent / 100 * self.total_iters
+        if self.size is not None and self._first_iter is not None:
+            allowance = self.config.memory_warmup_percent / 100 * self.size.total_iters
             if window[0][0] - self._first_iter < allowance:
                 return None
         quarter = size // 4 if size // 4 % 2 else size // 4 - 1

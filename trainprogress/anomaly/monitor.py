@@ -6,11 +6,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from statistics import median
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..report import Anomaly
 from .config import MAD_TO_SIGMA, AnomalyConfig, Finding
 from .leak import LeakDetector
+
+if TYPE_CHECKING:
+    from ..run_size import RunSize
 
 
 class _PooledMedian:
@@ -33,7 +36,7 @@ class AnomalyMonitor:
     """Runs the detectors at each check and keeps each anomaly's episode: raised when its
     condition first shows, cleared after ``clear_after_checks`` checks without it."""
 
-    def __init__(self, config: AnomalyConfig, total_iters: int | None = None) -> None:
+    def __init__(self, config: AnomalyConfig, size: RunSize | None = None) -> None:
         self.config = config
         history = config.history_checks
         self._checks = 0
@@ -41,7 +44,7 @@ class AnomalyMonitor:
         self._loss_medians: deque[float] = deque(maxlen=history)
         self._step_pool = _PooledMedian(config.pool_steps)
         self._step_medians: deque[float] = deque(maxlen=history)
-        self._leak = LeakDetector(config, total_iters)
+        self._leak = LeakDetector(config, size)
         self._grad_norms: deque[float] = deque(maxlen=history)
         self._active: dict[str, Anomaly] = {}
         self._absent: dict[str, int] = {}
@@ -53,16 +56,6 @@ class AnomalyMonitor:
         self.blips: tuple[Anomaly, ...] = ()
         """Conditions seen for the first time at the latest check that are not (yet)
         anomalies: worth one short line, not a report."""
-
-    @property
-    def total_iters(self) -> int | None:
-        """The run's length in iterations, when known: it sizes the memory warm-up allowance
-        (``AnomalyConfig.memory_warmup_percent``). May be changed mid-run."""
-        return self._leak.total_iters
-
-    @total_iters.setter
-    def total_iters(self, total: int | None) -> None:
-        self._leak.total_iters = total
 
     def observe(
         self,
