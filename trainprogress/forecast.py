@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .schedule_areas import ScheduleAreas
+
 # Tuned on the development curves (benchmarks/bench_forecast.py), chosen to be defensible:
 # a full learning-rate anneal lowers an LLM's loss by a few percent (3 +- 2.5% here).
 ANNEAL_DROP = 0.03
@@ -36,7 +38,6 @@ MIN_FRACTION = 0.1              # silent before 10% of the run
 MIN_POINTS = 10                 # ...or with fewer logged losses than this
 BINS = 48                       # log-spaced bins the curve is averaged into
 ALPHAS = tuple(0.04 * 1.16 ** k for k in range(28))   # 0.04 .. about 2.2
-ANNEAL_MOMENTUM = 0.999         # lambda of S2's momentum (Tissue et al.)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def forecast_loss(steps, losses, total_steps, lrs=None) -> Forecast | None:
     """The final loss of a run of `total_steps` optimizer steps, or None with too little to go on.
 
     `steps` are the 1-based steps logged so far (increasing), `losses` their losses, `lrs`
-    the learning rate of every step 1..total_steps when the schedule is known.
+    the learning rate of every step 1..total_steps when the schedule is known, or the
+    schedule's ScheduleAreas made once for the run (which saves summing them at each call).
     """
     np = _numpy()
     steps = np.asarray(steps, dtype=float)
@@ -62,11 +64,7 @@ def forecast_loss(steps, losses, total_steps, lrs=None) -> Forecast | None:
     if total_steps <= 0 or steps.size < MIN_POINTS or steps[-1] < MIN_FRACTION * total_steps:
         return None
     current = _current_smoothed(np, steps, losses)
-    rates = None if lrs is None else np.asarray(lrs[:total_steps], dtype=float)
-    if rates is not None and rates.size == total_steps and rates.max() > 0:
-        curve = _AnnealingCurve(np, rates)
-    else:
-        curve = _StepCurve(np, total_steps)
+    curve = _curve(np, lrs, total_steps)
     # The warm-up's losses follow no law of the rate's area: leave them out while there is enough after them.
     start = steps[-1] * max(WINDOW_START, min(curve.warmup_end / steps[-1], AFTER_WARMUP_UP_TO))
     x, y = _binned(np, steps, losses, start)
@@ -78,7 +76,7 @@ def forecast_loss(steps, losses, total_steps, lrs=None) -> Forecast | None:
     mean, sd = estimate
     final = min(max(mean, 0.0), current)
     # Without the schedule an anneal may still come: the band's low end makes room for one.
-    unknown_anneal = 0.0 if isinstance(curve, _AnnealingCurve) else (ANNEAL_DROP + Z_BAND * ANNEAL_DROP_SD) * current
+    unknown_anneal = 0.0 if isinstance(curve, ScheduleAreas) else (ANNEAL_DROP + Z_BAND * ANNEAL_DROP_SD) * current
     low = min(max(mean - Z_BAND * sd - unknown_anneal, 0.0), final)
     high = max(min(mean + Z_BAND * sd, current), final)
     return Forecast(final=float(final), low=float(low), high=float(high))
@@ -91,6 +89,16 @@ def _numpy():
         raise ImportError(
             "the loss forecast needs numpy: pip install 'trainprogress[forecast]'") from error
     return numpy
+
+
+def _curve(np, lrs, total_steps):
+    """The schedule's areas when it is known (and covers the run), else a power law in steps."""
+    if isinstance(lrs, ScheduleAreas):
+        return lrs if lrs.total_steps == total_steps else _StepCurve(np, total_steps)
+    rates = None if lrs is None else np.asarray(lrs[:total_steps], dtype=float)
+    if rates is not None and rates.size == total_steps and np.isfinite(rates).all() and rates.max() > 0:
+        return ScheduleAreas.from_rates(np, rates)
+    return _StepCurve(np, total_steps)
 
 
 def _current_smoothed(np, steps, losses):
@@ -129,47 +137,6 @@ class _StepCurve:
 
     def anneal(self, step):
         return self.np.zeros_like(self.np.asarray(step, dtype=float))
-
-
-class _AnnealingCurve:
-    """S1 (forward area) and S2 (annealing area with momentum) of a known schedule."""
-
-    def __init__(self, np, lrs):
-        self.np = np
-        rate = np.asarray(lrs, dtype=float)
-        rate = rate / rate.max()
-        self.total_steps = rate.size
-        self.s1 = np.maximum(np.cumsum(rate), 1e-12)
-        drops = np.maximum(np.concatenate(([0.0], rate[:-1] - rate[1:])), 0.0)
-        self.s2 = np.cumsum(_momentum(np, drops, ANNEAL_MOMENTUM))
-        self.has_anneal = self.s2[-1] > 1e-9
-        self.warmup_end = int(np.argmax(rate >= 0.99)) + 1
-
-    def _at(self, table, step):
-        index = self.np.clip(self.np.rint(step).astype(int) - 1, 0, self.total_steps - 1)
-        return table[index]
-
-    def progress(self, step):
-        return self._at(self.s1, self.np.asarray(step, dtype=float))
-
-    def anneal(self, step):
-        return self._at(self.s2, self.np.asarray(step, dtype=float))
-
-
-def _momentum(np, drops, decay):
-    """m_i = decay * m_{i-1} + drops_i, vectorised in blocks (a plain loop is too slow at 72k steps)."""
-    out = np.empty_like(drops)
-    carry = 0.0
-    block = 512
-    powers = decay ** np.arange(block)
-    for begin in range(0, drops.size, block):
-        chunk = drops[begin:begin + block]
-        n = chunk.size
-        # m_j = decay^j * carry + sum_{k<=j} decay^(j-k) chunk_k, via scaled cumulative sums
-        scaled = np.cumsum(chunk / powers[:n]) * powers[:n]
-        out[begin:begin + n] = scaled + carry * decay * powers[:n]
-        carry = out[begin + n - 1]
-    return out
 
 
 def _model_average(np, curve, x, y, total_steps, current):
