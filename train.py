@@ -60,6 +60,7 @@ class TrainConfig(GPTTrainingConfig):
     # learning-rate schedule
     decay_lr: bool = opt(True, "warm up and decay the learning rate (else constant)")
     warmup_iters: int = opt(2000, "linear warm-up steps")
+    lr_hold_iters: int = opt(0, "steps held at the peak rate after the warm-up before the decay starts (warmup-stable-decay)")
     lr_decay_iters: int = opt(600000, "step at which the cosine reaches min_lr; usually max_iters")
     min_lr: float = opt(6e-5, "floor of the learning rate; usually learning_rate / 10")
 
@@ -69,7 +70,8 @@ class TrainConfig(GPTTrainingConfig):
         require(self.log_interval >= 0, f"log_interval must be >= 0 (0 turns the log off), got {self.log_interval}.")
 
     def schedule(self) -> CosineSchedule:
-        return CosineSchedule(self.learning_rate, self.warmup_iters, self.lr_decay_iters, self.min_lr, self.decay_lr)
+        return CosineSchedule(self.learning_rate, self.warmup_iters, self.lr_decay_iters, self.min_lr, self.decay_lr,
+                              self.lr_hold_iters)
 
 
 @torch.no_grad()

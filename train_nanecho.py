@@ -110,6 +110,13 @@ class NanEchoConfig(GPTTrainingConfig):
     def lr_schedule(self) -> CosineSchedule:
         return CosineSchedule(self.learning_rate, self.warmup_iters, self.lr_decay_iters, self.min_lr)
 
+    def step_learning_rate(self) -> Callable[[int], float]:
+        """The rate of 0-based step ``it`` as the run sets it: the warm-up + cosine times the
+        curriculum's multiplier at that step. The phases are fixed by the step's percent, so
+        the whole schedule is known in advance (the final-loss forecast reads it)."""
+        schedule, curriculum = self.lr_schedule(), self.curriculum()
+        return lambda it: schedule(it) * curriculum.state(100.0 * it / self.max_iters).lr_multiplier
+
     def connections(self) -> ConnectionSchedule:
         return ConnectionSchedule(self.initial_connections, self.connection_growth_rate,
                                   self.connection_growth_interval, self.max_connections)
@@ -311,7 +318,7 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
              f"val {data.num_tokens('val'):,} tokens)")
     rt.print(f"{training.runtime_line()}; preset {cfg.preset}")
 
-    tracker = training.tracker(lr_schedule)
+    tracker = training.tracker(cfg.step_learning_rate())
     state = curriculum.state(100.0 * iter_num / cfg.max_iters)
     next_eval = (iter_num // cfg.eval_interval + 1) * cfg.eval_interval
     # Report sections read these Python values only when a report is built: no device syncs.

@@ -1,12 +1,17 @@
 """How well does trainprogress forecast a run's final loss? Scores
-`trainprogress.forecast.forecast_loss` on real loss curves (../shared/forecast/curves, or the
-folder given) cut at 10% to 90% of each run, beside two baselines, with and without the
-learning-rate schedule.
+`trainprogress.forecast.forecast_loss` on real loss curves (../shared/forecast/curves and
+benchmarks/curves, or the folders given) cut at 10% to 90% of each run, beside two
+baselines, with and without the learning-rate schedule.
 
-    python benchmarks/bench_forecast.py [CURVE_DIR]
+    python benchmarks/bench_forecast.py [CURVE_DIR ...] [--detail]
+
+The curves are split into two halves, "tune" and "holdout" (alternately by name within each
+folder and schedule shape): the forecast's constants were tuned looking at the "tune" half
+only, and the targets are reported for the pool, each folder and each half.
 
 Each CSV has `# key: value` header lines (total_steps, schedule JSON) and the columns
-step,loss,lr,val_loss. The truth is the loss averaged over the run's last 1% of steps. At
+step,loss,lr,val_loss. The truth is the loss averaged over the run's last 1% of steps (at
+least its last 20 steps). At
 each cut (every 5% from 10% to 90%) every method sees the curve up to the cut:
 - "forecast+lr": forecast_loss with the schedule (the lr column, interpolated to every step);
 - "forecast": forecast_loss without it;
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -35,8 +41,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainprogress.forecast import Forecast, forecast_loss  # noqa: E402
+from trainprogress.schedule_areas import ScheduleAreas  # noqa: E402
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "forecast" / "curves"
+HERE = Path(__file__).resolve().parent
+DEFAULT_DIRS = (HERE.parent.parent / "shared" / "forecast" / "curves", HERE / "curves")
 CUTS = [round(0.10 + 0.05 * k, 2) for k in range(17)]
 METHODS = ("forecast+lr", "forecast", "last", "powerlaw")
 
@@ -53,11 +61,14 @@ class Curve:
                 rows.append((float(step), float(loss), float(lr) if lr else np.nan))
         table = np.array(rows)
         self.name = path.stem
+        self.folder = f"{path.parent.parent.name}/{path.parent.name}"
+        self.half = "tune"  # set by split_halves
         self.total = int(meta["total_steps"])
         self.steps, self.losses, lr_logged = table[:, 0], table[:, 1], table[:, 2]
         schedule = json.loads(meta.get("schedule", "{}"))
         self.lrs = every_step_lr(self.steps, lr_logged, self.total, schedule.get("warmup", 0))
-        self.truth = float(self.losses[self.steps >= 0.99 * self.total].mean())
+        # The last 1% of the run, and at least its last 20 steps: a short run's 1% is 3 noisy batches.
+        self.truth = float(self.losses[self.steps >= min(0.99 * self.total, self.total - 19)].mean())
         self.shape = schedule_shape(self.lrs)
 
 
@@ -200,6 +211,61 @@ def print_warning_rates(rows):
               f"the final loss, {100 * above:.0f}% of targets 1% above (n={len(pairs)})")
 
 
+def only(rows, keep):
+    """rows restricted to the curves that ``keep`` accepts."""
+    return {key: [p for p in pairs if keep(p[0])] for key, pairs in rows.items()}
+
+
+def targets_line(rows):
+    """Issue 24's targets for forecast+lr, in one table row."""
+    def at(cut):
+        return rows.get(("forecast+lr", cut), [])
+    cells = []
+    for cut in (0.3, 0.5, 0.7):
+        errors, _, half = stats(at(cut)) if at(cut) else (np.array([np.nan]),) * 3
+        cells.append(f"{100 * np.median(errors):.2f}% / {100 * np.median(half):.2f}%")
+    p90 = max((np.quantile(stats(at(c))[0], 0.9) for c in CUTS if c >= 0.3 and at(c)), default=np.nan)
+    pooled = [p for c in CUTS for p in at(c)]
+    coverage = stats(pooled)[1].mean() if pooled else np.nan
+    worse = total = 0
+    for cut in (c for c in CUTS if c >= 0.5):
+        last = {c.name: f for c, f in rows.get(("last", cut), [])}
+        for curve, f in at(cut):
+            total += 1
+            worse += abs(f.final - curve.truth) > abs(last[curve.name].final - curve.truth)
+    fifty = at(0.5)
+    below = np.mean([f.low > 0.99 * c.truth for c, f in fifty]) if fifty else np.nan
+    above = np.mean([f.low > 1.01 * c.truth for c, f in fifty]) if fifty else np.nan
+    curves = len({c.name for c, _ in pooled})
+    return (f"{curves} | " + " | ".join(cells) + f" | {100 * p90:.2f}% | {100 * coverage:.0f}% | {worse} of {total} | "
+            f"{100 * below:.0f}% / {100 * above:.0f}%")
+
+
+def print_targets(rows, curves):
+    print("\nTargets (forecast+lr): curves | 30% err med / half-width | 50% | 70% | worst p90 err from 30% | coverage "
+          "10-90% | worse than 'last' from 50% | warning at 50%, 1% below / 1% above")
+    print("| curves | group | 30% err / half | 50% err / half | 70% err / half | p90 max | cover | worse than last | "
+          "warn below / above |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    groups = [("all", lambda c: True)]
+    groups += [(f"half {h}", lambda c, h=h: c.half == h) for h in ("tune", "holdout")]
+    groups += [(f"folder {f}", lambda c, f=f: c.folder == f) for f in sorted({c.folder for c in curves})]
+    groups += [(f"shape {s}", lambda c, s=s: c.shape == s) for s in sorted({c.shape for c in curves})]
+    for name, keep in groups:
+        line = targets_line(only(rows, keep))
+        count, rest = line.split(" | ", 1)
+        print(f"| {count} | {name} | {rest} |")
+
+
+def best_of(function, repeats=20):
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - begin)
+    return f"median {1000 * np.median(times):.1f} ms, min {1000 * min(times):.1f} ms"
+
+
 def time_72k():
     total = 72_000
     steps = np.arange(1, total + 1, dtype=float)
@@ -207,27 +273,43 @@ def time_72k():
     rng = np.random.default_rng(0)
     losses = 2.0 + 3.0 * np.cumsum(lrs) ** -0.4 + rng.normal(0, 0.05, total)
     cut = int(0.9 * total)
-    forecast_loss(steps[:cut], losses[:cut], total, lrs)
-    times = []
-    for _ in range(20):
-        begin = time.perf_counter()
-        forecast_loss(steps[:cut], losses[:cut], total, lrs)
-        times.append(time.perf_counter() - begin)
-    print(f"time per forecast on a 72,000-step curve (64,800 losses, schedule known): "
-          f"median {1000 * np.median(times):.1f} ms, min {1000 * min(times):.1f} ms, max {1000 * max(times):.1f} ms "
-          "(limit 50 ms; on a shared machine the min is the uncontended cost)")
+    areas = ScheduleAreas.from_schedule(np, lambda step: float(lrs[step - 1]), total)
+    print("time on a 72,000-step curve (64,800 losses, schedule known; limit 50 ms; on a shared machine the min "
+          "is the uncontended cost):")
+    print("  a report's forecast, the schedule's areas kept (the tracker): "
+          + best_of(lambda: forecast_loss(steps[:cut], losses[:cut], total, areas)))
+    print("  forecast_loss with the lr array (sums it each call): "
+          + best_of(lambda: forecast_loss(steps[:cut], losses[:cut], total, lrs)))
+    print("  the areas from a Python schedule callable, once per run: "
+          + best_of(lambda: ScheduleAreas.from_schedule(np, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)),
+                                                        total), repeats=5))
+    long_run = 5_000_000
+    print("  the same for a 5,000,000-step run (65,536 calls on a grid): "
+          + best_of(lambda: ScheduleAreas.from_schedule(
+              np, lambda step: 0.5 * (1 + math.cos(math.pi * step / long_run)), long_run), repeats=5))
+
+
+def split_halves(curves):
+    """Alternate the curves of each (folder, shape) between the "tune" and "holdout" halves."""
+    groups = {}
+    for curve in sorted(curves, key=lambda c: c.name):
+        groups.setdefault((curve.folder, curve.shape), []).append(curve)
+    for members in groups.values():
+        for index, curve in enumerate(members):
+            curve.half = "tune" if index % 2 == 0 else "holdout"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", default=str(DEFAULT_DIR))
+    parser.add_argument("folders", nargs="*", default=[str(d) for d in DEFAULT_DIRS])
     parser.add_argument("--detail", action="store_true", help="print every forecast+lr result")
     args = parser.parse_args()
-    paths = sorted(Path(args.folder).glob("*.csv"))
+    paths = [p for folder in args.folders for p in sorted(Path(folder).glob("*.csv"))]
     if not paths:
-        sys.exit(f"no *.csv curves in {args.folder}: pass a folder of loss curves")
+        sys.exit(f"no *.csv curves in {', '.join(args.folders)}: pass folders of loss curves")
     curves = [Curve(p) for p in paths]
-    print("curves: " + ", ".join(f"{c.name} ({c.shape})" for c in curves))
+    split_halves(curves)
+    print("curves: " + ", ".join(f"{c.name} ({c.shape}, {c.half})" for c in curves))
     rows = score(curves)
     if args.detail:
         print_detail(rows)
@@ -235,6 +317,7 @@ def main():
     print_pooled(rows, curves)
     print_worse_than_last(rows)
     print_warning_rates(rows)
+    print_targets(rows, curves)
     time_72k()
 
 

@@ -207,3 +207,39 @@ def test_a_run_with_a_report_every_5_percent_has_a_forecast_from_15_percent():
             tracker.step(loss=2.0 + 3.0 * it ** -0.5)
     by_percent = {r.percent: r.loss_forecast for r in recorder.reports if r.kind == "scheduled"}
     assert by_percent[10.0] is None and by_percent[15.0] is not None
+
+
+def test_schedule_areas_on_a_grid_match_the_exact_ones_and_call_the_schedule_at_most_max_points_times():
+    from trainprogress.schedule_areas import MAX_POINTS, ScheduleAreas
+
+    total = 3 * MAX_POINTS + 1000
+    lrs = cosine_lrs(total, warmup=5000)
+    calls = []
+
+    def schedule(step):
+        calls.append(step)
+        return float(lrs[step - 1])
+
+    coarse = ScheduleAreas.from_schedule(np, schedule, total)
+    exact = ScheduleAreas.from_rates(np, lrs)
+    assert len(calls) <= MAX_POINTS
+    probe = np.array([1.0, 4999.5, 50_000.0, 123_456.7, total])
+    assert np.allclose(coarse.progress(probe)[1:], exact.progress(probe)[1:], rtol=1e-3)
+    assert np.allclose(coarse.anneal(probe)[2:], exact.anneal(probe)[2:], rtol=2e-3)
+    assert abs(coarse.warmup_end - exact.warmup_end) <= 4
+    with pytest.raises(ValueError, match="positive peak"):
+        ScheduleAreas.from_rates(np, np.zeros(10))
+
+
+def test_the_forecaster_sums_the_schedule_once_for_all_its_reports():
+    total = 2000
+    lrs = cosine_lrs(total, warmup=50)
+    truth = annealing_law(lrs)
+    calls = []
+    forecaster = Forecaster(total, lr_schedule=lambda step: calls.append(step) or float(lrs[step - 1]))
+    for end in range(50, 1401, 50):
+        forecaster.add(range(end - 49, end + 1), truth[end - 50:end])
+        if end >= 400:
+            assert forecaster.forecast(end) is not None
+    assert len(calls) == total  # once per step, at the first forecast only
+    assert sorted(calls) == list(range(1, total + 1))

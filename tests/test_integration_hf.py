@@ -182,3 +182,23 @@ def test_hf_evaluation_at_the_last_step_reaches_the_summary(tmp_path):
     final = [r for r in lines if r["type"] == "report" and r["kind"] == "final"][0]
     assert final["best_val_loss"] == pytest.approx(min(evals)) and final["metrics"]["val_loss"] == pytest.approx(evals[1])
     assert summarize(read_log(jsonl).runs[-1])["best_val_loss"] == pytest.approx(min(evals))
+
+
+def test_hf_passes_the_schedule_of_its_lambda_scheduler_and_reports_a_forecast(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    trainer = make_trainer(tmp_path / "run", jsonl)
+    trainer.args.max_steps, trainer.args.logging_steps = 40, 1
+    trainer.args.save_strategy = trainer.args.eval_strategy = "no"
+    trainer.args.warmup_steps, trainer.args.lr_scheduler_type = 5, "cosine"
+    trainer.train()
+    progress = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainProgressCallback))
+    schedule = progress.tracker._forecaster.lr_schedule
+    hf_lrs = {entry["step"]: entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry}
+    assert len(hf_lrs) == 40
+    for step, rate in hf_lrs.items():  # the rates HF logged for each step are the schedule's
+        assert schedule(step) == pytest.approx(rate, rel=1e-6, abs=1e-12)
+    assert schedule(3) < schedule(6) and schedule(6) == pytest.approx(LR) and schedule(30) < LR  # warm-up, peak, cosine
+    reports = [r for r in read_jsonl(jsonl) if r["type"] == "report" and r["kind"] == "scheduled"]
+    forecasts = [r for r in reports if r["loss_forecast"] is not None]
+    assert forecasts and forecasts[0]["percent"] <= 25
+    assert all(r["loss_forecast_low"] <= r["loss_forecast"] <= r["loss_forecast_high"] for r in forecasts)

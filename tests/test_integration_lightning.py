@@ -231,3 +231,45 @@ def test_lightning_unsized_loader_is_sized_by_iters_per_epoch(tmp_path):
     reports = [r for r in lines if r["type"] == "report" and r["kind"] == "scheduled"]
     assert lines[0]["total_iters"] == 40 and [r["iteration"] for r in reports] == list(range(1, 41))
     assert reports[-1]["percent"] == 100.0 and lines[-1]["status"] == "completed"
+
+
+def test_lightning_passes_the_lambda_schedule_it_reads_without_stepping_it(tmp_path, monkeypatch):
+    import trainprogress.integrations.lightning as integration
+
+    given = []
+
+    class RecordingTracker(integration.ProgressTracker):
+        def __init__(self, *args, **kwargs):
+            given.append(kwargs.get("lr_schedule"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(integration, "ProgressTracker", RecordingTracker)
+    jsonl = tmp_path / "p.jsonl"
+    fit(tmp_path, jsonl)
+    assert len(given) == 1 and callable(given[0])
+    schedule = given[0]
+    reports = [r for r in read_jsonl(jsonl) if r["type"] == "report" and r["kind"] == "scheduled"]
+    # The rates the run used, as the reports logged them from the optimizer, are the schedule's.
+    for r in reports:
+        assert schedule(r["iteration"]) == pytest.approx(r["lr"], rel=1e-9, abs=1e-15)
+    forecasts = [r for r in reports if r["loss_forecast"] is not None]
+    assert forecasts and forecasts[0]["percent"] <= 20
+    assert all(r["loss_forecast_low"] <= r["loss_forecast"] <= r["loss_forecast_high"] for r in forecasts)
+
+
+def test_lightning_runs_without_a_schedule_it_cannot_read():
+    class FakeTrainer:
+        optimizers = [object()]
+
+        def __init__(self, scheduler, interval="step"):
+            self.lr_scheduler_configs = [type("Config", (), {"scheduler": scheduler, "interval": interval,
+                                                             "frequency": 1})()]
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    assert TrainProgress._lr_schedule(FakeTrainer(cosine)) is None  # not knowable without stepping it
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+    assert TrainProgress._lr_schedule(FakeTrainer(lambda_lr, interval="epoch")) is None
+    schedule = TrainProgress._lr_schedule(FakeTrainer(lambda_lr))
+    assert [schedule(k) for k in (1, 2, 3)] == pytest.approx([0.1, 0.05, 0.025])
+    assert lambda_lr.last_epoch == 0  # read, not stepped

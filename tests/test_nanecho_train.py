@@ -267,3 +267,13 @@ def test_presets_set_defaults_that_files_and_flags_override(tmp_path):
     assert (cfg.preset, cfg.n_layer, cfg.max_iters, cfg.n_embd) == ("tiny", 3, 7, 64)
     assert cfg.curriculum().state(50).label == "only - All"
     assert math.isclose(cfg.min_lr, cfg.learning_rate / 10)
+
+
+def test_the_forecast_is_given_the_rates_the_run_set_curriculum_multiplier_included(full_run):
+    records, _, _ = full_run
+    cfg = train_nanecho.parse_args(SMALL + ["--max_iters", str(ITERS)])
+    rate = cfg.step_learning_rate()
+    multipliers = {cfg.curriculum().state(100.0 * it / ITERS).lr_multiplier for it in range(ITERS)}
+    assert len(multipliers) > 1  # the phases change the rate in this run
+    for r in parse_reports(records):  # each report's lr is the rate its step used
+        assert rate(r["iteration"] - 1) == pytest.approx(r["lr"], rel=1e-9)

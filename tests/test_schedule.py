@@ -42,3 +42,15 @@ def test_impossible_settings(kwargs, message):
     args = dict(learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000, min_lr=1e-4) | kwargs
     with pytest.raises(ConfigError, match=message):
         CosineSchedule(**args)
+
+
+def test_hold_then_decay():
+    s = CosineSchedule(learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000, min_lr=1e-4, hold_iters=900)
+    assert s(99) == pytest.approx(1e-3 * 100 / 101)
+    assert s(100) == s(999) == 1e-3  # held at the peak after the warm-up
+    assert s(1500) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))  # half way down a cosine from 1000 to 2000
+    assert s(2000) == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match=r"lr_decay_iters \(900\) must be >= warmup_iters \(100\) \+ lr_hold_iters \(900\)"):
+        CosineSchedule(learning_rate=1e-3, warmup_iters=100, lr_decay_iters=900, min_lr=1e-4, hold_iters=900)
+    with pytest.raises(ConfigError, match="lr_hold_iters must be >= 0"):
+        CosineSchedule(learning_rate=1e-3, warmup_iters=100, lr_decay_iters=900, min_lr=1e-4, hold_iters=-1)

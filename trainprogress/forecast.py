@@ -6,13 +6,17 @@ learning rate so far, S2 the annealing area (the rate's drops, carried with mome
 Without it, a power law in steps, L0 + A * s^-alpha. For each alpha on a grid the law is
 linear in (L0, A, C), so each fit is one small weighted least-squares solve; the alphas
 are averaged by how well they fit (a Bayesian model average), and the band is the average's
-spread plus each fit's extrapolation uncertainty.
+spread plus each fit's extrapolation uncertainty, plus the law's own error on this curve:
+fitted to the curve up to 60% and 80% of the current step, how far off it forecast the
+current loss, scaled to the forecast's horizon (a backtest). That last part widens the band
+of a curve the law does not follow (a plateau, then a second drop) and leaves alone one it does.
 
 An anneal that has not started yet cannot be fitted: a prior on its size (a full anneal takes
 ANNEAL_DROP of the loss, give or take ANNEAL_DROP_SD) stands in for it, and gives way as the
-decay shows in the curve. That prior, the band's INFLATION and the window are the only
-tuned constants (with the choice to fit from the warm-up's end); benchmarks/bench_forecast.py
-measures what they give.
+decay shows in the curve. That prior, the band's INFLATION, the backtest's BACKTEST_AT and
+BACKTEST_WEIGHT and the window are the only tuned constants (with the choice to fit from the
+warm-up's end), tuned on the "tune" half of the curves; benchmarks/bench_forecast.py measures
+what they give on both halves.
 
 numpy is needed (the `forecast` extra); it is imported when the first forecast is made.
 """
@@ -21,22 +25,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Tuned on the development curves (benchmarks/bench_forecast.py), chosen to be defensible:
-# a full learning-rate anneal lowers an LLM's loss by a few percent (3 +- 2.5% here).
+from .schedule_areas import ScheduleAreas
+
+# Tuned on the "tune" half of the curves (benchmarks/bench_forecast.py), chosen to be defensible:
+# a full learning-rate anneal lowers an LLM's loss by a few percent (3 +- 2% here).
 ANNEAL_DROP = 0.03
 ANNEAL_DROP_SD = 0.02
-# The fit residuals are autocorrelated and the law is only approximate: the residual noise is
-# taken this many times larger than it looks, so that the band holds the final loss as often
-# as it claims (the anneal prior is not widened).
-INFLATION = 3.0
+# The fit residuals are autocorrelated: the residual noise is taken this many times larger than
+# it looks (the law's own misfit is the backtest's part of the band; the anneal prior is not widened).
+INFLATION = 2.0
 Z_BAND = 1.645                  # a 90% band
 WINDOW_START = 0.25             # fit on the observed curve from this fraction of the current step,
 AFTER_WARMUP_UP_TO = 0.5        # or from the warm-up's end when that is at most this fraction
 MIN_FRACTION = 0.1              # silent before 10% of the run
 MIN_POINTS = 10                 # ...or with fewer logged losses than this
 BINS = 48                       # log-spaced bins the curve is averaged into
+BACKTEST_AT = (0.6, 0.8)       # the law's own error is measured from these fractions of the curve so far,
+BACKTEST_WEIGHT = 0.5           # and this share of its mean square (scaled to the horizon) joins the variance
+FINAL_SPAN = 0.01              # the final loss is the mean over the run's last 1% of steps,
+FINAL_MIN_STEPS = 20            # and at least over its last 20 steps
 ALPHAS = tuple(0.04 * 1.16 ** k for k in range(28))   # 0.04 .. about 2.2
-ANNEAL_MOMENTUM = 0.999         # lambda of S2's momentum (Tissue et al.)
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,12 @@ class Forecast:
 
 
 def forecast_loss(steps, losses, total_steps, lrs=None) -> Forecast | None:
-    """The final loss of a run of `total_steps` optimizer steps, or None with too little to go on.
+    """The final loss of a run of `total_steps` optimizer steps (the mean loss over its last 1%
+    of steps, at least its last 20), or None with too little to go on.
 
     `steps` are the 1-based steps logged so far (increasing), `losses` their losses, `lrs`
-    the learning rate of every step 1..total_steps when the schedule is known.
+    the learning rate of every step 1..total_steps when the schedule is known, or the
+    schedule's ScheduleAreas made once for the run (which saves summing them at each call).
     """
     np = _numpy()
     steps = np.asarray(steps, dtype=float)
@@ -62,26 +72,67 @@ def forecast_loss(steps, losses, total_steps, lrs=None) -> Forecast | None:
     if total_steps <= 0 or steps.size < MIN_POINTS or steps[-1] < MIN_FRACTION * total_steps:
         return None
     current = _current_smoothed(np, steps, losses)
-    rates = None if lrs is None else np.asarray(lrs[:total_steps], dtype=float)
-    if rates is not None and rates.size == total_steps and rates.max() > 0:
-        curve = _AnnealingCurve(np, rates)
-    else:
-        curve = _StepCurve(np, total_steps)
+    curve = _curve(np, lrs, total_steps)
+    estimate = _fit_until(np, curve, steps, losses, total_steps, total_steps, current)
+    if estimate is None:
+        return None
+    mean, sd = estimate
+    sd = (sd ** 2 + BACKTEST_WEIGHT * _backtest_square(np, curve, steps, losses, total_steps, current)
+          + _final_mean_variance(np, steps, losses, total_steps)) ** 0.5
+    final = min(max(mean, 0.0), current)
+    # Without the schedule an anneal may still come: the band's low end makes room for one.
+    unknown_anneal = 0.0 if isinstance(curve, ScheduleAreas) else (ANNEAL_DROP + Z_BAND * ANNEAL_DROP_SD) * current
+    low = min(max(mean - Z_BAND * sd - unknown_anneal, 0.0), final)
+    high = max(min(mean + Z_BAND * sd, current), final)
+    return Forecast(final=float(final), low=float(low), high=float(high))
+
+
+def _final_mean_variance(np, steps, losses, total_steps):
+    """The noise of the final loss as measured, the mean of the losses logged over the run's
+    last FINAL_SPAN (at least its last FINAL_MIN_STEPS steps): the recent losses' scatter
+    (from consecutive differences, blind to the trend) over the number of them in that span."""
+    recent = steps >= 0.75 * steps[-1]
+    if recent.sum() < 3:
+        return 0.0
+    s, v = steps[recent], losses[recent]
+    scatter = float(np.mean(np.diff(v) ** 2)) / 2
+    per_step = (s.size - 1) / max(s[-1] - s[0], 1.0)
+    count = max(1.0, per_step * max(FINAL_SPAN * total_steps, FINAL_MIN_STEPS))
+    return scatter / count
+
+
+def _fit_until(np, curve, steps, losses, target_step, total_steps, current):
+    """Mean and sd of the loss at ``target_step``, fitted to the whole curve given (from the
+    window's start on), or None with too little to fit."""
     # The warm-up's losses follow no law of the rate's area: leave them out while there is enough after them.
     start = steps[-1] * max(WINDOW_START, min(curve.warmup_end / steps[-1], AFTER_WARMUP_UP_TO))
     x, y = _binned(np, steps, losses, start)
     if x.size < 5 or current <= 0:
         return None
-    estimate = _model_average(np, curve, x, y, total_steps, current)
-    if estimate is None:
-        return None
-    mean, sd = estimate
-    final = min(max(mean, 0.0), current)
-    # Without the schedule an anneal may still come: the band's low end makes room for one.
-    unknown_anneal = 0.0 if isinstance(curve, _AnnealingCurve) else (ANNEAL_DROP + Z_BAND * ANNEAL_DROP_SD) * current
-    low = min(max(mean - Z_BAND * sd - unknown_anneal, 0.0), final)
-    high = max(min(mean + Z_BAND * sd, current), final)
-    return Forecast(final=float(final), low=float(low), high=float(high))
+    return _model_average(np, curve, x, y, target_step, total_steps, current)
+
+
+def _backtest_square(np, curve, steps, losses, total_steps, current):
+    """The law's own extrapolation error on this curve: fitted to the curve up to BACKTEST_AT
+    of the current step, how far off is its forecast of the current loss? Each error is scaled
+    to the real forecast's horizon (by log steps), and their mean square is returned (0 when
+    too early to tell). It widens the band of a curve the law does not follow (a second drop
+    after a plateau, a phase change) and leaves a curve it follows alone."""
+    now = steps[-1]
+    recent = steps >= 0.95 * now
+    now_step = float(steps[recent].mean()) if recent.sum() >= 5 else float(steps[-5:].mean())
+    errors = []
+    for fraction in BACKTEST_AT:
+        seen = steps <= fraction * now
+        if seen.sum() < MIN_POINTS:
+            continue
+        past = _current_smoothed(np, steps[seen], losses[seen])
+        estimate = _fit_until(np, curve, steps[seen], losses[seen], now_step, total_steps, past)
+        if estimate is None:
+            continue
+        horizon = np.log(total_steps / now) / np.log(now_step / steps[seen][-1])
+        errors.append((estimate[0] - current) * horizon)
+    return float(np.mean(np.square(errors))) if errors else 0.0
 
 
 def _numpy():
@@ -91,6 +142,16 @@ def _numpy():
         raise ImportError(
             "the loss forecast needs numpy: pip install 'trainprogress[forecast]'") from error
     return numpy
+
+
+def _curve(np, lrs, total_steps):
+    """The schedule's areas when it is known (and covers the run), else a power law in steps."""
+    if isinstance(lrs, ScheduleAreas):
+        return lrs if lrs.total_steps == total_steps else _StepCurve(np, total_steps)
+    rates = None if lrs is None else np.asarray(lrs[:total_steps], dtype=float)
+    if rates is not None and rates.size == total_steps and np.isfinite(rates).all() and rates.max() > 0:
+        return ScheduleAreas.from_rates(np, rates)
+    return _StepCurve(np, total_steps)
 
 
 def _current_smoothed(np, steps, losses):
@@ -131,56 +192,16 @@ class _StepCurve:
         return self.np.zeros_like(self.np.asarray(step, dtype=float))
 
 
-class _AnnealingCurve:
-    """S1 (forward area) and S2 (annealing area with momentum) of a known schedule."""
-
-    def __init__(self, np, lrs):
-        self.np = np
-        rate = np.asarray(lrs, dtype=float)
-        rate = rate / rate.max()
-        self.total_steps = rate.size
-        self.s1 = np.maximum(np.cumsum(rate), 1e-12)
-        drops = np.maximum(np.concatenate(([0.0], rate[:-1] - rate[1:])), 0.0)
-        self.s2 = np.cumsum(_momentum(np, drops, ANNEAL_MOMENTUM))
-        self.has_anneal = self.s2[-1] > 1e-9
-        self.warmup_end = int(np.argmax(rate >= 0.99)) + 1
-
-    def _at(self, table, step):
-        index = self.np.clip(self.np.rint(step).astype(int) - 1, 0, self.total_steps - 1)
-        return table[index]
-
-    def progress(self, step):
-        return self._at(self.s1, self.np.asarray(step, dtype=float))
-
-    def anneal(self, step):
-        return self._at(self.s2, self.np.asarray(step, dtype=float))
-
-
-def _momentum(np, drops, decay):
-    """m_i = decay * m_{i-1} + drops_i, vectorised in blocks (a plain loop is too slow at 72k steps)."""
-    out = np.empty_like(drops)
-    carry = 0.0
-    block = 512
-    powers = decay ** np.arange(block)
-    for begin in range(0, drops.size, block):
-        chunk = drops[begin:begin + block]
-        n = chunk.size
-        # m_j = decay^j * carry + sum_{k<=j} decay^(j-k) chunk_k, via scaled cumulative sums
-        scaled = np.cumsum(chunk / powers[:n]) * powers[:n]
-        out[begin:begin + n] = scaled + carry * decay * powers[:n]
-        carry = out[begin + n - 1]
-    return out
-
-
-def _model_average(np, curve, x, y, total_steps, current):
-    """Mean and sd of the final loss, averaged over the alpha grid by fit quality."""
+def _model_average(np, curve, x, y, target_step, total_steps, current):
+    """Mean and sd of the loss at ``target_step``, averaged over the alpha grid by fit quality.
+    The anneal's prior is on the whole run's anneal (at ``total_steps``)."""
     progress, anneal = curve.progress(x), curve.anneal(x)
-    final_progress = float(curve.progress(total_steps))
+    target_progress, target_anneal = float(curve.progress(target_step)), float(curve.anneal(target_step))
     final_anneal = float(curve.anneal(total_steps))
     use_anneal = curve.has_anneal and final_anneal > 0
     results = []
     for alpha in ALPHAS:
-        fit = _fit_one(np, alpha, progress, anneal, y, final_progress, final_anneal,
+        fit = _fit_one(np, alpha, progress, anneal, y, (target_progress, target_anneal), final_anneal,
                        current, use_anneal)
         if fit is not None:
             results.append(fit)
@@ -199,13 +220,14 @@ def _model_average(np, curve, x, y, total_steps, current):
     return mean, variance ** 0.5
 
 
-def _fit_one(np, alpha, progress, anneal, y, final_progress, final_anneal, current, use_anneal):
-    """One weighted least-squares fit at a fixed alpha: (sse, final mean, final variance)."""
+def _fit_one(np, alpha, progress, anneal, y, target, final_anneal, current, use_anneal):
+    """One weighted least-squares fit at a fixed alpha: (sse, mean and variance at the target
+    step, whose S1 and S2 are ``target``)."""
     columns = [np.ones_like(y), progress ** -alpha]
-    target_row = [1.0, final_progress ** -alpha]
+    target_row = [1.0, target[0] ** -alpha]
     if use_anneal:
         columns.append(-anneal)
-        target_row.append(-final_anneal)
+        target_row.append(-target[1])
     design = np.stack(columns, axis=1)
     coef = _solve(np, design, y, use_anneal, final_anneal, current)
     if coef[1] < 0 or coef[0] < 0:  # a rising curve or a negative floor: no law of this family

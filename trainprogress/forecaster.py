@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .forecast import Forecast, forecast_loss
+from .schedule_areas import ScheduleAreas
 
 if TYPE_CHECKING:
     from .run_size import RunSize
@@ -30,8 +31,9 @@ def _loss_text(value: float) -> str:
 class Forecaster:
     """The forecast of one run of ``size.total_iters`` optimizer steps (read at each forecast,
     so that it follows a resize). ``lr_schedule``: a callable step -> learning rate (step
-    1-based), called for every step once, at the first forecast (and again when the run's
-    size changes); ``target_loss``: the loss the run should reach."""
+    1-based), called once per step (at most 65,536 times, on an even grid, for longer runs)
+    at the first forecast, and again when the run's size changes; the areas under it are
+    kept for every later report. ``target_loss``: the loss the run should reach."""
 
     def __init__(self, size: RunSize, lr_schedule: Callable[[int], float] | None = None,
                  target_loss: float | None = None) -> None:
@@ -46,8 +48,7 @@ class Forecaster:
         self.target_loss = target_loss
         self._steps: list[float] = []
         self._losses: list[float] = []
-        self._lrs = None
-        self._lrs_for = 0
+        self._areas: ScheduleAreas | None = None
         self._cached: tuple[int, Forecast | None] | None = None
         self._warning: str | None = None
         self._usable = True
@@ -86,18 +87,15 @@ class Forecaster:
         self._cached = (iteration, result)
         return result
 
-    def _schedule(self):
-        """The learning rate of every step 1..total_iters, as a numpy array (8 bytes a step)."""
+    def _schedule(self) -> ScheduleAreas | None:
+        """The areas under the schedule (S1, S2), made at the first forecast and kept."""
         if self.lr_schedule is None:
             return None
-        if self._lrs is None or self._lrs_for != self.total_iters:
+        if self._areas is None or self._areas.total_steps != self.total_iters:
             import numpy  # the forecast needs it anyway; an ImportError turns the forecast off
 
-            schedule = self.lr_schedule
-            self._lrs = numpy.fromiter((schedule(step) for step in range(1, self.total_iters + 1)), dtype=float,
-                                       count=self.total_iters)
-            self._lrs_for = self.total_iters
-        return self._lrs
+            self._areas = ScheduleAreas.from_schedule(numpy, self.lr_schedule, self.total_iters)
+        return self._areas
 
     def warning_events(self, percent: float, forecast: Forecast | None) -> list[tuple[str, dict[str, object]]]:
         """The slow-convergence events of a report: raised when, from half-way on, the whole

@@ -1,10 +1,11 @@
 """What the framework integrations share: the step loss averaged over ranks without a
-collective per step, and finding the object whose hook is running."""
+collective per step, finding the object whose hook is running, and reading the learning-rate
+schedule from a scheduler without stepping it."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from ..report_schedule import ReportSchedule
 from ..value_buffer import LOSS_RING
@@ -63,6 +64,19 @@ def find_caller_self(cls: type, max_depth: int = 12) -> Any:
             return candidate
         frame = frame.f_back
     return None
+
+
+def lambda_schedule(scheduler: Any) -> Callable[[int], float] | None:
+    """The learning rate of every 1-based optimizer step, read from a torch ``LambdaLR``
+    (Hugging Face's ``get_*_schedule_with_warmup`` make one) without stepping it: step k runs
+    at ``base_lr * lr_lambdas[0](k - 1)``, the scheduler being stepped after each optimizer
+    step. None for any other scheduler: their rate at a future step is not knowable without
+    stepping them (or copying their state), so the forecast runs without the schedule."""
+    torch = sys.modules.get("torch")
+    if torch is None or type(scheduler) is not torch.optim.lr_scheduler.LambdaLR:
+        return None  # a subclass may override get_lr, and then the lambdas do not tell
+    lr_lambda, base_lr = scheduler.lr_lambdas[0], scheduler.base_lrs[0]
+    return lambda step: base_lr * lr_lambda(step - 1)
 
 
 def batch_tokens(batch: Any) -> int | None:

@@ -17,7 +17,11 @@ What the hooks are given, and what they are not. The run's size, resume point an
 come from ``state``; the precision, world size and accumulation from ``args``; the model
 (for MFU) from ``model``; the learning rate from ``optimizer`` in ``on_optimizer_step``;
 the eval loss from ``metrics`` in ``on_evaluate``; whether an eval or a save follows from
-``control``. Four things no hook gives (transformers 5.x), and each needs the Trainer:
+``control``; the learning-rate schedule, for the final-loss forecast, from ``lr_scheduler``
+in ``on_train_begin``: read from a torch ``LambdaLR`` (what every ``lr_scheduler_type`` of
+``get_scheduler`` but ``reduce_lr_on_plateau`` makes) without stepping it; with any other
+scheduler the forecast runs without the schedule (a wider band), unless ``lr_schedule=`` is
+passed. Four things no hook gives (transformers 5.x), and each needs the Trainer:
 
 - the step's loss: no hook receives it. ``on_log`` has it only at ``logging_steps``, as a
   mean since the previous log; forcing logs at our reports would change the numbers the
@@ -54,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ..flops import gpt_flops_per_token
 from ..tracker import ProgressTracker
-from ._common import FrameworkPauses, RankMeanLoss, batch_tokens, find_caller_self
+from ._common import FrameworkPauses, RankMeanLoss, batch_tokens, find_caller_self, lambda_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +143,7 @@ class TrainProgressCallback(FrameworkPauses, TrainerCallback):
         if self._trainer is None:  # added with trainer.add_callback after the Trainer was built
             self._attach(find_caller_self(Trainer))
         self._args, self._state, self._model = args, state, model
+        self._lr_schedule = lambda_schedule(kwargs.get("lr_scheduler"))
         self.tracker = None  # made at the first micro-batch, when the batch's shape is known
         self._micro_losses = []
         # HF's own bars (checkpoint shards, downloads) would write carriage returns between
@@ -212,6 +217,8 @@ class TrainProgressCallback(FrameworkPauses, TrainerCallback):
                 # Per device: MFU compares with one device's peak.
                 kwargs["flops_per_iter"] = per_token * kwargs["tokens_per_iter"] / world
         kwargs.setdefault("precision", _precision(args))
+        if self._lr_schedule is not None:
+            kwargs.setdefault("lr_schedule", self._lr_schedule)
         kwargs.setdefault("run_config", {"trainer": type(self._trainer).__name__, "model": type(model).__name__})
         interval = kwargs.get("interval_percent", 1.0)
         self.tracker = ProgressTracker(

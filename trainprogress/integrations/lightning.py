@@ -11,6 +11,12 @@ size (a loader without len() and no max_steps) is sized ``max_epochs`` x the
 The sanity check is left out; validation and checkpointing are pauses; a run resumed with
 ``ckpt_path=`` continues its percent; a crash ends with the tracker's summary. Only global
 rank 0 speaks.
+
+The learning-rate schedule reaches the final-loss forecast when the module configures one
+optimizer with one torch ``LambdaLR`` stepped every optimizer step (``"interval": "step"``,
+``"frequency": 1``): it is read from the scheduler's lambda without stepping it. With any
+other scheduler, or an epoch interval, the forecast runs without the schedule (a wider band),
+unless ``lr_schedule=`` is passed to ``TrainProgress``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..tracker import ProgressTracker
-from ._common import FrameworkPauses, RankMeanLoss
+from ._common import FrameworkPauses, RankMeanLoss, lambda_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,9 @@ class TrainProgress(FrameworkPauses, ProgressBar):
         if size is None:
             return
         start = trainer.global_step
+        schedule = self._lr_schedule(trainer)
+        if schedule is not None:
+            kwargs.setdefault("lr_schedule", schedule)
         if "total_iters" in size:
             start = min(start, size["total_iters"])
         self.tracker = ProgressTracker(
@@ -82,6 +91,17 @@ class TrainProgress(FrameworkPauses, ProgressBar):
         self._last_global_step = trainer.global_step
         self._loss_sum = None
         self._micro_batches = 0
+
+    @staticmethod
+    def _lr_schedule(trainer: Any):
+        """The step -> learning rate of the run's one per-step LambdaLR, or None."""
+        configs = getattr(trainer, "lr_scheduler_configs", None) or []
+        if len(configs) != 1 or len(trainer.optimizers) != 1:
+            return None
+        config = configs[0]
+        if config.interval != "step" or config.frequency != 1:
+            return None
+        return lambda_schedule(config.scheduler)
 
     @staticmethod
     def _run_size(trainer: Any, iters_per_epoch: int | None) -> dict[str, int] | None:
