@@ -236,7 +236,7 @@ def test_the_forecaster_sums_the_schedule_once_for_all_its_reports():
     lrs = cosine_lrs(total, warmup=50)
     truth = annealing_law(lrs)
     calls = []
-    forecaster = Forecaster(total, lr_schedule=lambda step: calls.append(step) or float(lrs[step - 1]))
+    forecaster = Forecaster(RunSize(total), lr_schedule=lambda step: calls.append(step) or float(lrs[step - 1]))
     for end in range(50, 1401, 50):
         forecaster.add(range(end - 49, end + 1), truth[end - 50:end])
         if end >= 400:

@@ -184,15 +184,25 @@ def test_hf_evaluation_at_the_last_step_reaches_the_summary(tmp_path):
     assert summarize(read_log(jsonl).runs[-1])["best_val_loss"] == pytest.approx(min(evals))
 
 
-def test_hf_passes_the_schedule_of_its_lambda_scheduler_and_reports_a_forecast(tmp_path):
+def test_hf_passes_the_schedule_of_its_lambda_scheduler_and_reports_a_forecast(tmp_path, monkeypatch):
+    import trainprogress.integrations.hf as integration
+
+    given = []
+
+    class RecordingTracker(integration.ProgressTracker):
+        def __init__(self, *args, **kwargs):
+            given.append(kwargs.get("lr_schedule"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(integration, "ProgressTracker", RecordingTracker)
     jsonl = tmp_path / "p.jsonl"
     trainer = make_trainer(tmp_path / "run", jsonl)
     trainer.args.max_steps, trainer.args.logging_steps = 40, 1
     trainer.args.save_strategy = trainer.args.eval_strategy = "no"
     trainer.args.warmup_steps, trainer.args.lr_scheduler_type = 5, "cosine"
     trainer.train()
-    progress = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainProgressCallback))
-    schedule = progress.tracker._forecaster.lr_schedule
+    assert len(given) == 1 and callable(given[0])
+    schedule = given[0]
     hf_lrs = {entry["step"]: entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry}
     assert len(hf_lrs) == 40
     for step, rate in hf_lrs.items():  # the rates HF logged for each step are the schedule's
