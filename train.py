@@ -23,16 +23,15 @@ run in an out_dir that a live run holds is refused (trainkit/outdir_lock.py).
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from trainkit.config import ConfigError, format_help, load_config, opt, require
+from trainkit.config import format_help, load_config, opt, require
 from trainkit.data import TokenData, ensure_prepared
 from trainkit.model import GPT
-from trainkit.reporting import log_location_line
+from trainkit.run_end import exit_on_config_error, run_until_done
 from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
 from trainkit.signals import GracefulStop
@@ -150,18 +149,7 @@ def main(argv: list[str]) -> None:
         return
     cfg = load_config(TrainConfig, argv, prog="train.py")
     cfg.schedule()  # validates the learning-rate settings before joining any process group
-    rt = start(cfg)
-    try:
-        with GracefulStop() as stop:
-            exit_code = train(cfg, rt, stop)
-    finally:
-        # Also after a stop or a crash (then before the traceback): the log says what happened.
-        location = log_location_line(cfg, cfg.out_dir)
-        if location and not cfg.eval_only:
-            rt.print(location)
-        rt.close()
-    if exit_code:
-        sys.exit(exit_code)
+    run_until_done(cfg, start(cfg), train, show_log_location=not cfg.eval_only)
 
 
 def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> int:
@@ -234,8 +222,6 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
         rt.print(f"final val loss over the whole val split ({data.num_tokens('val') - 1:,} tokens): {final_val_loss:.4f}")
     return 0
 
+
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as e:
-        sys.exit(f"train.py: error: {e}")
+    exit_on_config_error("train.py", main)

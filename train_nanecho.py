@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import math
 import sys
 import typing
 from dataclasses import dataclass
@@ -36,19 +35,19 @@ from typing import Callable, Literal
 import torch
 
 from trainkit.config import ConfigError, format_help, load_config, opt, require
-from trainkit.nanecho.connections import ConnectionSchedule, connection_counts, grow_connections, init_connections, param_counts
-from trainkit.nanecho.curriculum import DEFAULT_PHASES, DIMENSIONS, Curriculum, PhaseState, phases_from_config
+from trainkit.nanecho.connections import ConnectionSchedule, init_connections
+from trainkit.nanecho.curriculum import DEFAULT_PHASES, DIMENSIONS, Curriculum, phases_from_config
 from trainkit.nanecho.data import NanEchoData, load_index
 from trainkit.nanecho.model import NanEchoGPT
-from trainkit.reporting import log_location_line
+from trainkit.nanecho.run_state import RunState
+from trainkit.run_end import exit_on_config_error, run_until_done
 from trainkit.runtime import Runtime
 from trainkit.schedule import CosineSchedule
 from trainkit.signals import GracefulStop
 from trainkit.settings import GPTTrainingConfig, require_positive
 from trainkit.training import Training, start
+from trainprogress import ProgressTracker
 
-logger = logging.getLogger("nanecho")  # phase changes, growth and evaluations, on stderr
-MILESTONES = (25, 50, 75, 100)  # percent of the run at which a sample is generated
 SAMPLE_PROMPT = "Echo Self"
 
 
@@ -166,7 +165,7 @@ def parse_args(argv: list[str]) -> NanEchoConfig:
 
 
 # ------------------------------------------------------------------------------------------
-# Evaluation, samples and report lines
+# Evaluation and samples (the report sections: trainkit/nanecho/run_state.py)
 # ------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -224,43 +223,6 @@ def generate_sample(model: NanEchoGPT, data: NanEchoData, rt: Runtime, cfg: NanE
     return tok.decode(out[0].tolist())
 
 
-def bar(fraction: float, width: int = 20) -> str:
-    """A text bar of ``width`` cells, ``fraction`` (clamped to [0, 1]) of them full."""
-    full = round(min(max(fraction, 0.0), 1.0) * width)
-    return "█" * full + "░" * (width - full)
-
-
-def persona_lines(losses: dict[str, float] | None, state: PhaseState, vocab_size: int, next_eval: int) -> dict[str, str]:
-    """One line per dimension: val loss and a bar of the share of the uniform-guess loss
-    (ln vocab_size, what an untrained model scores) removed so far; focus dimensions marked."""
-    if losses is None:
-        return {"Validation loss": f"first evaluation at iteration {next_eval:,}"}
-    uniform = math.log(vocab_size)
-    lines = {}
-    for dim, loss in losses.items():
-        if dim == "all":
-            continue
-        focus = " (focus)" if dim in state.phase.focus else ""
-        lines[dim] = f"{loss:.4f} {bar(1.0 - loss / uniform)} {100 * (1.0 - loss / uniform):.0f}%{focus}"
-    return lines
-
-
-def curriculum_lines(state: PhaseState) -> dict[str, str]:
-    """How far into the phase, the blend in an overlap, the next phase, the lr multiplier."""
-    phase = state.phase
-    progress = f"{100 * state.progress:.0f}% {bar(state.progress, 10)} ({phase.start_pct:g}-{phase.end_pct:g}% of the run)"
-    if state.blending_from is not None:
-        # Inside an overlap, lr multiplier and sampling are a mix of the two phases.
-        progress += (f"; overlap: {100 * state.blend:.0f}% {phase.name} / "
-                     f"{100 * (1 - state.blend):.0f}% {state.blending_from.name}")
-    nxt = state.next_phase
-    return {
-        "Phase progress": progress,
-        "Next phase": f"{nxt.name} at {nxt.start_pct:g}%" if nxt else "none (final phase)",
-        "LR multiplier": f"×{state.lr_multiplier:.3f}",
-    }
-
-
 # ------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------
@@ -276,17 +238,7 @@ def main(argv: list[str]) -> None:
     rt = start(cfg)
     logging.basicConfig(level=logging.INFO if rt.is_master else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        with GracefulStop() as stop:
-            exit_code = train(cfg, rt, stop)
-    finally:
-        # Also after a stop or a crash (then before the traceback): the log says what happened.
-        location = log_location_line(cfg, cfg.out_dir)
-        if location:
-            rt.print(location)
-        rt.close()
-    if exit_code:
-        sys.exit(exit_code)
+    run_until_done(cfg, rt, train)
 
 
 def data_seed(cfg: NanEchoConfig, rank: int) -> int:
@@ -296,10 +248,19 @@ def data_seed(cfg: NanEchoConfig, rank: int) -> int:
     return cfg.seed + rank * (1 + len(DIMENSIONS))
 
 
+def show_sample(tracker: ProgressTracker, model: NanEchoGPT, data: NanEchoData, rt: Runtime, cfg: NanEchoConfig,
+                done: int) -> None:
+    """A milestone sample in the report; rank 0 alone draws it (the others wait in the next
+    step's all-reduce)."""
+    with tracker.pause("sample"):
+        text = generate_sample(model, data, rt, cfg)
+    # One line per report entry: the sample's newlines shown as " | ".
+    tracker.set_section("✍️ Sample", {f"At {100 * done / cfg.max_iters:.0f}%": text.replace("\n", " | ")})
+
+
 def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> int:
     """Train as ``cfg`` says. Returns the exit code: 0, or 128 + the signal's number when
     ``stop`` was requested and the run stopped early (after saving a checkpoint)."""
-    lr_schedule, growth, curriculum = cfg.lr_schedule(), cfg.connections(), cfg.curriculum()
     if rt.is_master:
         load_index(cfg.data_dir)  # prepares the built-in corpus when it is missing
     rt.barrier()
@@ -307,113 +268,60 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
     data = NanEchoData(cfg.data_dir, cfg.block_size, rt.device, seed=data_seed(cfg, rt.rank))
     # Masks are drawn from the seed, not the rank: equal on every rank.
     training = Training(cfg, rt, NanEchoGPT, data, stop=stop,
-                        init_fresh=lambda m: init_connections(m, growth.target_ratio(0), seed=cfg.seed))
-    model, iter_num = training.raw_model, training.iter_num
-    phase_name, dim_losses = training.extras.get("phase"), training.extras.get("val_losses")
-    active_conn, total_conn = connection_counts(model)
-    active_params, total_params = param_counts(model)
-    rt.print(f"model: {total_params / 1e6:.2f}M parameters ({active_params:,} active), {cfg.n_layer} layers, "
+                        init_fresh=lambda m: init_connections(m, cfg.connections().target_ratio(0), seed=cfg.seed))
+    run = RunState(cfg, training, data.vocab_size)
+    rt.print(f"model: {run.total_params / 1e6:.2f}M parameters ({run.active_params:,} active), {cfg.n_layer} layers, "
              f"{cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size}; data: {cfg.data_dir} "
              f"({len(data.dimensions)} dimensions, vocabulary {data.vocab_size}, train {data.num_tokens('train'):,} / "
              f"val {data.num_tokens('val'):,} tokens)")
     rt.print(f"{training.runtime_line()}; preset {cfg.preset}")
-
     tracker = training.tracker(cfg.step_learning_rate())
-    state = curriculum.state(100.0 * iter_num / cfg.max_iters)
-    next_eval = (iter_num // cfg.eval_interval + 1) * cfg.eval_interval
-    # Report sections read these Python values only when a report is built: no device syncs.
-    # The connection ratio and the phase name are named values of step(); these add the rest.
-    tracker.set_section("Connections", lambda: {"Connections": f"{active_conn:,}/{total_conn:,} active"}, into="metrics")
-    tracker.set_section("Batch", {
-        "Batch size": f"{cfg.batch_size} × {training.micro_steps} accumulation"
-                      + (f" × {rt.world_size} processes" if rt.ddp else ""),
-        "Tokens/batch": training.tokens_per_iter,
-    }, into="memory")
-    tracker.set_section("📚 Curriculum", lambda: {"Focus": state.phase.description, **curriculum_lines(state)})
-    tracker.set_section("🧠 Model State", lambda: {"Active params": active_params, "Total params": total_params})
-    tracker.set_section("🎭 Persona Dimensions", lambda: persona_lines(dim_losses, state, data.vocab_size, next_eval))
-    milestones = sorted({math.ceil(cfg.max_iters * p / 100) for p in MILESTONES if cfg.max_iters * p / 100 > iter_num})
+    run.set_sections(tracker)
     values = training.first_values()
-    grown_to = growth.target_ratio(max(iter_num - 1, 0))  # the masks' ratio: the target of the last step run
 
     def micro_loss() -> torch.Tensor:
         with tracker.data_wait():  # data time in the cross-rank figures under torchrun
-            x, y = data.get_batch("train", cfg.batch_size, state.sampling_weights)  # the current phase's mix
+            x, y = data.get_batch("train", cfg.batch_size, run.state.sampling_weights)  # the current phase's mix
         with rt.autocast():
             _, loss = training.model(x, y)
         return loss
 
-    def extras() -> dict:
-        """The checkpoint's NanEcho entries, as of the latest step."""
-        return dict(phase=phase_name, val_losses=dim_losses, percent=100.0 * done / cfg.max_iters,
-                    connection_ratio=active_conn / total_conn)
-
     with tracker:
-        for it in range(iter_num, cfg.max_iters):  # it: optimizer steps done before this one
-            state = curriculum.state(100.0 * it / cfg.max_iters)
-            # Events are sent after the step they precede: recorded with its iteration, which
-            # a resumed run redoes (and a log reader supersedes) when it was not checkpointed.
-            events = []
-            if state.phase.name != phase_name:
-                logger.info("phase %s at iteration %d (%.1f%%): %s; lr multiplier %.3f", "change" if phase_name else "start",
-                            it, 100.0 * it / cfg.max_iters, state.label, state.lr_multiplier)
-                events.append(("phase_change", dict(phase=state.phase.name, previous=phase_name,
-                                                    description=state.phase.description, start_iteration=it)))
-                phase_name = state.phase.name
-            if growth.target_ratio(it) > grown_to:
-                grown_to = growth.target_ratio(it)
-                added = grow_connections(model, grown_to, seed=cfg.seed, iteration=it)
-                active_conn, active_params = connection_counts(model)[0], param_counts(model)[0]  # measured, not nominal
-                logger.info("connection growth at iteration %d: +%d connections, ratio %.2f%% (%d active params)",
-                            it, added, 100 * active_conn / total_conn, active_params)
-                events.append(("connection_growth", dict(added=added, connection_ratio=active_conn / total_conn,
-                                                         active_params=active_params, start_iteration=it)))
-
-            lr = lr_schedule(it) * state.lr_multiplier
+        for it in range(training.iter_num, cfg.max_iters):  # it: optimizer steps done before this one
+            events = run.begin_step(it)
+            lr = run.learning_rate(it)
             loss, grad_norm = training.step(lr, micro_loss)
-            # Also as named values, so that log sinks (JSONL, TensorBoard, W&B) carry them.
-            values |= {"connection_ratio": active_conn / total_conn, "phase": state.phase.name, "grad_norm": grad_norm}
-            done = it + 1
-            evaluated = done % cfg.eval_interval == 0 or done == cfg.max_iters
-            cut_eval = False  # a signal cut this step's evaluation short: save and stop now
-            if evaluated:
+            values |= run.step_values(grad_norm)
+            done, measured, cut_eval = it + 1, None, False  # cut_eval: a signal cut this step's evaluation short
+            if done % cfg.eval_interval == 0 or done == cfg.max_iters:
                 with tracker.pause("eval"):  # every rank evaluates its share
                     measured = evaluate(training.fast_model, data, rt, cfg, stop=lambda: training.signal_pending)
-                cut_eval, evaluated = measured is None, measured is not None
-            if evaluated:
-                dim_losses = measured
-                next_eval, values["val_loss"] = done + cfg.eval_interval, dim_losses["all"]
-                logger.info("eval at iteration %d: val loss %.4f; %s", done, dim_losses["all"],
-                            ", ".join(f"{d} {v:.4f}" for d, v in dim_losses.items() if d != "all"))
-                events.append(("persona_eval", {f"val_loss/{d}": v for d, v in dim_losses.items()}))
-            if rt.is_master and cfg.sample_at_milestones and milestones and done >= milestones[0]:
-                milestones.pop(0)
-                with tracker.pause("sample"):  # rank 0 alone: the others wait in the next step's all-reduce
-                    text = generate_sample(model, data, rt, cfg)
-                # One line per report entry: the sample's newlines shown as " | ".
-                tracker.set_section("✍️ Sample", {f"At {100 * done / cfg.max_iters:.0f}%": text.replace("\n", " | ")})
+                cut_eval = measured is None
+                if measured is not None:
+                    values["val_loss"] = measured["all"]
+                    events.append(run.record_eval(done, measured))
+            if run.sample_due(done):
+                show_sample(tracker, training.raw_model, data, rt, cfg, done)
             # The step's report and events go out before its checkpoint: a kill between them
             # loses none for good (the resumed run redoes the step and sends them again).
             tracker.step(loss=loss, lr=lr, **values)
             values = {}
             for kind, fields in events:
                 tracker.event(kind, **fields)
-            if evaluated and (training.record_val_loss(dim_losses["all"], done) or cfg.always_save_checkpoint
-                              or done == cfg.max_iters):
+            if measured is not None and (training.record_val_loss(measured["all"], done) or cfg.always_save_checkpoint
+                                         or done == cfg.max_iters):
                 with tracker.pause("checkpoint"):
-                    training.save(done, data.state_dict(), loss=loss, **extras())
+                    training.save(done, data.state_dict(), loss=loss, **run.checkpoint_extras(done))
             if cut_eval or (done < cfg.max_iters and training.stop_requested(done)):
                 if cut_eval and training.agree_on_stop():
                     rt.print(f"the evaluation after iteration {done:,} was cut short by the signal and is not recorded")
                 with tracker.pause("checkpoint"):
-                    training.save_for_stop(done, data.state_dict(), loss=loss, **extras())
+                    training.save_for_stop(done, data.state_dict(), loss=loss, **run.checkpoint_extras(done))
                 return training.stop_exit_code  # the tracker closes as stopped
-    rt.print(f"checkpoint: {training.ckpt_path} (iteration {cfg.max_iters:,}, phase {phase_name}, "
-             f"connections {100 * active_conn / total_conn:.2f}%, best val loss {training.best_val_loss:.4f})")
+    rt.print(f"checkpoint: {training.ckpt_path} (iteration {cfg.max_iters:,}, {run.summary()}, "
+             f"best val loss {training.best_val_loss:.4f})")
     return 0
 
+
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as e:
-        sys.exit(f"train_nanecho.py: error: {e}")
+    exit_on_config_error("train_nanecho.py", main)
