@@ -85,7 +85,8 @@ class NanEchoConfig(GPTTrainingConfig):
     max_connections: float = opt(1.0, "growth stops at this fraction")
     # curriculum
     phases: list | None = opt(None, "phase table: a list of {name, start_pct, end_pct, lr_multiplier, "
-                                    "description, focus}; None: the five default phases")
+                                    "description, focus}; neighbours may overlap (lr and sampling blend); None: the five "
+                                    "default phases")
     focus_weight: float = opt(3.0, "sampling weight of a phase's focus dimensions relative to the others (>= 1)")
 
     def __post_init__(self) -> None:

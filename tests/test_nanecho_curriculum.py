@@ -96,9 +96,22 @@ def phase(name, start, end, focus=()):
     ([phase("a", 0, 40), phase("b", 50, 100)], "gap between 'a'"),
     ([phase("a", 10, 100)], "cover 0-100"),
     ([phase("a", 0, 90)], "cover 0-100"),
-    ([phase("a", 0, 60), phase("b", 20, 50), phase("c", 50, 100)], "start and end after"),
-    ([phase("a", 0, 60), phase("b", 30, 80), phase("c", 50, 100)], "at most two phases"),
-    ([phase("a", 0, 50), phase("a", 40, 100)], "unique"),
+    ([phase("a", 0, 60), phase("b", 20, 50), phase("c", 50, 100)], r"'b' \(20-50%\) lies inside 'a' \(0-60%\).*Fix: end 'a' "
+                                                                   "before 50% or 'b' after 60%"),
+    ([phase("a", 0, 100), phase("b", 50, 100)], r"'b' \(50-100%\) lies inside 'a'.*Fix: end 'a' before 100%\.$"),
+    ([phase("a", 0, 60), phase("b", 30, 80), phase("c", 50, 100)], "at most two phases.*Fix: start 'c' at or after 60%"),
+    ([phase("a", 0, 50), phase("b", 0, 100)], "'a' and 'b' both start at 0%.*Fix: start 'b' later"),
+    ([phase("a", 60, 40), phase("b", 40, 100)], r"'a' ends at 40%, not after it starts \(60%\).*Fix"),
+    ([phase("a", 0, 101)], "within 0-100; got 0-101"),
+    ([phase("a", 0, float("nan"))], "within 0-100; got 0-nan"),
+    ([phase("b", 50, 100), phase("a", 0, 60)], r"'a' \(starts 0%\) is listed after 'b'.*Fix: list the phases in order"),
+    ([phase("", 0, 100)], "empty name"),
+    ([{**phase("a", 0, 100), "name": None}], "name must be a string"),
+    ([{**phase("a", 0, 100), "start_pct": False}], "start_pct must be a number, got False"),
+    ([{**phase("a", 0, 100), "end_pct": "x"}], "end_pct must be a number, got 'x'"),
+    ([{**phase("a", 0, 100), "lr_multiplier": float("inf")}], "lr_multiplier must be > 0 and finite"),
+    ([{**phase("a", 0, 100), "focus": "dynamic"}], r"focus must be a list.*Fix: e.g. \"focus\": \[\"dynamic\"\]"),
+    ([phase("a", 0, 50), phase("a", 40, 100)], r"unique: 'a' names phases\[0\] and phases\[1\].*Fix"),
     ([phase("a", 0, 100, ["recursve"])], "did you mean 'recursive'"),
     ([{**phase("a", 0, 100), "lr_mult": 1.0}], "did you mean 'lr_multiplier'"),
     ([{"name": "a", "start_pct": 0}], "missing end_pct"),
@@ -108,6 +121,22 @@ def phase(name, start, end, focus=()):
 def test_impossible_tables_are_rejected_with_the_reason(entries, words):
     with pytest.raises(ConfigError, match=words):
         Curriculum(phases_from_config(entries))
+
+
+@pytest.mark.parametrize("entries", [
+    [phase("a", 0, 99), phase("b", 1, 100)],  # a long blend: 'b' is named from 1%
+    [phase("a", 0, 40), phase("b", 20, 60), phase("c", 40, 100)],  # 'b' blends in from 'a', then out into 'c'
+    [phase("a", 0, 50), phase("b", 50, 100)],  # touching, no overlap
+])
+def test_neighbour_overlaps_are_the_documented_blend(entries):
+    cur = Curriculum(phases_from_config(entries))
+    first, second = cur.phases[0], cur.phases[1]
+    inside = (second.start_pct + first.end_pct) / 2  # the middle of their overlap (or the boundary)
+    state = cur.state(inside)
+    assert state.phase.name == second.name
+    expected_blend = 0.5 if second.start_pct < first.end_pct else 1.0
+    assert state.blend == pytest.approx(expected_blend)
+    assert state.blending_from == (first if expected_blend < 1.0 else None)
 
 
 def test_focus_weight_below_one_is_rejected():

@@ -245,6 +245,9 @@ def test_bad_flags_and_bad_data_exit_non_zero_with_the_fix(data_dir, tmp_path):
     (["--report_interval", "0"], "report_interval"),
     (["--learning_rate", "fast"], "learning_rate' expects float"),
     (["--focus_weight", "0.5"], "focus_weight must be >= 1"),
+    (["--phases", json.dumps([{"name": n, "start_pct": a, "end_pct": b, "lr_multiplier": 1.0, "description": n}
+                              for n, a, b in (("a", 0, 60), ("b", 20, 50), ("c", 50, 100))])],
+     r"'b' \(20-50%\) lies inside 'a' \(0-60%\).*Fix: end 'a' before 50%"),
     (["--config"], "--config needs a file"),
     (["--config", "missing.json"], "config file 'missing.json' not found"),
 ])

@@ -14,12 +14,17 @@ persona_dimensions 15-50%. Inside an overlap ``[later.start_pct, earlier.end_pct
   (at 17.5% above: lr multiplier 0.5 * 1.2 + 0.5 * 1.0 = 1.1).
 
 Outside overlaps a phase's own values hold. A table must cover 0-100% without gaps, in
-order of start, with at most two phases overlapping at any point.
+order of start, with at most two phases overlapping at any point. So an overlap is only ever
+the end of one phase and the start of the next: a table that does anything else is refused
+with a ConfigError naming the phases and the fix (a phase that ends before it starts, two
+phases that start together, a phase inside another, three phases at one point, a name used
+twice), never blended silently.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -57,12 +62,16 @@ class Phase:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "focus", tuple(self.focus))
-        if not 0.0 <= self.start_pct < self.end_pct <= 100.0:
-            raise ConfigError(
-                f"phase {self.name!r}: need 0 <= start_pct < end_pct <= 100, got {self.start_pct}-{self.end_pct}"
-            )
-        if not self.lr_multiplier > 0.0:
-            raise ConfigError(f"phase {self.name!r}: lr_multiplier must be > 0, got {self.lr_multiplier}")
+        if not self.name:
+            raise ConfigError("a phase has an empty name. Fix: give every phase a name (reports and logs show it).")
+        if not (0.0 <= self.start_pct <= 100.0 and 0.0 <= self.end_pct <= 100.0):
+            raise ConfigError(f"phase {self.name!r}: start_pct and end_pct are percent of the run, within 0-100; got "
+                              f"{self.start_pct:g}-{self.end_pct:g}. Fix: give both between 0 and 100.")
+        if not self.start_pct < self.end_pct:
+            raise ConfigError(f"phase {self.name!r} ends at {self.end_pct:g}%, not after it starts ({self.start_pct:g}%). "
+                              f"Fix: give it an end_pct above its start_pct.")
+        if not 0.0 < self.lr_multiplier < math.inf:
+            raise ConfigError(f"phase {self.name!r}: lr_multiplier must be > 0 and finite, got {self.lr_multiplier}")
         for dim in self.focus:
             _check_dimension(dim, f"phase {self.name!r} focus")
 
@@ -95,20 +104,27 @@ def phases_from_config(entries: Sequence[Mapping[str, Any]]) -> tuple[Phase, ...
         missing = [k for k in _PHASE_KEYS[:5] if k not in entry]
         if missing:
             raise ConfigError(f"phases[{i}]: missing {', '.join(missing)}")
-        try:
-            phases.append(
-                Phase(
-                    name=str(entry["name"]),
-                    start_pct=float(entry["start_pct"]),
-                    end_pct=float(entry["end_pct"]),
-                    lr_multiplier=float(entry["lr_multiplier"]),
-                    description=str(entry["description"]),
-                    focus=tuple(entry.get("focus", ())),
-                )
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"phases[{i}]: {exc}") from None
+        phases.append(_phase_from_entry(i, entry))
     return tuple(phases)
+
+
+def _phase_from_entry(i: int, entry: Mapping[str, Any]) -> Phase:
+    """phases[i] as a Phase: numbers must be numbers (not true/false), focus a list."""
+    if not isinstance(entry["name"], str):
+        raise ConfigError(f"phases[{i}]: name must be a string, got {entry['name']!r}")
+    numbers = {}
+    for key in ("start_pct", "end_pct", "lr_multiplier"):
+        try:
+            if isinstance(entry[key], bool):
+                raise TypeError
+            numbers[key] = float(entry[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"phases[{i}] ({entry['name']!r}): {key} must be a number, got {entry[key]!r}") from None
+    focus = entry.get("focus", ())
+    if not isinstance(focus, (list, tuple)):
+        raise ConfigError(f"phases[{i}] ({entry['name']!r}): focus must be a list of persona dimensions, got {focus!r}. "
+                          f"Fix: e.g. \"focus\": [\"dynamic\"].")
+    return Phase(name=entry["name"], description=str(entry["description"]), focus=tuple(focus), **numbers)
 
 
 @dataclass(frozen=True)
@@ -148,21 +164,41 @@ class Curriculum:
         ps = self.phases
         if not ps:
             raise ConfigError("the phase table is empty")
-        names = [p.name for p in ps]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"phase names must be unique, got {names}")
+        seen: dict[str, int] = {}
+        for i, p in enumerate(ps):
+            if p.name in seen:
+                raise ConfigError(f"phase names must be unique: {p.name!r} names phases[{seen[p.name]}] and phases[{i}]. "
+                                  f"Fix: give each phase its own name (phase changes are told apart by it).")
+            seen[p.name] = i
+        for prev, cur in zip(ps, ps[1:]):
+            if cur.start_pct < prev.start_pct:
+                raise ConfigError(f"phase {cur.name!r} (starts {cur.start_pct:g}%) is listed after {prev.name!r} (starts "
+                                  f"{prev.start_pct:g}%). Fix: list the phases in order of start_pct.")
         if ps[0].start_pct != 0.0 or ps[-1].end_pct != 100.0:
             raise ConfigError("phases must cover 0-100%. Fix: start the first phase at 0 and end the last at 100.")
         for i in range(1, len(ps)):
-            prev, cur = ps[i - 1], ps[i]
-            if not (cur.start_pct > prev.start_pct and cur.end_pct > prev.end_pct):
-                raise ConfigError(f"phase {cur.name!r} must start and end after {prev.name!r}: list phases in order")
-            if cur.start_pct > prev.end_pct:
-                raise ConfigError(f"gap between {prev.name!r} (ends {prev.end_pct:g}%) and {cur.name!r} "
-                                  f"(starts {cur.start_pct:g}%). Fix: start {cur.name!r} at or before {prev.end_pct:g}%.")
-            if i >= 2 and cur.start_pct < ps[i - 2].end_pct:
-                raise ConfigError(f"{cur.name!r} overlaps both {ps[i - 2].name!r} and {prev.name!r}: "
-                                  "at most two phases may overlap at any point")
+            self._check_neighbours(ps[i - 1], ps[i], ps[i - 2] if i >= 2 else None)
+
+    @staticmethod
+    def _check_neighbours(prev: Phase, cur: Phase, before: Phase | None) -> None:
+        """``cur`` may overlap only the end of ``prev`` (the blend), and not ``before``."""
+        if cur.start_pct == prev.start_pct:
+            raise ConfigError(f"phases {prev.name!r} and {cur.name!r} both start at {cur.start_pct:g}%: one would never "
+                              f"be the named phase. Fix: start {cur.name!r} later than {prev.start_pct:g}%, or merge them.")
+        if cur.end_pct <= prev.end_pct:
+            fix = f"end {prev.name!r} before {cur.end_pct:g}%"
+            if prev.end_pct < 100.0:
+                fix += f" or {cur.name!r} after {prev.end_pct:g}%"
+            raise ConfigError(f"phase {cur.name!r} ({cur.start_pct:g}-{cur.end_pct:g}%) lies inside {prev.name!r} "
+                              f"({prev.start_pct:g}-{prev.end_pct:g}%): neighbours may only overlap at the end of "
+                              f"{prev.name!r}, where they blend. Fix: {fix}.")
+        if cur.start_pct > prev.end_pct:
+            raise ConfigError(f"gap between {prev.name!r} (ends {prev.end_pct:g}%) and {cur.name!r} "
+                              f"(starts {cur.start_pct:g}%). Fix: start {cur.name!r} at or before {prev.end_pct:g}%.")
+        if before is not None and cur.start_pct < before.end_pct:
+            raise ConfigError(f"{cur.name!r} (from {cur.start_pct:g}%) overlaps both {before.name!r} (to {before.end_pct:g}%) "
+                              f"and {prev.name!r}: at most two phases may overlap at any point. Fix: start {cur.name!r} "
+                              f"at or after {before.end_pct:g}%, or end {before.name!r} by {cur.start_pct:g}%.")
 
     def _weights(self, phase: Phase) -> dict[str, float]:
         raw = {d: (self.focus_weight if d in phase.focus else 1.0) for d in DIMENSIONS}
