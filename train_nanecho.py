@@ -259,6 +259,14 @@ def show_sample(tracker: ProgressTracker, model: NanEchoGPT, data: NanEchoData, 
     tracker.set_section("✍️ Sample", {f"At {100 * done / cfg.max_iters:.0f}%": text.replace("\n", " | ")})
 
 
+def model_line(cfg: NanEchoConfig, run: RunState, data: NanEchoData) -> str:
+    """The model and the data, for the start of the log."""
+    return (f"model: {run.total_params / 1e6:.2f}M parameters ({run.active_params:,} active), {cfg.n_layer} layers, "
+            f"{cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size}; data: {cfg.data_dir} "
+            f"({len(data.dimensions)} dimensions, vocabulary {data.vocab_size}, train {data.num_tokens('train'):,} / "
+            f"val {data.num_tokens('val'):,} tokens)")
+
+
 def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> int:
     """Train as ``cfg`` says. Returns the exit code: 0, or 128 + the signal's number when
     ``stop`` was requested and the run stopped early (after saving a checkpoint)."""
@@ -271,10 +279,7 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
     training = Training(cfg, rt, NanEchoGPT, data, stop=stop,
                         init_fresh=lambda m: init_connections(m, cfg.connections().target_ratio(0), seed=cfg.seed))
     run = RunState(cfg, training, data.vocab_size)
-    rt.print(f"model: {run.total_params / 1e6:.2f}M parameters ({run.active_params:,} active), {cfg.n_layer} layers, "
-             f"{cfg.n_head} heads, {cfg.n_embd} wide, context {cfg.block_size}; data: {cfg.data_dir} "
-             f"({len(data.dimensions)} dimensions, vocabulary {data.vocab_size}, train {data.num_tokens('train'):,} / "
-             f"val {data.num_tokens('val'):,} tokens)")
+    rt.print(model_line(cfg, run, data))
     rt.print(f"{training.runtime_line()}; preset {cfg.preset}")
     tracker = training.tracker(cfg.step_learning_rate())
     run.set_sections(tracker)
