@@ -17,6 +17,7 @@ from typing import Any
 from trainkit.nanecho.connections import connection_counts, grow_connections, param_counts
 from trainkit.nanecho.curriculum import PhaseState
 from trainkit.training import Training
+from trainprogress import ProgressTracker
 
 logger = logging.getLogger("nanecho")  # phase changes, growth and evaluations, on stderr
 MILESTONES = (25, 50, 75, 100)  # percent of the run at which a sample is generated
@@ -63,7 +64,8 @@ def curriculum_lines(state: PhaseState) -> dict[str, str]:
 
 class RunState:
     """A NanEcho run's curriculum phase, connections, per-dimension validation losses and
-    milestones, from ``training`` (fresh, or resumed with its checkpoint's NanEcho entries)."""
+    milestones, from ``training`` (fresh, or resumed with its checkpoint's NanEcho entries).
+    ``cfg`` is train_nanecho.py's NanEchoConfig (its curriculum, connection and lr schedules)."""
 
     def __init__(self, cfg: Any, training: Training, vocab_size: int) -> None:
         self.cfg, self.training, self.vocab_size = cfg, training, vocab_size
@@ -79,13 +81,15 @@ class RunState:
         self.milestones = sorted({math.ceil(cfg.max_iters * p / 100) for p in MILESTONES if cfg.max_iters * p / 100 > start})
 
     def percent(self, iteration: int) -> float:
+        """How far into the run ``iteration`` steps are, in percent (what the phases are in)."""
         return 100.0 * iteration / self.cfg.max_iters
 
     @property
     def connection_ratio(self) -> float:
+        """The active share of the maskable connections, as the masks hold them."""
         return self.active_conn / self.total_conn
 
-    def set_sections(self, tracker: Any) -> None:
+    def set_sections(self, tracker: ProgressTracker) -> None:
         """The run's report sections; each reads this object when a report is built."""
         cfg, rt = self.cfg, self.training.rt
         # The connection ratio and the phase name are named values of step(); these add the rest.
@@ -154,4 +158,5 @@ class RunState:
                     connection_ratio=self.connection_ratio)
 
     def summary(self) -> str:
+        """The phase and connections reached, for the run's last line."""
         return f"phase {self.phase_name}, connections {100 * self.connection_ratio:.2f}%"
