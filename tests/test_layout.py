@@ -88,3 +88,25 @@ def expected_fields_table() -> str:
 def test_the_readmes_report_fields_table_is_the_reports_field_descriptions():
     expected = expected_fields_table()
     assert readme_fields_table() == expected, "paste this table into the README's 'Report fields':\n" + expected
+
+
+# Sizes a reader can take in: no function longer than a screenful or two, no class past a
+# few screens, in the library, the training code and the trainers.
+MAX_FUNCTION_LINES, MAX_CLASS_LINES = 80, 250
+SIZED_CODE = ("trainprogress", "trainkit", "train.py", "train_nanecho.py", "sample.py", "test_verbose_logging.py")
+
+
+def test_no_function_over_80_lines_and_no_class_over_250():
+    import ast
+
+    too_long = []
+    for name in SIZED_CODE:
+        path = ROOT / name
+        for file in [path] if path.is_file() else sorted(path.rglob("*.py")):
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+                limit = {ast.FunctionDef: MAX_FUNCTION_LINES, ast.AsyncFunctionDef: MAX_FUNCTION_LINES,
+                         ast.ClassDef: MAX_CLASS_LINES}.get(type(node))
+                lines = node.end_lineno - node.lineno + 1 if limit else 0
+                if limit and lines > limit:
+                    too_long.append(f"{file.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines (limit {limit})")
+    assert not too_long, "split these:\n" + "\n".join(too_long)

@@ -80,20 +80,17 @@ logger = logging.getLogger(__name__)
 
 class ProgressTracker:
     """Tracks a training run of ``total_iters`` optimizer steps and reports every
-    ``interval_percent`` of it.
-
-    Call ``step(loss=..., lr=..., **named_values)`` after each completed optimizer step; it
-    returns the Report at a boundary, else None. Between boundaries a step only stores
-    references (and now and then reads the clock): a loss tensor is never synchronised per
-    step. At a boundary the recent losses and any tensor values are copied to the host
-    together, in one device sync.
+    ``interval_percent`` of it. Call ``step(loss=..., lr=..., **named_values)`` after each
+    completed optimizer step; it returns the Report at a boundary, else None. Between
+    boundaries a step only stores references (and now and then reads the clock): a loss
+    tensor is never synchronised per step. At a boundary the recent losses and any tensor
+    values are copied to the host together, in one device sync.
 
     How to size the run, pause it, read its speed and smoothed loss, MFU, several ranks,
     cost and the loss forecast: see the module doc (trainprogress.tracker).
     """
 
-    # Slots, not a __dict__: more attributes than CPython's shared-key dicts hold would make
-    # every attribute access in step() a slower hashed lookup.
+    # Slots, not a __dict__: attribute access in step() stays a fixed-offset load.
     __slots__ = (
         "_buffer", "_closed", "_iter", "_loss_ring", "_lr", "_next_due", "_pauses", "_size", "_warned_after_close",
         "_watchdog", "_work", "interval_percent", "is_master", "start_iter",
@@ -199,22 +196,18 @@ class ProgressTracker:
                            "written. Call close() once, after the last step (or use the tracker as a context manager).")
 
     def _record(self, values: dict[str, Any]) -> None:
-        """Named values of a step; in a run sized in tokens, ``tokens`` advances the progress."""
-        if "tokens" in values and self._size.in_tokens:
-            try:
+        """Named values of a step; in a run sized in tokens, ``tokens`` advances the progress.
+        A value of the wrong type raises TypeError, and the rejected step does not count."""
+        try:
+            if "tokens" in values and self._size.in_tokens:
                 if self._size.add_step_tokens(self._iter, values.pop("tokens")):
                     self._next_due = self._iter  # a token boundary is reached
-            except TypeError:
-                self._iter -= 1  # the rejected step does not count
-                raise
-            if not values:
-                return
-        try:
             check_named_numbers(values)
         except TypeError:
-            self._iter -= 1  # the rejected step does not count
+            self._iter -= 1
             raise
-        self._buffer.record(values)
+        if values:
+            self._buffer.record(values)
 
     # ------------------------------------------------------------------ public, off the hot path
     def set_section(self, title: str, source: SectionSource | None, into: str | None = None) -> None:
