@@ -6,19 +6,18 @@ S1(s)^-alpha - B * D(s), S1 the area under the learning rate so far and D an ann
 LR-annealing law's annealing area S2 (Tissue et al. 2024). Without the schedule, a power law
 in steps, L0 + A * s^-alpha. For each alpha on a grid a law is linear in (L0, A, B), so the
 fits are a batch of small weighted least-squares solves; the laws and alphas are averaged by
-how well they fit (a Bayesian model average),
-and the band is the average's spread plus each fit's extrapolation uncertainty, plus the law's
-own error on this curve: fitted to the curve up to 60% and 80% of the current step, how far
-off it forecast the current loss, scaled to the forecast's horizon (a backtest). That last
-part widens the band of a curve the law does not follow (a plateau, then a second drop) and
-leaves alone one it does.
+how well they fit (a Bayesian model average), and the band is the average's spread plus each
+fit's extrapolation uncertainty, plus the laws' own error on this curve: fitted to the curve
+up to 60% and 80% of the current step, how far off they forecast the current loss, scaled to
+the forecast's horizon (a backtest). That last part widens the band of a curve the laws do
+not follow (a plateau, then a second drop) and leaves alone one they do.
 
 An anneal that has not started yet cannot be fitted: a prior on its size (a full anneal takes
 ANNEAL_DROP of the loss, give or take ANNEAL_DROP_SD) stands in for it, and gives way as the
 decay shows in the curve. That prior, the band's INFLATION, the backtest's BACKTEST_AT and
-BACKTEST_WEIGHT and the window are the only tuned constants (with the choice to fit from the
-warm-up's end), tuned on the "tune" half of the curves; benchmarks/bench_forecast.py measures
-what they give on both halves.
+BACKTEST_WEIGHT, the window and the loss drop's shape (schedule_areas.DROP_*) are the only
+tuned constants (with the choice to fit from the warm-up's end), tuned on the "tune" half of
+the curves; benchmarks/bench_forecast.py measures what they give on both halves.
 
 numpy is needed (the `forecast` extra); it is imported when the first forecast is made.
 """
