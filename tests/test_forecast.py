@@ -39,6 +39,26 @@ def annealing_law(lrs, l0=2.0, a=3.0, alpha=0.45, drop=0.1, decay=0.999):
     return l0 + a * s1 ** -alpha - drop * s2 / s2[-1]
 
 
+def multi_power_law(lrs, l0=2.0, a=3.0, alpha=0.45, drop=0.1, gamma=0.5, beta=0.5, tau=0.02):
+    """L = L0 + A S1^-alpha - B LD (Luo et al. 2025), LD computed step by step from its
+    definition: sum_k (eta_(k-1) - eta_k) G(eta_k^-gamma S_k(t)), S_k(t) = sum of eta over
+    k..t, G(x) = 1 - (C x + 1)^-beta with C = 1 / (tau S1(end)); B such that the anneal
+    lowers the final loss by ``drop``. With peak-normalised rates (the shape parameters are
+    the forecast's, so the law is the one it fits; the curve is made independently of it)."""
+    rates = lrs / lrs.max()
+    s1 = np.cumsum(rates)
+    falls = np.maximum(np.concatenate(([0.0], rates[:-1] - rates[1:])), 0.0)
+    fell = np.flatnonzero(falls)
+    inverse_scale = 1.0 / (tau * s1[-1])
+    ld = np.zeros(lrs.size)
+    for t in range(lrs.size):
+        before = fell[fell <= t]
+        area_since = s1[t] - s1[before] + rates[before]
+        x = np.maximum(rates[before], 1e-3) ** -gamma * area_since
+        ld[t] = float(falls[before] @ (1 - (inverse_scale * x + 1) ** -beta))
+    return l0 + a * s1 ** -alpha - drop * ld / ld[-1]
+
+
 def test_a_pure_power_law_is_forecast_within_half_a_percent_and_its_band_holds_it():
     total = 20_000
     steps = np.arange(1, total + 1)
@@ -52,7 +72,7 @@ def test_a_pure_power_law_is_forecast_within_half_a_percent_and_its_band_holds_i
         assert result.low <= truth[-1] <= result.high
 
 
-def test_a_cosine_run_of_the_annealing_law_is_forecast_tightly_with_the_schedule():
+def test_a_cosine_run_of_the_annealing_law_is_forecast_with_the_schedule_and_its_band_holds_it():
     total = 10_000
     lrs = cosine_lrs(total, warmup=200)
     truth = annealing_law(lrs)
@@ -60,7 +80,9 @@ def test_a_cosine_run_of_the_annealing_law_is_forecast_tightly_with_the_schedule
     noisy = truth + rng.normal(0, 0.01, total)
     steps = np.arange(1, total + 1)
     # At 30% the anneal has barely shown (its prior still weighs); from half-way it is fitted.
-    for cut, tolerance in ((0.3, 0.025), (0.5, 0.005), (0.7, 0.003)):
+    # The forecast averages this law with the multi-power law, which follows this curve less
+    # closely: about 0.75% off at half-way (the S2 law alone: 0.3%), the band holding the truth.
+    for cut, tolerance in ((0.3, 0.025), (0.5, 0.01), (0.7, 0.005)):
         n = int(cut * total)
         result = forecast_loss(steps[:n], noisy[:n], total, lrs)
         assert abs(result.final - truth[-1]) / truth[-1] < tolerance, (cut, result, truth[-1])
@@ -68,6 +90,25 @@ def test_a_cosine_run_of_the_annealing_law_is_forecast_tightly_with_the_schedule
     late = forecast_loss(steps[:7000], noisy[:7000], total, lrs)
     early = forecast_loss(steps[:3000], noisy[:3000], total, lrs)
     assert late.high - late.low < early.high - early.low  # the band narrows as the run goes on
+
+
+@pytest.mark.parametrize("warmup, hold", [(100, 0), (100, 2800)])
+def test_a_run_of_the_multi_power_law_is_forecast_with_the_schedule_and_its_band_holds_it(warmup, hold):
+    total = 4000
+    lrs = cosine_lrs(total - hold, warmup=warmup)
+    lrs = np.concatenate([lrs[:warmup], np.ones(hold), lrs[warmup:]])   # hold the peak, then decay
+    truth = multi_power_law(lrs)
+    rng = np.random.default_rng(3)
+    noisy = truth + rng.normal(0, 0.01, total)
+    steps = np.arange(1, total + 1)
+    # Once the decay shows. The forecast averages this law with the LR-annealing law's S2, which
+    # follows this curve less closely (S2 alone: 2% off at half-way, its band missing the truth).
+    cuts = ((0.5, 0.01), (0.7, 0.005)) if not hold else ((0.8, 0.01), (0.9, 0.005))
+    for cut, tolerance in cuts:
+        n = int(cut * total)
+        result = forecast_loss(steps[:n], noisy[:n], total, lrs)
+        assert abs(result.final - truth[-1]) / truth[-1] < tolerance, (cut, result, truth[-1])
+        assert result.low <= truth[-1] <= result.high
 
 
 def test_silent_before_ten_percent_or_with_too_few_points():
@@ -225,7 +266,9 @@ def test_schedule_areas_on_a_grid_match_the_exact_ones_and_call_the_schedule_at_
     assert len(calls) <= MAX_POINTS
     probe = np.array([1.0, 4999.5, 50_000.0, 123_456.7, total])
     assert np.allclose(coarse.progress(probe)[1:], exact.progress(probe)[1:], rtol=1e-3)
-    assert np.allclose(coarse.anneal(probe)[2:], exact.anneal(probe)[2:], rtol=2e-3)
+    assert np.allclose(coarse.annealing_area(probe)[2:], exact.annealing_area(probe)[2:], rtol=2e-3)
+    assert np.allclose(coarse.loss_drop(probe)[2:], exact.loss_drop(probe)[2:], rtol=2e-3)
+    assert coarse.loss_drop(total) > coarse.loss_drop(123_456.7) > coarse.loss_drop(50_000.0) > 0
     assert abs(coarse.warmup_end - exact.warmup_end) <= 4
     with pytest.raises(ValueError, match="positive peak"):
         ScheduleAreas.from_rates(np, np.zeros(10))

@@ -1,22 +1,23 @@
 """Where the run will end: the final loss, forecast from the curve so far, with a band.
 
-With the learning-rate schedule known, the curve is fitted with the LR-annealing law of
-Tissue et al. (2024), L(s) = L0 + A * S1(s)^-alpha - C * S2(s): S1 is the area under the
-learning rate so far, S2 the annealing area (the rate's drops, carried with momentum).
-Without it, a power law in steps, L0 + A * s^-alpha. For each alpha on a grid the law is
-linear in (L0, A, C), so each fit is one small weighted least-squares solve; the alphas
-are averaged by how well they fit (a Bayesian model average), and the band is the average's
-spread plus each fit's extrapolation uncertainty, plus the law's own error on this curve:
-fitted to the curve up to 60% and 80% of the current step, how far off it forecast the
-current loss, scaled to the forecast's horizon (a backtest). That last part widens the band
-of a curve the law does not follow (a plateau, then a second drop) and leaves alone one it does.
+With the learning-rate schedule known, the curve is fitted with two laws, L(s) = L0 + A *
+S1(s)^-alpha - B * D(s), S1 the area under the learning rate so far and D an anneal term
+(trainprogress.schedule_areas): the multi-power law's loss drop LD (Luo et al. 2025) and the
+LR-annealing law's annealing area S2 (Tissue et al. 2024). Without the schedule, a power law
+in steps, L0 + A * s^-alpha. For each alpha on a grid a law is linear in (L0, A, B), so the
+fits are a batch of small weighted least-squares solves; the laws and alphas are averaged by
+how well they fit (a Bayesian model average), and the band is the average's spread plus each
+fit's extrapolation uncertainty, plus the laws' own error on this curve: fitted to the curve
+up to 60% and 80% of the current step, how far off they forecast the current loss, scaled to
+the forecast's horizon (a backtest). That last part widens the band of a curve the laws do
+not follow (a plateau, then a second drop) and leaves alone one they do.
 
 An anneal that has not started yet cannot be fitted: a prior on its size (a full anneal takes
 ANNEAL_DROP of the loss, give or take ANNEAL_DROP_SD) stands in for it, and gives way as the
 decay shows in the curve. That prior, the band's INFLATION, the backtest's BACKTEST_AT and
-BACKTEST_WEIGHT and the window are the only tuned constants (with the choice to fit from the
-warm-up's end), tuned on the "tune" half of the curves; benchmarks/bench_forecast.py measures
-what they give on both halves.
+BACKTEST_WEIGHT, the window and the loss drop's shape (schedule_areas.DROP_*) are the only
+tuned constants (with the choice to fit from the warm-up's end), tuned on the "tune" half of
+the curves; benchmarks/bench_forecast.py measures what they give on both halves.
 
 numpy is needed (the `forecast` extra); it is imported when the first forecast is made.
 """
@@ -35,7 +36,7 @@ ANNEAL_DROP_SD = 0.02
 # it looks (the law's own misfit is the backtest's part of the band; the anneal prior is not widened).
 INFLATION = 2.0
 Z_BAND = 1.645                  # a 90% band
-WINDOW_START = 0.25             # fit on the observed curve from this fraction of the current step,
+WINDOW_START = 0.4              # fit on the observed curve from this fraction of the current step,
 AFTER_WARMUP_UP_TO = 0.5        # or from the warm-up's end when that is at most this fraction
 MIN_FRACTION = 0.1              # silent before 10% of the run
 MIN_POINTS = 10                 # ...or with fewer logged losses than this
@@ -188,28 +189,22 @@ class _StepCurve:
     def progress(self, step):
         return self.np.asarray(step, dtype=float)
 
-    def anneal(self, step):
-        return self.np.zeros_like(self.np.asarray(step, dtype=float))
-
 
 def _model_average(np, curve, x, y, target_step, total_steps, current):
-    """Mean and sd of the loss at ``target_step``, averaged over the alpha grid by fit quality.
-    The anneal's prior is on the whole run's anneal (at ``total_steps``)."""
-    progress, anneal = curve.progress(x), curve.anneal(x)
-    target_progress, target_anneal = float(curve.progress(target_step)), float(curve.anneal(target_step))
-    final_anneal = float(curve.anneal(total_steps))
-    use_anneal = curve.has_anneal and final_anneal > 0
-    results = []
-    for alpha in ALPHAS:
-        fit = _fit_one(np, alpha, progress, anneal, y, (target_progress, target_anneal), final_anneal,
-                       current, use_anneal)
-        if fit is not None:
-            results.append(fit)
-    if not results:
+    """Mean and sd of the loss at ``target_step``, averaged by fit quality over the alpha grid
+    and, with a schedule, over its anneal terms (the multi-power law's loss drop and the
+    LR-annealing law's S2: the one that fits the curve better weighs more). The anneal's prior
+    is on the whole run's anneal (at ``total_steps``)."""
+    progress, target_progress = curve.progress(x), float(curve.progress(target_step))
+    fits = []
+    for anneal in curve.anneal_terms() if curve.has_anneal else (None,):
+        term = None
+        if anneal is not None and float(anneal(total_steps)) > 0:
+            term = (anneal(x), float(anneal(target_step)), float(anneal(total_steps)))
+        fits.append(_fits(np, progress, y, target_progress, term, current))
+    sse, means, variances = (np.concatenate(part) for part in zip(*fits))
+    if not sse.size:
         return None
-    sse = np.array([r[0] for r in results])
-    means = np.array([r[1] for r in results])
-    variances = np.array([r[2] for r in results])
     dof = max(y.size - 3, 1)
     sigma2 = max(sse.min() / dof, 1e-18) * INFLATION ** 2
     weights = np.exp(-0.5 * (sse - sse.min()) / sigma2)
@@ -220,64 +215,64 @@ def _model_average(np, curve, x, y, target_step, total_steps, current):
     return mean, variance ** 0.5
 
 
-def _fit_one(np, alpha, progress, anneal, y, target, final_anneal, current, use_anneal):
-    """One weighted least-squares fit at a fixed alpha: (sse, mean and variance at the target
-    step, whose S1 and S2 are ``target``)."""
-    columns = [np.ones_like(y), progress ** -alpha]
-    target_row = [1.0, target[0] ** -alpha]
-    if use_anneal:
-        columns.append(-anneal)
-        target_row.append(-target[1])
-    design = np.stack(columns, axis=1)
-    coef = _solve(np, design, y, use_anneal, final_anneal, current)
-    if coef[1] < 0 or coef[0] < 0:  # a rising curve or a negative floor: no law of this family
-        return None
-    residual = y - design @ coef
-    sse = float(residual @ residual)
-    sigma2 = max(sse / max(y.size - design.shape[1], 1), 1e-18) * INFLATION ** 2
-    covariance = _posterior_covariance(np, design, sigma2, use_anneal, final_anneal, current)
-    row = np.array(target_row)
-    return sse, float(row @ coef), float(row @ covariance @ row)
+def _fits(np, progress, y, target_progress, term, current):
+    """Weighted least-squares fits at every alpha of the grid at once: their (sse, mean and
+    variance at the target step) as arrays, leaving out the fits that are no law of this family
+    (a rising curve or a negative floor). ``term``: the anneal term at the curve's points, the
+    target step and the run's end, or None for a law without one."""
+    alphas = np.asarray(ALPHAS)
+    power = progress[None, :] ** -alphas[:, None]
+    design = np.stack([np.ones_like(power), power], axis=2)
+    rows = np.stack([np.ones_like(alphas), target_progress ** -alphas], axis=1)
+    coef = _least_squares(np, design, y)
+    if term is not None:
+        design, rows, coef = _with_anneal(np, design, rows, coef, y, term, current)
+    keep = (coef[:, 0] >= 0) & (coef[:, 1] >= 0)
+    residual = y[None, :] - np.einsum("mnk,mk->mn", design, coef)
+    sse = np.einsum("mn,mn->m", residual, residual)
+    sigma2 = np.maximum(sse / max(y.size - design.shape[2], 1), 1e-18) * INFLATION ** 2
+    precision = np.einsum("mnk,mnj->mkj", design, design) / sigma2[:, None, None]
+    if term is not None:
+        precision[:, 2, 2] += (term[2] / (ANNEAL_DROP_SD * current)) ** 2
+    precision *= 1 + 1e-12 * np.eye(design.shape[2])
+    covariance = np.linalg.inv(precision)
+    means = np.einsum("mk,mk->m", rows, coef)
+    variances = np.einsum("mk,mkj,mj->m", rows, covariance, rows)
+    return sse[keep], means[keep], variances[keep]
 
 
-def _solve(np, design, y, use_anneal, final_anneal, current):
-    """Least squares, with the anneal's prior as one pseudo-observation when the law has C."""
-    if not use_anneal:
-        coef = _least_squares(np, design, y)
-        return coef
-    first = _least_squares(np, design[:, :2], y)
-    noise = max(float(np.std(y - design[:, :2] @ first)), 1e-6)
+def _with_anneal(np, design, rows, first, y, term, current):
+    """The anneal's column and target entry added, and the fits redone with its prior as one
+    pseudo-observation (the data rows divided by the two-term fit's noise); a fit whose anneal
+    comes out negative keeps the two-term fit with no anneal."""
+    anneal, target_anneal, final_anneal = term
+    count = design.shape[0]
+    design = np.concatenate([design, np.broadcast_to(-anneal[None, :, None], (count, anneal.size, 1))], axis=2)
+    rows = np.concatenate([rows, np.full((count, 1), -target_anneal)], axis=1)
+    noise = np.maximum(np.std(y[None, :] - np.einsum("mnk,mk->mn", design[:, :, :2], first), axis=1), 1e-6)
     prior_row, prior_value = _anneal_prior(np, final_anneal, current)
-    stacked = np.vstack([design / noise, prior_row])
-    coef = _least_squares(np, stacked, np.append(y / noise, prior_value))
-    if coef[2] < 0:
-        coef[2] = 0.0
-        coef[:2] = _least_squares(np, design[:, :2], y)
-    return coef
+    stacked = np.concatenate([design / noise[:, None, None], np.broadcast_to(prior_row, (count, 1, 3))], axis=1)
+    targets = np.concatenate([y[None, :] / noise[:, None], np.full((count, 1), prior_value)], axis=1)
+    coef = _least_squares(np, stacked, targets)
+    negative = coef[:, 2] < 0
+    coef[negative] = np.column_stack([first, np.zeros(count)])[negative]
+    return design, rows, coef
 
 
 def _least_squares(np, design, y):
-    """Least squares by the normal equations on scaled columns: a 3x3 solve is far cheaper
-    than lstsq's SVD, and the scaling keeps it well conditioned."""
-    scale = np.maximum(np.abs(design).max(axis=0), 1e-300)
-    scaled = design / scale
-    gram = scaled.T @ scaled
-    gram[np.diag_indices_from(gram)] += 1e-12
-    return np.linalg.solve(gram, scaled.T @ y) / scale
+    """Least squares of each of a stack of designs (fits, rows, columns) by the normal equations
+    on scaled columns: a batch of 3x3 solves is far cheaper than lstsq's SVDs, and the scaling
+    keeps them well conditioned. ``y``: one target vector for all, or one per design."""
+    scale = np.maximum(np.abs(design).max(axis=1), 1e-300)
+    scaled = design / scale[:, None, :]
+    gram = np.einsum("mrk,mrj->mkj", scaled, scaled) + 1e-12 * np.eye(design.shape[2])
+    rhs = np.einsum("mrk,mr->mk", scaled, np.broadcast_to(y, scaled.shape[:2]))
+    return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0] / scale
 
 
 def _anneal_prior(np, final_anneal, current):
-    """C * S2(end) ~ N(ANNEAL_DROP * loss, (ANNEAL_DROP_SD * loss)^2) as one row of unit weight
+    """B * LD(end) ~ N(ANNEAL_DROP * loss, (ANNEAL_DROP_SD * loss)^2) as one row of unit weight
     (the data rows are divided by their noise)."""
     scale = ANNEAL_DROP_SD * current
-    row = np.array([0.0, 0.0, final_anneal / scale])
+    row = np.array([[0.0, 0.0, final_anneal / scale]])
     return row, ANNEAL_DROP * current / scale
-
-
-def _posterior_covariance(np, design, sigma2, use_anneal, final_anneal, current):
-    """The coefficients' covariance: the data's precision plus the anneal prior's."""
-    precision = design.T @ design / sigma2
-    if use_anneal:
-        precision[2, 2] += (final_anneal / (ANNEAL_DROP_SD * current)) ** 2
-    precision[np.diag_indices_from(precision)] *= 1 + 1e-12
-    return np.linalg.inv(precision)
