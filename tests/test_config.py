@@ -164,15 +164,6 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_
         "--lr_decay_iters=5", "--warmup_iters=1", "--eval_interval=5", "--eval_iters=1", "--device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def as_train_py_runs(monkeypatch):
-    """train.main as the script runs it: from the repository root (config and data paths are
-    relative to it), with OMP_NUM_THREADS set so the runtime leaves this process's torch
-    thread count alone."""
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 @pytest.mark.parametrize("args, env, expected", [
     (["config/no_such_config.py"], None, "config file 'config/no_such_config.py' not found"),
     (["--batchsize=4"], None, "unknown config key 'batchsize' (from --batchsize=4). Did you mean 'batch_size'?"),
@@ -192,7 +183,8 @@ def as_train_py_runs(monkeypatch):
     (["--device=cuda:99"], None, "device 'cuda:99' requested but "),  # no CUDA, or fewer GPUs: either names the fix
     (["--dtype=float16"], None, "dtype float16 needs a CUDA device"),
 ])
-def test_train_config_errors_are_config_errors_and_write_nothing(tmp_path, monkeypatch, capsys, args, env, expected):
+def test_train_config_errors_are_config_errors_and_write_nothing(tmp_path, monkeypatch, capsys, as_a_script, args, env,
+                                                                 expected):
     """In process: train.py's entry point turns every ConfigError into one `train.py: error:`
     line and a non-zero exit (the subprocess test below proves that path)."""
     for name, value in (env or {}).items():
@@ -218,7 +210,7 @@ def test_a_config_error_exits_nonzero_with_one_line_and_no_traceback(tmp_path):
     assert not out_dir.exists()
 
 
-def test_train_help_lists_the_keys(capsys):
+def test_train_help_lists_the_keys(capsys, as_a_script):
     train.main(["--help"])
     out = capsys.readouterr().out
     for key in ("--report_interval=1.0", "--log_interval=1", "--init_from='scratch'", "--gradient_accumulation_steps=40"):

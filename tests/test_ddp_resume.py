@@ -69,6 +69,7 @@ def check(straight: dict, half: dict, resumed: dict, next_batches) -> None:
         assert torch.allclose(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6), name
 
 
+@pytest.mark.process
 def test_train_py_resume_keeps_each_rank_on_its_own_stream(tmp_path):
     check(*straight_and_resumed("train.py", COMMON_TRAIN, tmp_path), next_train_batches)
 
@@ -80,6 +81,7 @@ def nanecho_data(tmp_path_factory):
     return folder
 
 
+@pytest.mark.process
 def test_nanecho_resume_keeps_each_rank_on_its_own_stream(tmp_path, nanecho_data):
     # One phase for the whole run: the curriculum (sampling mix, lr multiplier) follows the
     # percent of max_iters, so only then are 4 steps of a 4-step run those of an 8-step run.

@@ -58,6 +58,7 @@ def stop_and_check(process: subprocess.Popen, console: Path, out_dir: Path, sign
     return code, text, ckpt
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_train_py_with_a_summary_and_a_checkpoint_of_the_stop(tmp_path, signum):
     out_dir = tmp_path / "out"
@@ -75,6 +76,7 @@ def test_a_signal_stops_train_py_with_a_summary_and_a_checkpoint_of_the_stop(tmp
     assert run.status == "completed" and len(run.segments) == 2
 
 
+@pytest.mark.process
 def test_sigterm_stops_nanecho_with_a_summary_and_a_checkpoint_of_the_stop(tmp_path):
     out_dir = tmp_path / "out"
     args = ["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--block_size", "32",
@@ -86,6 +88,7 @@ def test_sigterm_stops_nanecho_with_a_summary_and_a_checkpoint_of_the_stop(tmp_p
     assert ckpt["percent"] == 100.0 * ckpt["iter_num"] / 4000 and ckpt["phase"] == "basic_awareness"
 
 
+@pytest.mark.process
 def test_sigterm_under_torchrun_stops_every_rank_at_one_step(tmp_path):
     out_dir = tmp_path / "out"
     process, console = start("train.py", [*TINY_TRAIN, *LONG, "--gradient_accumulation_steps=2", "--dist_timeout=60"],
@@ -97,6 +100,7 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_step(tmp_path):
     assert len(ckpt["data"]) == 2  # both ranks' sampler states, saved together at the stop step
 
 
+@pytest.mark.process
 def test_a_killed_rank_ends_the_job_within_seconds_with_a_crash_summary(tmp_path):
     out_dir = tmp_path / "out"
     process, console = start("train.py", [*TINY_TRAIN, *LONG, "--gradient_accumulation_steps=2", "--dist_timeout=60"],
@@ -136,6 +140,7 @@ def test_an_unwritable_out_dir_fails_before_training(tmp_path):
         assert "model:" not in result.stdout  # nothing was built
 
 
+@pytest.mark.process
 @pytest.mark.soak
 def test_soak_both_trainers_with_every_signal():
     """A small soak: random SIGINT, SIGTERM and SIGKILL at random moments and inside saves,
