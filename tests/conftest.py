@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from pathlib import Path
 
@@ -5,6 +6,8 @@ import pytest
 
 # The tests import their helpers as a plain module.
 sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import TINY_TRAIN, Webhook, run_script  # noqa: E402
 
 
 @pytest.fixture
@@ -16,3 +19,26 @@ def as_a_script(monkeypatch):
     torchrun) start one."""
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def trainer_webhook():
+    """The notification endpoint of the shared train.py run below."""
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_train_run(tmp_path_factory, trainer_webhook) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real train.py process of 40 tiny steps (TINY_TRAIN: a report every 10%, evaluations
+    at 20 and 40) with every sink on, W&B offline: its out_dir and its result. Shared by the
+    tests that only read what such a run prints and writes (test_train_e2e, test_trainer_sinks);
+    starting it once saves a torch-importing process per module."""
+    out = tmp_path_factory.mktemp("tiny_train_run")
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(out), "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
+           "TRAINPROGRESS_SLACK_WEBHOOK_URL": trainer_webhook.url}
+    result = run_script("train.py", *TINY_TRAIN, "--max_iters=40", f"--out_dir={out}", "--jsonl_log=True",
+                        "--tensorboard_log=True", "--wandb_log=True", "--wandb_run_name=tiny", "--progress_bar=True",
+                        "--notify=True", env=env)
+    return out, result

@@ -33,11 +33,11 @@ def reports(stdout: str) -> list[tuple[float, int, int, int | None]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> tuple[Path, str]:
-    """40 steps in one process."""
-    out_dir = tmp_path_factory.mktemp("straight")
-    return out_dir, run_script("train.py", *TINY_TRAIN, "--max_iters=40", "--jsonl_log=True", f"--out_dir={out_dir}").stdout
+@pytest.fixture
+def straight(tiny_train_run) -> tuple[Path, str]:
+    """40 steps in one process: the shared run of tests/conftest.py (every sink on)."""
+    out_dir, result = tiny_train_run
+    return out_dir, result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,8 @@ def test_one_line_log_and_final_full_val_loss(straight):
 
 def test_checkpoint_is_written(straight):
     out_dir, _ = straight
-    assert set(os.listdir(out_dir)) - {"progress.png"} == {"ckpt.pt", "progress.jsonl", ".lock"}  # the plot: with matplotlib
+    # the plot: with matplotlib; tensorboard and wandb: this run's sinks
+    assert set(os.listdir(out_dir)) - {"progress.png"} == {"ckpt.pt", "progress.jsonl", ".lock", "tensorboard", "wandb"}
     assert (out_dir / ".lock").read_text() == ""  # the run's lock, released: no holder named
     ckpt = torch.load(out_dir / "ckpt.pt", weights_only=True)
     assert ckpt["iter_num"] == 40
