@@ -12,13 +12,19 @@ from helpers import TINY_TRAIN, Webhook, run_script  # noqa: E402
 
 @pytest.fixture
 def as_a_script(monkeypatch):
-    """For a trainer's ``main(argv)`` called in this process, as its script runs: from the
-    repository root (config and data paths are relative to it), and with OMP_NUM_THREADS set
-    so that the runtime leaves this process's torch thread count alone. A process of its own
-    costs seconds of torch imports; the tests that need one (a real exit code, a signal,
-    torchrun) start one."""
+    """For a trainer's ``main(argv)`` called in this process, as run_script runs its script:
+    from the repository root (config and data paths are relative to it), on one torch thread
+    (OMP_NUM_THREADS=1, so the runtime leaves the count alone; two threads on a shared 2-core
+    machine only contend). A process of its own costs seconds of torch imports; the tests that
+    need one (a real exit code, a signal to a process, torchrun) start one."""
+    import torch
+
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
