@@ -220,21 +220,36 @@ def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
     assert first_change["data"]["previous"] == "adaptive_mastery"
 
 
-def test_bad_flags_and_bad_data_exit_non_zero_with_the_fix(data_dir, tmp_path):
-    out = tmp_path / "never"
-    cases = [
+def bad_flags_and_bad_data(data_dir, tmp_path) -> list[tuple[list[str], str]]:
+    return [
         (["--max_iter", "10"], "unknown config key 'max_iter'.*Did you mean 'max_iters'"),
         (["--preset", "huge"], "preset"),
         (["--data_dir", str(tmp_path)], "holds no prepared NanEcho dataset.*Fix: python data/nanecho/prepare.py"),
         (["--block_size", "100000", "--data_dir", str(data_dir)], "fewer than the .* needed"),
         (["--init_from", "resume", "--data_dir", str(data_dir)], "no checkpoint at"),
     ]
-    for args, words in cases:
-        result = run("--preset", "tiny", "--out_dir", str(out), *args, check=False)
-        assert result.returncode != 0, args
-        assert re.search(words, result.stderr), (args, result.stderr)
-        assert "Traceback" not in result.stderr
+
+
+def test_bad_flags_and_bad_data_are_config_errors_with_the_fix(data_dir, tmp_path, capsys, as_a_script):
+    """In process: train_nanecho.py's entry point turns each ConfigError into one error line
+    and a non-zero exit (the real process below proves that path)."""
+    out = tmp_path / "never"
+    for args, words in bad_flags_and_bad_data(data_dir, tmp_path):
+        with pytest.raises(ConfigError, match=words):
+            train_nanecho.main(["--preset", "tiny", "--out_dir", str(out), *args])
         assert not out.exists()
+    assert "TRAINING PROGRESS" not in capsys.readouterr().out
+
+
+def test_bad_data_exits_non_zero_with_one_error_line(tmp_path):
+    out = tmp_path / "never"
+    result = run("--preset", "tiny", "--out_dir", str(out), "--data_dir", str(tmp_path), check=False)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_nanecho.py: error: "), result.stderr
+    assert re.search("holds no prepared NanEcho dataset.*Fix: python data/nanecho/prepare.py", last)
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, words", [
