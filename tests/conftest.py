@@ -7,7 +7,7 @@ import pytest
 # The tests import their helpers as a plain module.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import TINY_TRAIN, Webhook, run_script  # noqa: E402
+from helpers import NANECHO_TINY, TINY_TRAIN, Webhook, run_script  # noqa: E402
 
 
 @pytest.fixture
@@ -47,4 +47,26 @@ def tiny_train_run(tmp_path_factory, trainer_webhook) -> tuple[Path, subprocess.
     result = run_script("train.py", *TINY_TRAIN, "--max_iters=40", f"--out_dir={out}", "--jsonl_log=True",
                         "--tensorboard_log=True", "--wandb_log=True", "--wandb_run_name=tiny", "--progress_bar=True",
                         "--notify=True", env=env)
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def nanecho_data_dir(tmp_path_factory) -> Path:
+    """A NanEcho dataset prepared from the shipped corpus."""
+    from trainkit.nanecho.corpus import prepare
+
+    folder = tmp_path_factory.mktemp("nanecho_data")
+    prepare(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_nanecho_run(tmp_path_factory, nanecho_data_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real train_nanecho.py process of 40 tiny steps (NANECHO_TINY: connections grow every
+    10 steps, evaluations every 20, a report every 10%) with the JSONL log, the picture and
+    TensorBoard: its out_dir and its result. Shared by the tests that only read its outputs
+    (test_nanecho_train, test_trainer_sinks, test_trainer_plot)."""
+    out = tmp_path_factory.mktemp("tiny_nanecho_run")
+    result = run_script("train_nanecho.py", *NANECHO_TINY, "--max_iters", "40", "--data_dir", str(nanecho_data_dir),
+                        "--out_dir", str(out), "--tensorboard_log", "True")
     return out, result

@@ -15,7 +15,6 @@ from trainkit.checkpoint import load_checkpoint
 from trainkit.config import ConfigError
 from trainkit.model import GPTConfig
 from trainkit.nanecho.connections import ConnectionSchedule
-from trainkit.nanecho.corpus import prepare
 from trainkit.nanecho.curriculum import DIMENSIONS, Curriculum
 from trainkit.nanecho.data import NanEchoData
 from trainkit.nanecho.model import NanEchoGPT
@@ -66,17 +65,15 @@ def masks_of(ckpt: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in ckpt["model"].items() if k.endswith(".mask")}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nanecho_data")
-    prepare(folder)
-    return folder
+@pytest.fixture
+def data_dir(nanecho_data_dir):
+    return nanecho_data_dir
 
 
-@pytest.fixture(scope="module")
-def full_run(data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    result = run(*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(out))
+@pytest.fixture
+def full_run(tiny_nanecho_run):
+    """The shared 40-step run of tests/conftest.py: its records, out_dir and result."""
+    out, result = tiny_nanecho_run
     return read_jsonl(out / "progress.jsonl"), out, result
 
 

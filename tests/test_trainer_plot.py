@@ -12,15 +12,11 @@ import time
 import pytest
 
 import train as train_py
-from helpers import NANECHO_TINY, read_jsonl, run_script, TINY_TRAIN as TINY, png_size
+from helpers import read_jsonl, TINY_TRAIN as TINY, png_size
 
 from trainprogress import read_log
 from trainprogress.reading import cli
 from trainprogress.format import format_loss
-
-def train(script, *args):
-    return run_script(script, *args, check=False)
-
 
 def location_line(out_dir):
     return (f"log: {out_dir / 'progress.jsonl'}  picture: {out_dir / 'progress.png'}  "
@@ -44,12 +40,11 @@ def test_a_fresh_clones_first_command_leaves_a_log_and_a_picture_that_the_cli_re
     assert f"Loss {format_loss(final['loss'])}" in summary and "Average speed:" in summary
 
 
-def test_train_nanecho_draws_progress_png_at_the_end(tmp_path):
-    result = train("train_nanecho.py", *NANECHO_TINY, "--max_iters", "20", "--out_dir", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
-    assert png_size(tmp_path / "progress.png") == (1600, 1000)
-    assert result.stdout.splitlines()[-1] == location_line(tmp_path)
+def test_train_nanecho_draws_progress_png_at_the_end(tiny_nanecho_run):
+    out_dir, result = tiny_nanecho_run  # the shared 40-step run of tests/conftest.py
+    assert f"Progress plot: {out_dir / 'progress.png'}\n" in result.stdout
+    assert png_size(out_dir / "progress.png") == (1600, 1000)
+    assert result.stdout.splitlines()[-1] == location_line(out_dir)
 
 
 def test_jsonl_log_false_turns_off_the_log_and_the_picture(tmp_path, capsys, as_a_script):

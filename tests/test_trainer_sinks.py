@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import TOKEN, finished_records, items, read_jsonl, run_script
+from helpers import TOKEN, finished_records, items, read_jsonl
 
 
 @pytest.fixture
@@ -59,10 +59,9 @@ def test_gpt_bar_on_a_pipe_writes_no_carriage_returns(gpt_run):
     assert "\r" not in result.stderr
 
 
-def test_nanecho_logs_phase_changes_and_connection_ratio(tmp_path):
-    run_script("train_nanecho.py", "--preset=tiny", "--max_iters=40", "--report_interval=10", "--eval_interval=20",
-        f"--out_dir={tmp_path}", "--jsonl_log=True", "--tensorboard_log=True")
-    records = read_jsonl(tmp_path / "progress.jsonl")
+def test_nanecho_logs_phase_changes_and_connection_ratio(tiny_nanecho_run):
+    out, _ = tiny_nanecho_run  # 40 steps, a report every 10%, TensorBoard on (tests/conftest.py)
+    records = read_jsonl(out / "progress.jsonl")
     phases = [r["data"]["phase"] for r in records if r["type"] == "event" and r["event"] == "phase_change"]
     assert phases == ["basic_awareness", "persona_dimensions", "hypergraph_patterns", "recursive_reasoning", "adaptive_mastery"]
     reports = [r for r in records if r["type"] == "report" and r["kind"] == "scheduled"]
@@ -70,6 +69,6 @@ def test_nanecho_logs_phase_changes_and_connection_ratio(tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     assert len(acc.Scalars("metrics/connection_ratio")) == 10
