@@ -195,12 +195,15 @@ def test_a_signal_during_evaluate_stops_it_at_the_next_batch_and_returns_none(fu
     assert model.training  # left in training mode, as a finished evaluation leaves it
 
 
-def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
+def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path, capsys, as_a_script):
+    """In process: 20 steps, then the same out_dir resumed to 40."""
     _, full_out, _ = full_run
-    run(*SMALL, "--max_iters", "20", "--data_dir", str(data_dir), "--out_dir", str(tmp_path))
+    train_nanecho.main([*SMALL, "--max_iters", "20", "--data_dir", str(data_dir), "--out_dir", str(tmp_path)])
     half = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert half["iter_num"] == 20
-    run(*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(tmp_path), "--init_from", "resume")
+    train_nanecho.main([*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(tmp_path),
+                        "--init_from", "resume"])
+    assert "TRAINING COMPLETE" in capsys.readouterr().out
     records = read_jsonl(tmp_path / "progress.jsonl")
     reports = parse_reports(records)
     assert [r["percent"] for r in reports] == [60.0, 70.0, 80.0, 90.0, 100.0]  # 50% was passed before the resume
