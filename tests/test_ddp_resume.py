@@ -14,7 +14,6 @@ import torch
 import train_nanecho
 from helpers import REPO, TINY_TRAIN, run_script
 from trainkit.data import TokenData
-from trainkit.nanecho.corpus import prepare
 from trainkit.nanecho.curriculum import DIMENSIONS
 from trainkit.nanecho.data import NanEchoData
 
@@ -74,11 +73,9 @@ def test_train_py_resume_keeps_each_rank_on_its_own_stream(tmp_path):
     check(*straight_and_resumed("train.py", COMMON_TRAIN, tmp_path), next_train_batches)
 
 
-@pytest.fixture(scope="module")
-def nanecho_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nanecho_data")
-    prepare(folder)
-    return folder
+@pytest.fixture
+def nanecho_data(nanecho_data_dir):
+    return nanecho_data_dir  # prepared once per session (tests/conftest.py)
 
 
 @pytest.mark.process
@@ -93,7 +90,7 @@ def test_nanecho_resume_keeps_each_rank_on_its_own_stream(tmp_path, nanecho_data
     check(*runs, lambda ckpt: next_nanecho_batches(ckpt, nanecho_data))
 
 
-def test_nanecho_ranks_draw_from_seeds_that_never_overlap(tmp_path, nanecho_data):
+def test_nanecho_ranks_draw_from_seeds_that_never_overlap():
     """NanEchoData seeds one generator per dimension past its own; the ranks' sets are apart."""
     cfg = train_nanecho.parse_args(["--preset=tiny"])
     seeds = [set(range(train_nanecho.data_seed(cfg, rank), train_nanecho.data_seed(cfg, rank) + 1 + len(DIMENSIONS)))
