@@ -233,6 +233,7 @@ print(json.dumps(events.raised))
 """
 
 
+@pytest.mark.process
 def test_a_real_process_leaking_is_caught_within_one_percent_and_its_warmup_is_not():
     # No leak raised before the leak (warm-up included), the leak within 1% of the run (100
     # steps). A throughput drop may be raised too, and be true: the leak's fresh pages fault

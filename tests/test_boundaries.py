@@ -15,13 +15,16 @@ intervals = st.sampled_from([0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0,
 
 
 def run_tracker(total, interval, start_iter=0):
+    """The scheduled reports of a run. No loss is given: when a report is due does not depend
+    on it, and without one no report fits a loss forecast (milliseconds each, thousands of
+    reports per example here)."""
     sink = RecordingSink()
     clock = FakeClock()
     tracker = ProgressTracker(total, start_iter=start_iter, interval_percent=interval, sinks=[sink], clock=clock, is_master=True)
     returned = []
     for _ in range(start_iter, total):
         clock.advance(0.01)
-        report = tracker.step(loss=1.0, lr=1e-3)
+        report = tracker.step(lr=1e-3)
         if report is not None:
             returned.append(report)
     tracker.close()

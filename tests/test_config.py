@@ -1,17 +1,16 @@
 """trainkit.config: safe parsing of config files and flags, and train.py's configuration
-errors as a user meets them (real subprocesses: non-zero exit, a clear message, and no
-out_dir written)."""
+errors as a user meets them (a ConfigError from the entry point, checked in process, and no
+out_dir written; one real process for the clean non-zero exit that any ConfigError becomes)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
+import train
 from helpers import run_script
 from trainkit.config import ConfigError, format_help, load_config, opt, parse_config_file, parse_value, require
 
@@ -161,10 +160,6 @@ def test_help_lists_every_key_with_default_and_help():
 
 # ----------------------------------------------------------------------------- train.py as a user runs it
 
-def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run_script("train.py", *args, env=env, timeout=120, check=False)
-
-
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--max_iters=5",
         "--lr_decay_iters=5", "--warmup_iters=1", "--eval_interval=5", "--eval_iters=1", "--device=cpu"]
 
@@ -188,30 +183,41 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_
     (["--device=cuda:99"], None, "device 'cuda:99' requested but "),  # no CUDA, or fewer GPUs: either names the fix
     (["--dtype=float16"], None, "dtype float16 needs a CUDA device"),
 ])
-def test_train_config_errors_exit_nonzero_and_write_nothing(tmp_path, args, env, expected):
+def test_train_config_errors_are_config_errors_and_write_nothing(tmp_path, monkeypatch, capsys, as_a_script, args, env,
+                                                                 expected):
+    """In process: train.py's entry point turns every ConfigError into one `train.py: error:`
+    line and a non-zero exit (the subprocess test below proves that path)."""
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
     out_dir = tmp_path / "out"
-    result = run_train(*TINY, f"--out_dir={out_dir}", *args, env=env)
+    with pytest.raises(ConfigError) as err:
+        train.main([*TINY, f"--out_dir={out_dir}", *args])
+    assert expected in str(err.value)
+    assert capsys.readouterr().out.count("TRAINING PROGRESS") == 0
+    assert not out_dir.exists()
+
+
+def test_a_config_error_exits_nonzero_with_one_line_and_no_traceback(tmp_path):
+    """As a user meets it, in a real process: the ConfigError of any bad setting becomes one
+    `train.py: error:` line, a non-zero exit, and no out_dir."""
+    out_dir = tmp_path / "out"
+    result = run_script("train.py", *TINY, f"--out_dir={out_dir}", "--batchsize=4", timeout=120, check=False)
     assert result.returncode != 0
-    assert "train.py: error:" in result.stderr
-    assert expected in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "train.py: error: unknown config key 'batchsize' (from --batchsize=4). Did you mean 'batch_size'? "
+        "Fix: run train.py --help to list the keys."]
     assert result.stdout.count("TRAINING PROGRESS") == 0
     assert not out_dir.exists()
 
 
-def test_train_help_lists_the_keys():
-    result = run_train("--help")
-    assert result.returncode == 0
+def test_train_help_lists_the_keys(capsys, as_a_script):
+    train.main(["--help"])
+    out = capsys.readouterr().out
     for key in ("--report_interval=1.0", "--log_interval=1", "--init_from='scratch'", "--gradient_accumulation_steps=40"):
-        assert key in result.stdout
+        assert key in out
 
 
 def test_shipped_configs_load():
-    sys.path.insert(0, str(REPO))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(REPO))
     char = load_config(train.TrainConfig, [str(REPO / "config/train_shakespeare_char.py")])
     assert (char.n_layer, char.n_head, char.n_embd, char.block_size, char.batch_size) == (4, 4, 128, 64, 12)
     assert (char.max_iters, char.lr_decay_iters, char.learning_rate, char.min_lr, char.warmup_iters) == (2000, 2000, 1e-3, 1e-4, 100)

@@ -335,12 +335,13 @@ def test_a_resumed_runs_summary_adds_up_what_each_process_spent(tmp_path):
     second.close()
 
 
-def test_the_trainer_takes_the_price_keys(tmp_path):
-    from helpers import TINY_TRAIN, read_jsonl, run_script
+def test_the_trainer_takes_the_price_keys(tmp_path, capsys, as_a_script):
+    import train
+    from helpers import TINY_TRAIN, read_jsonl
 
-    stdout = run_script("train.py", *TINY_TRAIN, "--max_iters=8", "--report_interval=50", "--jsonl_log=True",
-                        "--price_per_device_hour=3.5", "--currency=EUR", "--final_full_eval=False",
-                        f"--out_dir={tmp_path}").stdout
+    train.main([*TINY_TRAIN, "--max_iters=8", "--report_interval=50", "--jsonl_log=True", "--price_per_device_hour=3.5",
+                "--currency=EUR", "--final_full_eval=False", f"--out_dir={tmp_path}"])
+    stdout = capsys.readouterr().out
     assert "💰 Cost:" in stdout and " EUR so far, " in stdout
     final = [r for r in read_jsonl(tmp_path / "progress.jsonl") if r["type"] == "report"][-1]
     assert final["currency"] == "EUR" and final["devices"] == 1

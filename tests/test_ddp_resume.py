@@ -14,7 +14,6 @@ import torch
 import train_nanecho
 from helpers import REPO, TINY_TRAIN, run_script
 from trainkit.data import TokenData
-from trainkit.nanecho.corpus import prepare
 from trainkit.nanecho.curriculum import DIMENSIONS
 from trainkit.nanecho.data import NanEchoData
 
@@ -69,17 +68,17 @@ def check(straight: dict, half: dict, resumed: dict, next_batches) -> None:
         assert torch.allclose(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6), name
 
 
+@pytest.mark.process
 def test_train_py_resume_keeps_each_rank_on_its_own_stream(tmp_path):
     check(*straight_and_resumed("train.py", COMMON_TRAIN, tmp_path), next_train_batches)
 
 
-@pytest.fixture(scope="module")
-def nanecho_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nanecho_data")
-    prepare(folder)
-    return folder
+@pytest.fixture
+def nanecho_data(nanecho_data_dir):
+    return nanecho_data_dir  # prepared once per session (tests/conftest.py)
 
 
+@pytest.mark.process
 def test_nanecho_resume_keeps_each_rank_on_its_own_stream(tmp_path, nanecho_data):
     # One phase for the whole run: the curriculum (sampling mix, lr multiplier) follows the
     # percent of max_iters, so only then are 4 steps of a 4-step run those of an 8-step run.
@@ -91,7 +90,7 @@ def test_nanecho_resume_keeps_each_rank_on_its_own_stream(tmp_path, nanecho_data
     check(*runs, lambda ckpt: next_nanecho_batches(ckpt, nanecho_data))
 
 
-def test_nanecho_ranks_draw_from_seeds_that_never_overlap(tmp_path, nanecho_data):
+def test_nanecho_ranks_draw_from_seeds_that_never_overlap():
     """NanEchoData seeds one generator per dimension past its own; the ranks' sets are apart."""
     cfg = train_nanecho.parse_args(["--preset=tiny"])
     seeds = [set(range(train_nanecho.data_seed(cfg, rank), train_nanecho.data_seed(cfg, rank) + 1 + len(DIMENSIONS)))

@@ -1,5 +1,7 @@
-"""Both trainers against real signals, a diverging learning rate and an unwritable out_dir:
-real processes (torchrun with gloo for two ranks), real signals, real files."""
+"""Both trainers against real signals, a diverging learning rate and an unwritable out_dir.
+The signal tests (the process tier) use real processes (torchrun with gloo for two ranks),
+real signals and real files; the divergence and the unwritable out_dir are refused with a
+ConfigError, checked in process."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import train
+import train_nanecho
 from helpers import REPO, TINY_TRAIN, read_jsonl, run_script
-from trainkit.checkpoint import load_checkpoint
+from trainkit.checkpoint import NonFiniteStateError, load_checkpoint
+from trainkit.config import ConfigError
 from trainprogress import read_log
 
 LONG = ["--max_iters=5000", "--report_interval=0.5", "--jsonl_log=True"]  # a report every 25 steps; minutes to finish
@@ -58,6 +63,7 @@ def stop_and_check(process: subprocess.Popen, console: Path, out_dir: Path, sign
     return code, text, ckpt
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_train_py_with_a_summary_and_a_checkpoint_of_the_stop(tmp_path, signum):
     out_dir = tmp_path / "out"
@@ -75,6 +81,7 @@ def test_a_signal_stops_train_py_with_a_summary_and_a_checkpoint_of_the_stop(tmp
     assert run.status == "completed" and len(run.segments) == 2
 
 
+@pytest.mark.process
 def test_sigterm_stops_nanecho_with_a_summary_and_a_checkpoint_of_the_stop(tmp_path):
     out_dir = tmp_path / "out"
     args = ["--preset", "tiny", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--block_size", "32",
@@ -86,6 +93,7 @@ def test_sigterm_stops_nanecho_with_a_summary_and_a_checkpoint_of_the_stop(tmp_p
     assert ckpt["percent"] == 100.0 * ckpt["iter_num"] / 4000 and ckpt["phase"] == "basic_awareness"
 
 
+@pytest.mark.process
 def test_sigterm_under_torchrun_stops_every_rank_at_one_step(tmp_path):
     out_dir = tmp_path / "out"
     process, console = start("train.py", [*TINY_TRAIN, *LONG, "--gradient_accumulation_steps=2", "--dist_timeout=60"],
@@ -97,6 +105,7 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_step(tmp_path):
     assert len(ckpt["data"]) == 2  # both ranks' sampler states, saved together at the stop step
 
 
+@pytest.mark.process
 def test_a_killed_rank_ends_the_job_within_seconds_with_a_crash_summary(tmp_path):
     out_dir = tmp_path / "out"
     process, console = start("train.py", [*TINY_TRAIN, *LONG, "--gradient_accumulation_steps=2", "--dist_timeout=60"],
@@ -112,30 +121,37 @@ def test_a_killed_rank_ends_the_job_within_seconds_with_a_crash_summary(tmp_path
     assert "TRAINING" in console.read_text()  # rank 0's crash summary
 
 
-def test_a_diverging_resumed_run_keeps_the_good_checkpoint_and_says_why(tmp_path):
+def test_a_diverging_resumed_run_keeps_the_good_checkpoint_and_says_why(tmp_path, capsys, as_a_script):
+    """In process: the refusal is a NonFiniteStateError, a ConfigError, which train.py turns
+    into one error line and exit 1 (test_config proves that path in a real process)."""
     common = [*TINY_TRAIN, f"--out_dir={tmp_path}", "--jsonl_log=True"]
-    run_script("train.py", *common, "--max_iters=20")
+    train.main([*common, "--max_iters=20"])
     good = load_checkpoint(str(tmp_path / "ckpt.pt"))
-    result = run_script("train.py", *common, "--max_iters=40", "--init_from=resume", "--learning_rate=1e30", check=False)
-    assert result.returncode == 1
-    assert "diverged" in result.stderr and "after iteration 40" in result.stderr
-    assert "--learning_rate" in result.stderr and "--init_from=resume" in result.stderr
+    with pytest.raises(NonFiniteStateError) as refused:
+        train.main([*common, "--max_iters=40", "--init_from=resume", "--learning_rate=1e30"])
+    message = str(refused.value)
+    assert "diverged" in message and "after iteration 40" in message
+    assert "--learning_rate" in message and "--init_from=resume" in message
     kept = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert kept["iter_num"] == 20 and all(torch.equal(kept["model"][k], v) for k, v in good["model"].items())
     run = read_log(tmp_path / "progress.jsonl").runs[-1]
     assert run.status == "crashed" and "diverged" in run.error
 
 
-def test_an_unwritable_out_dir_fails_before_training(tmp_path):
+def test_an_unwritable_out_dir_fails_before_training(tmp_path, capsys, as_a_script):
+    """In process, for both trainers: a ConfigError (one error line and exit 1 from the
+    script) before anything is built."""
     (tmp_path / "file").write_text("not a folder")
-    for script, args in (("train.py", TINY_TRAIN), ("train_nanecho.py", ["--preset=tiny"])):
-        result = run_script(script, *args, f"--out_dir={tmp_path / 'file' / 'out'}", check=False)
-        assert result.returncode == 1
-        assert f"out_dir '{tmp_path / 'file' / 'out'}' cannot be written" in result.stderr
-        assert "Fix: set --out_dir" in result.stderr and "Traceback" not in result.stderr
-        assert "model:" not in result.stdout  # nothing was built
+    out_dir = tmp_path / "file" / "out"
+    for main, args in ((train.main, TINY_TRAIN), (train_nanecho.main, ["--preset=tiny"])):
+        with pytest.raises(ConfigError) as refused:
+            main([*args, f"--out_dir={out_dir}"])
+        assert f"out_dir '{out_dir}' cannot be written" in str(refused.value)
+        assert "Fix: set --out_dir" in str(refused.value)
+        assert "model:" not in capsys.readouterr().out  # nothing was built
 
 
+@pytest.mark.process
 @pytest.mark.soak
 def test_soak_both_trainers_with_every_signal():
     """A small soak: random SIGINT, SIGTERM and SIGKILL at random moments and inside saves,

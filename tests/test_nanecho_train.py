@@ -15,7 +15,6 @@ from trainkit.checkpoint import load_checkpoint
 from trainkit.config import ConfigError
 from trainkit.model import GPTConfig
 from trainkit.nanecho.connections import ConnectionSchedule
-from trainkit.nanecho.corpus import prepare
 from trainkit.nanecho.curriculum import DIMENSIONS, Curriculum
 from trainkit.nanecho.data import NanEchoData
 from trainkit.nanecho.model import NanEchoGPT
@@ -66,17 +65,15 @@ def masks_of(ckpt: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in ckpt["model"].items() if k.endswith(".mask")}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nanecho_data")
-    prepare(folder)
-    return folder
+@pytest.fixture
+def data_dir(nanecho_data_dir):
+    return nanecho_data_dir
 
 
-@pytest.fixture(scope="module")
-def full_run(data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    result = run(*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(out))
+@pytest.fixture
+def full_run(tiny_nanecho_run):
+    """The shared 40-step run of tests/conftest.py: its records, out_dir and result."""
+    out, result = tiny_nanecho_run
     return read_jsonl(out / "progress.jsonl"), out, result
 
 
@@ -198,12 +195,15 @@ def test_a_signal_during_evaluate_stops_it_at_the_next_batch_and_returns_none(fu
     assert model.training  # left in training mode, as a finished evaluation leaves it
 
 
-def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
+def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path, capsys, as_a_script):
+    """In process: 20 steps, then the same out_dir resumed to 40."""
     _, full_out, _ = full_run
-    run(*SMALL, "--max_iters", "20", "--data_dir", str(data_dir), "--out_dir", str(tmp_path))
+    train_nanecho.main([*SMALL, "--max_iters", "20", "--data_dir", str(data_dir), "--out_dir", str(tmp_path)])
     half = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert half["iter_num"] == 20
-    run(*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(tmp_path), "--init_from", "resume")
+    train_nanecho.main([*SMALL, "--max_iters", str(ITERS), "--data_dir", str(data_dir), "--out_dir", str(tmp_path),
+                        "--init_from", "resume"])
+    assert "TRAINING COMPLETE" in capsys.readouterr().out
     records = read_jsonl(tmp_path / "progress.jsonl")
     reports = parse_reports(records)
     assert [r["percent"] for r in reports] == [60.0, 70.0, 80.0, 90.0, 100.0]  # 50% was passed before the resume
@@ -220,21 +220,36 @@ def test_resume_restores_masks_phase_and_percent(full_run, data_dir, tmp_path):
     assert first_change["data"]["previous"] == "adaptive_mastery"
 
 
-def test_bad_flags_and_bad_data_exit_non_zero_with_the_fix(data_dir, tmp_path):
-    out = tmp_path / "never"
-    cases = [
+def bad_flags_and_bad_data(data_dir, tmp_path) -> list[tuple[list[str], str]]:
+    return [
         (["--max_iter", "10"], "unknown config key 'max_iter'.*Did you mean 'max_iters'"),
         (["--preset", "huge"], "preset"),
         (["--data_dir", str(tmp_path)], "holds no prepared NanEcho dataset.*Fix: python data/nanecho/prepare.py"),
         (["--block_size", "100000", "--data_dir", str(data_dir)], "fewer than the .* needed"),
         (["--init_from", "resume", "--data_dir", str(data_dir)], "no checkpoint at"),
     ]
-    for args, words in cases:
-        result = run("--preset", "tiny", "--out_dir", str(out), *args, check=False)
-        assert result.returncode != 0, args
-        assert re.search(words, result.stderr), (args, result.stderr)
-        assert "Traceback" not in result.stderr
+
+
+def test_bad_flags_and_bad_data_are_config_errors_with_the_fix(data_dir, tmp_path, capsys, as_a_script):
+    """In process: train_nanecho.py's entry point turns each ConfigError into one error line
+    and a non-zero exit (the real process below proves that path)."""
+    out = tmp_path / "never"
+    for args, words in bad_flags_and_bad_data(data_dir, tmp_path):
+        with pytest.raises(ConfigError, match=words):
+            train_nanecho.main(["--preset", "tiny", "--out_dir", str(out), *args])
         assert not out.exists()
+    assert "TRAINING PROGRESS" not in capsys.readouterr().out
+
+
+def test_bad_data_exits_non_zero_with_one_error_line(tmp_path):
+    out = tmp_path / "never"
+    result = run("--preset", "tiny", "--out_dir", str(out), "--data_dir", str(tmp_path), check=False)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_nanecho.py: error: "), result.stderr
+    assert re.search("holds no prepared NanEcho dataset.*Fix: python data/nanecho/prepare.py", last)
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, words", [

@@ -17,6 +17,10 @@ import pytest
 
 from helpers import CPU_PROCESSES
 
+# Every test here starts torchrun: the process tier. The fast tier proves the cross-rank logic
+# in process (test_ranks.py, test_stragglers.py).
+pytestmark = pytest.mark.process
+
 REPO = Path(__file__).resolve().parents[1]
 HEADER = re.compile(r"TRAINING PROGRESS: ([\d.]+)% \(([\d,]+)/([\d,]+) iterations\)")
 TINY = ["--n_layer", "1", "--n_embd", "32", "--block_size", "16", "--batch_size", "4"]
@@ -156,7 +160,6 @@ def test_a_stopped_rank_makes_rank_0_report_a_stall(tmp_path):
     assert events[1]["iteration"] == events[0]["iteration"]
 
 
-@pytest.mark.process
 def test_two_ranks_metering_one_device_count_it_once(tmp_path):
     """Both ranks read one (fake) RAPL package; rank 0 advances it by 1 J per step. Rank 0's
     report sums the ranks' energy over distinct devices: 40 J after 40 steps, not 80."""

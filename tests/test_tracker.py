@@ -49,6 +49,7 @@ def test_non_master_counts_silently():
     assert sink.reports == [] and sink.started == []
 
 
+@pytest.mark.process
 def test_torchrun_two_processes_only_rank_zero_reports(tmp_path):
     script = tmp_path / "ddp_loop.py"
     script.write_text(textwrap.dedent("""

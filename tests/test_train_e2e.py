@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import train
 from helpers import REPO, TINY_TRAIN, read_jsonl, run_script
+from trainkit.config import ConfigError
 
 # TINY_TRAIN: a tiny model; here 40 optimizer steps, a report every 10% (4 steps), evaluations at 20 and 40.
 TOKENS_PER_ITER = 4 * 32
@@ -31,11 +33,11 @@ def reports(stdout: str) -> list[tuple[float, int, int, int | None]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> tuple[Path, str]:
-    """40 steps in one process."""
-    out_dir = tmp_path_factory.mktemp("straight")
-    return out_dir, run_script("train.py", *TINY_TRAIN, "--max_iters=40", "--jsonl_log=True", f"--out_dir={out_dir}").stdout
+@pytest.fixture
+def straight(tiny_train_run) -> tuple[Path, str]:
+    """40 steps in one process: the shared run of tests/conftest.py (every sink on)."""
+    out_dir, result = tiny_train_run
+    return out_dir, result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,8 @@ def test_one_line_log_and_final_full_val_loss(straight):
 
 def test_checkpoint_is_written(straight):
     out_dir, _ = straight
-    assert set(os.listdir(out_dir)) - {"progress.png"} == {"ckpt.pt", "progress.jsonl", ".lock"}  # the plot: with matplotlib
+    # the plot: with matplotlib; tensorboard and wandb: this run's sinks
+    assert set(os.listdir(out_dir)) - {"progress.png"} == {"ckpt.pt", "progress.jsonl", ".lock", "tensorboard", "wandb"}
     assert (out_dir / ".lock").read_text() == ""  # the run's lock, released: no holder named
     ckpt = torch.load(out_dir / "ckpt.pt", weights_only=True)
     assert ckpt["iter_num"] == 40
@@ -108,23 +111,27 @@ def test_resumed_run_matches_the_uninterrupted_one(straight, resumed):
     assert FINAL_VAL.search(resumed[2]).group(1) == FINAL_VAL.search(straight[1]).group(1)
 
 
-def test_log_interval_zero_leaves_only_the_reports(tmp_path):
-    stdout = run_script("train.py", *TINY_TRAIN, "--max_iters=3", "--log_interval=0", "--report_interval=1",
-                 "--final_full_eval=False", f"--out_dir={tmp_path}").stdout
+def test_log_interval_zero_leaves_only_the_reports(tmp_path, capsys, as_a_script):
+    train.main([*TINY_TRAIN, "--max_iters=3", "--log_interval=0", "--report_interval=1", "--final_full_eval=False",
+                f"--out_dir={tmp_path}"])
+    stdout = capsys.readouterr().out
     assert not re.search(r"^(iter|step) \d+", stdout, flags=re.M)
     got = reports(stdout)
     # fewer steps than 1% boundaries: one report per step, each with its real percent
     assert [(r[0], r[1]) for r in got] == [(33.33, 1), (66.67, 2), (100.0, 3)]
 
 
-def test_resume_errors(resumed):
-    out_dir = resumed[0]
-    for args, message in (
-        (["--max_iters=40"], "is already at iteration 40 of max_iters=40. Fix: raise --max_iters"),
-        (["--max_iters=80", "--n_layer=3"], "holds a model with n_layer=2 (config: 3)"),
-    ):
-        result = run_script("train.py", *TINY_TRAIN, *args, "--init_from=resume", f"--out_dir={out_dir}", check=False)
-        assert result.returncode != 0 and message in result.stderr, result.stderr
+@pytest.mark.parametrize("args, message", [
+    (["--max_iters=40"], "is already at iteration 40 of max_iters=40. Fix: raise --max_iters"),
+    (["--max_iters=80", "--n_layer=3"], "holds a model with n_layer=2 (config: 3)"),
+])
+def test_resume_errors(resumed, tmp_path, as_a_script, args, message):
+    """In process, on a copy of the finished run's checkpoint (a refused resume holds its
+    out_dir's lock until this process ends); a ConfigError is what train.py turns into one
+    `train.py: error:` line and a non-zero exit (test_config proves that path)."""
+    shutil.copy(resumed[0] / "ckpt.pt", tmp_path / "ckpt.pt")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train.main([*TINY_TRAIN, *args, "--init_from=resume", f"--out_dir={tmp_path}"])
 
 
 def test_eval_only_leaves_the_checkpoint_alone(resumed):
@@ -147,6 +154,7 @@ def test_sample_prints_text_from_the_checkpoint(straight):
         assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 50 + 1  # plus print's newline
 
 
+@pytest.mark.process
 def test_ddp_two_processes_report_once(tmp_path):
     """torchrun with two CPU processes (gloo): only rank 0 prints, tokens count both ranks."""
     result = run_script("train.py", *TINY_TRAIN, "--gradient_accumulation_steps=2", "--max_iters=8", "--report_interval=25",
@@ -159,12 +167,13 @@ def test_ddp_two_processes_report_once(tmp_path):
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 8
 
 
-def test_missing_data_is_prepared_from_the_shipped_corpus(tmp_path):
+def test_missing_data_is_prepared_from_the_shipped_corpus(tmp_path, capsys, as_a_script):
     dataset = tmp_path / "data" / "shakespeare_char"
     dataset.mkdir(parents=True)
     for name in ("input.txt", "prepare.py"):
         shutil.copy(REPO / "data" / "shakespeare_char" / name, dataset / name)
-    stdout = run_script("train.py", *TINY_TRAIN, "--max_iters=2", "--final_full_eval=False", f"--data_dir={tmp_path / 'data'}",
-                 f"--out_dir={tmp_path / 'out'}").stdout
+    train.main([*TINY_TRAIN, "--max_iters=2", "--final_full_eval=False", f"--data_dir={tmp_path / 'data'}",
+                f"--out_dir={tmp_path / 'out'}"])
+    stdout = capsys.readouterr().out
     assert "preparing data" in stdout and "train 932,846 / val 103,650 tokens" in stdout
     assert sorted(p.name for p in dataset.iterdir()) == ["input.txt", "meta.pkl", "prepare.py", "train.bin", "val.bin"]

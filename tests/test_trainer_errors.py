@@ -13,14 +13,14 @@ from trainkit.config import ConfigError, parse_config_file
 from trainkit.memory_check import InsufficientMemoryError, allocation_errors, check_fits
 
 
-def test_a_batch_no_memory_can_hold_is_refused_naming_batch_size_and_its_memory(tmp_path):
+def test_a_batch_no_memory_can_hold_is_refused_naming_batch_size_and_its_memory(tmp_path, as_a_script):
     with pytest.raises(InsufficientMemoryError, match=r"batch_size=100000000000 x block_size=32 needs at least "
                                                       r"[\d.,]+ PB of activations .* Fix: lower --batch_size"):
         train.main([*TINY_TRAIN, "--batch_size=10**11", "--max_iters=4", f"--out_dir={tmp_path}"])
     assert not (tmp_path / "ckpt.pt").exists()
 
 
-def test_a_model_no_memory_can_hold_is_refused_naming_n_embd_and_its_memory(tmp_path):
+def test_a_model_no_memory_can_hold_is_refused_naming_n_embd_and_its_memory(tmp_path, as_a_script):
     with pytest.raises(InsufficientMemoryError, match=r"the model \(n_layer=2, n_embd=1000000: 24,000\.\d\d billion "
                                                       r"parameters\) needs about 384\.0 TB .* Fix: lower --n_embd"):
         train.main([*TINY_TRAIN, "--n_embd=10**6", "--n_head=1", "--max_iters=4", f"--out_dir={tmp_path}"])
@@ -56,13 +56,13 @@ def test_a_config_file_of_random_bytes_is_a_config_error(tmp_path):
     ("deep.py", "phases = " + "[" * 100_000 + "]" * 100_000 + "\n"),
     ("deeper.py", "phases = " + "[" * 950 + "]" * 950 + "\n"),  # parses, then too deep to evaluate
 ])
-def test_a_config_nested_100000_deep_is_a_config_error(tmp_path, name, text):
+def test_a_config_nested_100000_deep_is_a_config_error(tmp_path, as_a_script, name, text):
     (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=r"(nested too deeply to read|too many nested parentheses)"):
         train.main([str(tmp_path / name), f"--out_dir={tmp_path}"])
 
 
-def test_a_checkpoint_whose_optimizer_moments_have_the_wrong_shape_is_refused(tmp_path):
+def test_a_checkpoint_whose_optimizer_moments_have_the_wrong_shape_is_refused(tmp_path, as_a_script):
     common = [*TINY_TRAIN, "--log_interval=0", f"--out_dir={tmp_path}"]
     train.main([*common, "--max_iters=4", "--final_full_eval=False"])
     path = tmp_path / "ckpt.pt"

@@ -6,37 +6,32 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 
-from helpers import NANECHO_TINY, REPO, read_jsonl, run_script, TINY_TRAIN as TINY, png_size
+import pytest
+
+import train as train_py
+from helpers import read_jsonl, TINY_TRAIN as TINY, png_size
 
 from trainprogress import read_log
 from trainprogress.reading import cli
 from trainprogress.format import format_loss
-
-ENV = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
-
-
-def train(script, *args):
-    return run_script(script, *args, check=False)
-
 
 def location_line(out_dir):
     return (f"log: {out_dir / 'progress.jsonl'}  picture: {out_dir / 'progress.png'}  "
             f"(trainprogress summary {out_dir}, trainprogress watch {out_dir})")
 
 
-def test_a_fresh_clones_first_command_leaves_a_log_and_a_picture_that_the_cli_reads(tmp_path, capsys):
-    """The README's first command, shortened, with no flag for the log: it writes both files,
-    its last line says where, and `trainprogress summary <out_dir>` prints the run."""
-    result = train("train.py", "config/train_shakespeare_char.py", "--max_iters=20", "--eval_interval=10",
-                   "--eval_iters=2", f"--out_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
-    assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
+def test_a_fresh_clones_first_command_leaves_a_log_and_a_picture_that_the_cli_reads(tmp_path, capsys, as_a_script):
+    """The README's first command, shortened, with no flag for the log (in process): it
+    writes both files, its last line says where, and `trainprogress summary <out_dir>` prints the run."""
+    train_py.main(["config/train_shakespeare_char.py", "--max_iters=20", "--eval_interval=10", "--eval_iters=2",
+                   f"--out_dir={tmp_path}"])
+    stdout = capsys.readouterr().out
+    assert f"Progress plot: {tmp_path / 'progress.png'}\n" in stdout
     assert png_size(tmp_path / "progress.png") == (1600, 1000)
-    assert result.stdout.splitlines()[-1] == location_line(tmp_path)
+    assert stdout.splitlines()[-1] == location_line(tmp_path)
     final = next(r for r in read_jsonl(tmp_path / "progress.jsonl") if r["type"] == "report" and r["kind"] == "final")
 
     assert cli.main(["summary", str(tmp_path)]) == 0
@@ -45,32 +40,39 @@ def test_a_fresh_clones_first_command_leaves_a_log_and_a_picture_that_the_cli_re
     assert f"Loss {format_loss(final['loss'])}" in summary and "Average speed:" in summary
 
 
-def test_train_nanecho_draws_progress_png_at_the_end(tmp_path):
-    result = train("train_nanecho.py", *NANECHO_TINY, "--max_iters", "20", "--out_dir", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert f"Progress plot: {tmp_path / 'progress.png'}\n" in result.stdout
-    assert png_size(tmp_path / "progress.png") == (1600, 1000)
-    assert result.stdout.splitlines()[-1] == location_line(tmp_path)
+def test_train_nanecho_draws_progress_png_at_the_end(tiny_nanecho_run):
+    out_dir, result = tiny_nanecho_run  # the shared 40-step run of tests/conftest.py
+    assert f"Progress plot: {out_dir / 'progress.png'}\n" in result.stdout
+    assert png_size(out_dir / "progress.png") == (1600, 1000)
+    assert result.stdout.splitlines()[-1] == location_line(out_dir)
 
 
-def test_jsonl_log_false_turns_off_the_log_and_the_picture(tmp_path):
-    result = train("train.py", *TINY, "--max_iters=10", f"--out_dir={tmp_path}", "--jsonl_log=False")
-    assert result.returncode == 0, result.stderr
+def test_jsonl_log_false_turns_off_the_log_and_the_picture(tmp_path, capsys, as_a_script):
+    train_py.main([*TINY, "--max_iters=10", f"--out_dir={tmp_path}", "--jsonl_log=False"])
+    stdout = capsys.readouterr().out
     assert not (tmp_path / "progress.png").exists() and not (tmp_path / "progress.jsonl").exists()
-    assert "Progress plot" not in result.stdout and "log: " not in result.stdout
+    assert "Progress plot" not in stdout and "log: " not in stdout
 
 
-def test_an_interrupted_run_still_draws_its_plot(tmp_path):
+def test_an_interrupted_run_still_draws_its_plot(tmp_path, capsys, as_a_script):
+    """A real SIGINT (Ctrl-C) to this process once the run has reported three times: the
+    trainer's handler turns it into a graceful stop (checkpoint, summary, plot), then exit 130.
+    In process: train.main installs its handlers for the run and restores them after."""
     log = tmp_path / "progress.jsonl"
-    process = subprocess.Popen([sys.executable, "train.py", *TINY, "--max_iters=100000", "--report_interval=0.01",
-                                f"--out_dir={tmp_path}", "--jsonl_log=True"],
-                               cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and (not log.exists() or log.read_text().count('"type": "report"') < 3):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err  # a graceful stop: checkpoint, summary, plot, then 128 + SIGINT
+
+    def interrupt_after_three_reports():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and (not log.exists() or log.read_text().count('"type": "report"') < 3):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_after_three_reports, daemon=True)
+    interrupter.start()
+    with pytest.raises(SystemExit) as stopped:
+        train_py.main([*TINY, "--max_iters=100000", "--report_interval=0.01", f"--out_dir={tmp_path}", "--jsonl_log=True"])
+    interrupter.join()
+    out = capsys.readouterr().out
+    assert stopped.value.code == 130  # a graceful stop: checkpoint, summary, plot, then 128 + SIGINT
     assert f"Progress plot: {tmp_path / 'progress.png'}\n" in out
     assert png_size(tmp_path / "progress.png") == (1600, 1000)
     assert read_log(log).runs[-1].status == "stopped"

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import TINY_TRAIN, TOKEN, Webhook, finished_records, items, read_jsonl, run_script
+from helpers import TOKEN, finished_records, items, read_jsonl
 
 
-@pytest.fixture(scope="module")
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture(scope="module")
-def gpt_run(tmp_path_factory, webhook):
-    out = tmp_path_factory.mktemp("gpt")
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(out), "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
-           "TRAINPROGRESS_SLACK_WEBHOOK_URL": webhook.url}
-    result = run_script("train.py", *TINY_TRAIN, "--max_iters=40", f"--out_dir={out}", "--jsonl_log=True", "--tensorboard_log=True",
-                 "--wandb_log=True", "--wandb_run_name=tiny", "--progress_bar=True", "--notify=True", env=env)
-    return out, result
+@pytest.fixture
+def gpt_run(tiny_train_run):
+    """The shared 40-step train.py run with every sink on (tests/conftest.py)."""
+    return tiny_train_run
 
 
 def test_gpt_jsonl_log(gpt_run):
@@ -57,12 +46,12 @@ def test_gpt_wandb_offline_run(gpt_run):
     assert run_record.display_name == "tiny" and items(run_record.config.update)["max_iters"] == 40
 
 
-def test_gpt_notifications_and_no_secret_anywhere(gpt_run, webhook):
+def test_gpt_notifications_and_no_secret_anywhere(gpt_run, trainer_webhook):
     out, result = gpt_run
-    texts = webhook.texts()
+    texts = trainer_webhook.texts()
     assert "started" in texts.lower() and "100%" in texts
     for text in (result.stdout, result.stderr, (out / "progress.jsonl").read_text()):
-        assert TOKEN not in text and webhook.url not in text
+        assert TOKEN not in text and trainer_webhook.url not in text
 
 
 def test_gpt_bar_on_a_pipe_writes_no_carriage_returns(gpt_run):
@@ -70,10 +59,9 @@ def test_gpt_bar_on_a_pipe_writes_no_carriage_returns(gpt_run):
     assert "\r" not in result.stderr
 
 
-def test_nanecho_logs_phase_changes_and_connection_ratio(tmp_path):
-    run_script("train_nanecho.py", "--preset=tiny", "--max_iters=40", "--report_interval=10", "--eval_interval=20",
-        f"--out_dir={tmp_path}", "--jsonl_log=True", "--tensorboard_log=True")
-    records = read_jsonl(tmp_path / "progress.jsonl")
+def test_nanecho_logs_phase_changes_and_connection_ratio(tiny_nanecho_run):
+    out, _ = tiny_nanecho_run  # 40 steps, a report every 10%, TensorBoard on (tests/conftest.py)
+    records = read_jsonl(out / "progress.jsonl")
     phases = [r["data"]["phase"] for r in records if r["type"] == "event" and r["event"] == "phase_change"]
     assert phases == ["basic_awareness", "persona_dimensions", "hypergraph_patterns", "recursive_reasoning", "adaptive_mastery"]
     reports = [r for r in records if r["type"] == "report" and r["kind"] == "scheduled"]
@@ -81,6 +69,6 @@ def test_nanecho_logs_phase_changes_and_connection_ratio(tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     assert len(acc.Scalars("metrics/connection_ratio")) == 10
