@@ -100,7 +100,7 @@ class BoundaryWork:
             self._next_tick = now + TICK_INTERVAL_S
         cost = self.timer.now() - reporting_from
         self.timer.exclude(cost)
-        self.pace.eta.add_pause("report", cost, self._iter)
+        self.pace.add_pause("report", cost, self._iter)
 
     def _warn_overrun(self) -> None:
         if self._iter > self.size.total_iters and not self._overrun_warned:
@@ -245,7 +245,7 @@ class BoundaryWork:
         """A marked pause of ``duration`` seconds ended after ``iteration`` steps: out of the
         step times, into the ETA as a recurring cost, and an event."""
         self.timer.exclude(duration, paused=True)
-        self.pace.eta.add_pause(name, duration, iteration)
+        self.pace.add_pause(name, duration, iteration)
         self.event(iteration, "pause", {"name": name, "duration_s": duration})
 
     def finish(self, iteration: int, lr: object, error: BaseException | None) -> Report | None:

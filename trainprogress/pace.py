@@ -41,6 +41,11 @@ class Pace:
             self.speed.add_group(seconds, steps, tokens[i] if tokens is not None else 0.0)
         return groups
 
+    def add_pause(self, name: str, duration_s: float, iteration: int) -> None:
+        """Time that was not training (a marked pause, the tracker's own report work) after
+        ``iteration`` steps: the ETA counts it at the rate it recurs."""
+        self.eta.add_pause(name, duration_s, iteration)
+
     def values_read(self, waited_s: float, iteration: int) -> None:
         """The loop's values were read at ``iteration`` (after a ``drain``), waiting
         ``waited_s`` seconds for the device to finish the steps since the previous read:
@@ -48,7 +53,7 @@ class Pace:
         recurring cost it is."""
         self.speed.end_stretch(waited_s)
         if waited_s > 0:
-            self.eta.add_pause("device", waited_s, iteration)
+            self.add_pause("device", waited_s, iteration)
 
     @property
     def iters_per_s(self) -> float | None:
