@@ -21,7 +21,10 @@ def test_fractional_interval_prints_every_block_and_the_summary(tmp_path, capsys
     assert stdout.count("✅ TRAINING COMPLETE!") == 1
     assert "🧠 Model State:" in stdout and "MFU:" in stdout
     reports = [json.loads(line) for line in log.read_text().splitlines()]
-    assert sum(r["type"] == "report" and r["kind"] == "scheduled" for r in reports) == 200
+    # Every boundary has its report in the log; on a loaded machine a real slowdown may make one
+    # of them an anomaly report, which stands in for the scheduled one at its boundary.
+    logged = [r["iteration"] for r in reports if r["type"] == "report" and r["kind"] in ("scheduled", "anomaly")]
+    assert sorted(set(logged)) == list(range(1, 201))
 
 
 def test_ascii_mode_and_bad_interval(capsys, as_a_script):
