@@ -217,7 +217,7 @@ def only(rows, keep):
 
 
 def targets_line(rows):
-    """Issue 24's targets for forecast+lr, in one table row."""
+    """The forecast's targets for forecast+lr, in one table row."""
     def at(cut):
         return rows.get(("forecast+lr", cut), [])
     cells = []

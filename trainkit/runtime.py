@@ -11,7 +11,7 @@ hardware supports (see :func:`auto_dtype`):
 * CPU: bf16 only where the CPU has AMX tiles (Intel Sapphire Rapids and later), whose bf16
   matrix units make the CPU preset faster than fp32; fp32 everywhere else, including CPUs
   with AVX512-BF16 but no AMX (AMD Zen 4, Intel Cooper Lake), where bf16 autocast trained
-  the preset 1.6x to 2.7x slower than fp32 (issue 21), and 1.23x to 1.30x slower here with
+  the preset 1.6x to 2.7x slower than fp32 (a user's measurement), and 1.23x to 1.30x slower here with
   AMX switched off in oneDNN. ``python benchmarks/bench_dtype.py`` measures it.
 * MPS: fp32, as nanoGPT.
 
