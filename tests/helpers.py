@@ -99,6 +99,20 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None, proce
     return result
 
 
+def record_lr_schedules(monkeypatch, integration) -> list:
+    """Replace the ProgressTracker that the integration module ``integration`` builds with one
+    that records the ``lr_schedule`` it is given; returns the list the schedules go into."""
+    given = []
+
+    class RecordingTracker(integration.ProgressTracker):
+        def __init__(self, *args, **kwargs):
+            given.append(kwargs.get("lr_schedule"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(integration, "ProgressTracker", RecordingTracker)
+    return given
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every record of a JSONL log, in order."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]

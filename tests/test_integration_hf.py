@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
+from helpers import record_lr_schedules  # noqa: E402
 from trainprogress.integrations.hf import TrainProgressCallback  # noqa: E402
 from trainprogress.sinks import build_sinks  # noqa: E402
 
@@ -187,14 +188,7 @@ def test_hf_evaluation_at_the_last_step_reaches_the_summary(tmp_path):
 def test_hf_passes_the_schedule_of_its_lambda_scheduler_and_reports_a_forecast(tmp_path, monkeypatch):
     import trainprogress.integrations.hf as integration
 
-    given = []
-
-    class RecordingTracker(integration.ProgressTracker):
-        def __init__(self, *args, **kwargs):
-            given.append(kwargs.get("lr_schedule"))
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(integration, "ProgressTracker", RecordingTracker)
+    given = record_lr_schedules(monkeypatch, integration)
     jsonl = tmp_path / "p.jsonl"
     trainer = make_trainer(tmp_path / "run", jsonl)
     trainer.args.max_steps, trainer.args.logging_steps = 40, 1

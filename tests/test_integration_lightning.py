@@ -11,6 +11,7 @@ L = pytest.importorskip("lightning")
 
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
+from helpers import record_lr_schedules  # noqa: E402
 from trainprogress.integrations.lightning import TrainProgress  # noqa: E402
 from trainprogress.sinks import build_sinks  # noqa: E402
 
@@ -236,14 +237,7 @@ def test_lightning_unsized_loader_is_sized_by_iters_per_epoch(tmp_path):
 def test_lightning_passes_the_lambda_schedule_it_reads_without_stepping_it(tmp_path, monkeypatch):
     import trainprogress.integrations.lightning as integration
 
-    given = []
-
-    class RecordingTracker(integration.ProgressTracker):
-        def __init__(self, *args, **kwargs):
-            given.append(kwargs.get("lr_schedule"))
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(integration, "ProgressTracker", RecordingTracker)
+    given = record_lr_schedules(monkeypatch, integration)
     jsonl = tmp_path / "p.jsonl"
     fit(tmp_path, jsonl)
     assert len(given) == 1 and callable(given[0])
