@@ -23,7 +23,7 @@ class RunSize:
 
     __slots__ = ("epochs", "iters_per_epoch", "total_iters", "units")
 
-    def __init__(self, total_iters: int, units: ProgressUnits | None = None, *, epochs: int | None = None,
+    def __init__(self, total_iters: int | None, units: ProgressUnits | None = None, *, epochs: int | None = None,
                  iters_per_epoch: int | None = None) -> None:
         self.total_iters = UNCOUNTED_ITERS if units is not None else total_iters
         self.units = units
@@ -38,7 +38,7 @@ class RunSize:
         steps, units, epoch_len = size_run(total_iters, epochs=epochs, iters_per_epoch=iters_per_epoch, loader=loader,
                                            total_tokens=total_tokens, time_budget_s=time_budget_s,
                                            interval_percent=interval_percent)
-        return cls(steps if units is None else UNCOUNTED_ITERS, units, epochs=epochs, iters_per_epoch=epoch_len)
+        return cls(steps, units, epochs=epochs, iters_per_epoch=epoch_len)
 
     @property
     def in_steps(self) -> bool:
