@@ -121,6 +121,21 @@ def read_jsonl(path: Path) -> list[dict]:
 TOKEN = "T0SECRET/B0SECRET/xoxb-s3cr3t-webhook-token"
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing: the test's stderr stays the library's alone."""
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """An HTTP server with ``handler`` on a free port of ``host``, serving on a daemon thread."""
+    server = ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class Webhook:
     """An incoming-webhook endpoint that records each POST, answering after ``delay_s``."""
 
@@ -128,7 +143,7 @@ class Webhook:
         self.posts: list[tuple[str, str, dict]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.posts.append((self.path, self.headers["Content-Type"], json.loads(body)))
@@ -141,12 +156,7 @@ class Webhook:
                 except OSError:  # the client gave up waiting (the slow-endpoint test)
                     pass
 
-            def log_message(self, *args):  # keep the test's stderr for the library alone
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/{TOKEN}"
 
     def texts(self) -> str:

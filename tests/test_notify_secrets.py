@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import TOKEN, closed_port, train_with_sinks as train
+from helpers import TOKEN, QuietHandler, closed_port, serve, train_with_sinks as train
 from trainprogress.sinks.notify import NotifySink
 
 SECRET_USER = "hookuser-4711"
@@ -26,7 +24,7 @@ class EchoingWebhook:
         self.requests: list[tuple[str, str | None]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append((self.path, self.headers.get("Authorization")))
@@ -34,12 +32,7 @@ class EchoingWebhook:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         self.port = self.server.server_address[1]
 
     def close(self) -> None:
@@ -108,7 +101,7 @@ class RedirectingWebhook(EchoingWebhook):
         self.requests: list[tuple[str, str | None]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.requests.append((self.path, self.headers.get("Authorization")))
@@ -121,12 +114,7 @@ class RedirectingWebhook(EchoingWebhook):
 
             do_GET = do_POST
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler, host)
         self.port = self.server.server_address[1]
 
 
@@ -137,7 +125,7 @@ class RecordingServer(EchoingWebhook):
         self.requests: list[tuple[str, str | None]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 outer.requests.append((self.path, self.headers.get("Authorization")))
                 self.send_response(200)
@@ -146,12 +134,7 @@ class RecordingServer(EchoingWebhook):
 
             do_POST = do_GET
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler, host)
         self.port = self.server.server_address[1]
 
 
