@@ -229,7 +229,3 @@ class ConsoleSink(Sink):
         elif event.kind == "stall_ended":
             stalled = fmt.format_duration(float(event.data.get("stalled_s", 0.0)))
             self._write([f"▶️ Training goes on at iteration {fmt.format_count(event.iteration)} after a stall of {stalled}"])
-        else:
-            line = anomaly_line(event)
-            if line is not None:
-                self._write([line])
