@@ -147,3 +147,24 @@ def test_read_log_drops_a_corrupted_value_and_keeps_the_rest(tmp_path, bad):
     assert edited["percent"] == 50.0 and edited["iters_per_s"] == pytest.approx(20.0)
     series = build_series(run, x_axis="iteration")
     assert 20.0 not in series.loss.x and len(series.loss.x) == len(run.reports) - 1 == 9
+
+
+@pytest.mark.parametrize("bad", ["abc", [1, 2], True])
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_corrupted_forecast_or_cost_figure_reads_as_missing(capsys, tmp_path, bad, subcommand):
+    """Every number field of a report, the forecast's and the cost figures' too, is read as
+    missing when a line holds something else there."""
+    log = tmp_path / "progress.jsonl"
+    write_log(log, 40, clock=FakeClock(), eval_every=10)
+    lines = []
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if record["type"] == "report":
+            record.update(loss_forecast=bad, loss_forecast_low=bad, loss_forecast_high=bad, devices=bad,
+                          device_hours=bad, device_hours_total=bad, energy_j=bad, cost=bad)
+        lines.append(json.dumps(record))
+    log.write_text("\n".join(lines) + "\n")
+    args = [a.format(tmp=tmp_path) for a in subcommand]
+    code, out, err = run_cli(capsys, args[0], log, *args[1:])
+    assert code == 0 and "Traceback" not in err, err
+    assert "Final-loss forecasts" not in out and "Cost:" not in out and "device-hours" not in out, out

@@ -68,11 +68,11 @@ def _report_head(data: bytes | mmap.mmap, line_start: int, end: int) -> re.Match
     return None
 
 
-# A report's fields that readers compute with. A hand-edited or corrupted line can hold
-# anything there ("loss": "abc", [1, 2], true): such a value is read as missing.
-_NUMBER_FIELDS = ("total_iters", "percent", "elapsed_s", "paused_s", "eta_s", "iters_per_s", "ms_per_iter", "loss",
-                  "smoothed_loss", "lr", "best_val_loss", "mfu", "peak_flops", "tokens_processed", "tokens_per_s",
-                  "start_iter", "progress_total", "epoch", "epochs")
+# A report's number fields (the Report's and its cost figures', from their declared types). A
+# hand-edited or corrupted line can hold anything there ("loss": "abc", [1, 2], true): such a
+# value is read as missing.
+_NUMBER_FIELDS = tuple(f.name for cls in (Report, RunCost) for f in fields(cls)
+                       if set(f.type.replace(" ", "").split("|")) <= {"int", "float", "None"})
 _NUMBER_TYPES = (int, float, type(None))  # None (null, or the key absent): not measured
 
 
