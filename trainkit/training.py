@@ -122,6 +122,9 @@ class Training:
             # Every rank checks (a shared filesystem), so none waits in a collective for one that failed.
             prepare_out_dir(cfg.out_dir)
             self._lock_out_dir()  # before reading the checkpoint: no other run writes it now
+        # An impossible size fails now, naming its keys; before a checkpoint is loaded onto the
+        # device, whose memory would otherwise count as taken.
+        check_fits(cfg, data.vocab_size, rt.device)
         ckpt = None
         if cfg.init_from == "resume":
             ckpt = load_for_resume(self.ckpt_path, rt.device, self.model_args, cfg.max_iters, allow_finished=allow_finished)
@@ -129,7 +132,6 @@ class Training:
             if missing:
                 raise CheckpointError(f"{self.ckpt_path} has no {', '.join(missing)}: it was not written by this trainer. "
                                       f"Fix: train from scratch (--init_from=scratch) or point --out_dir elsewhere.")
-        check_fits(cfg, data.vocab_size, rt.device)  # an impossible size fails now, naming its keys
         with allocation_errors("building the model"):
             self.raw_model = model_class(GPTConfig(**self.model_args))
             if init_fresh is not None and ckpt is None:
