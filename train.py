@@ -116,10 +116,12 @@ def full_split_loss(model: torch.nn.Module, data: TokenData, rt: Runtime, split:
     return total / max(count, 1), 0 if cut else int(count)
 
 
-def final_evaluation(training: Training, data: TokenData, tracker: ProgressTracker, cfg: TrainConfig) -> float | None:
+def final_evaluation(training: Training, data: TokenData, tracker: ProgressTracker, cfg: TrainConfig,
+                     data_state: dict, loss: torch.Tensor) -> float | None:
     """The loss over the whole val split, measured after the last step's checkpoint (so a
     scheduler's kill during this long pass loses no step). A signal stops the pass at once:
-    then it says so and returns None (the caller exits 130 or 143)."""
+    then the last step is saved (unless it was, for a better val loss), it says so and
+    returns None (the caller exits 130 or 143)."""
     rt, tokens = training.rt, data.num_tokens("val") - 1
     with tracker.pause("eval"):
         loss, measured = full_split_loss(training.fast_model, data, rt, "val", cfg.batch_size,
@@ -127,10 +129,10 @@ def final_evaluation(training: Training, data: TokenData, tracker: ProgressTrack
     if measured:
         return loss
     training.agree_on_stop()
-    kept = (f"{training.ckpt_path} holds iteration {training.saved_at:,}" if training.saved_at is not None
-            else "no checkpoint was saved")
+    with tracker.pause("checkpoint"):
+        training.save_for_stop(cfg.max_iters, data_state, loss=loss)
     rt.print(f"stopped by {signal_name(training.stop_signum)} during the final evaluation over the whole val split "
-             f"({tokens:,} tokens): the pass was cut short, its loss is not measured; {kept}. Measure it with "
+             f"({tokens:,} tokens): the pass was cut short, its loss is not measured. Measure it with "
              f"--eval_only=True --init_from=resume.")
     tracker.event("final_evaluation_stopped", signal=signal_name(training.stop_signum), tokens=tokens)
     return None
@@ -211,7 +213,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: GracefulStop | None = None) -> in
                 with tracker.pause("checkpoint"):
                     training.save(done, data_state, loss=loss)
             if done == cfg.max_iters and cfg.final_full_eval:  # after the last save: a stop here loses no step
-                final_val_loss = final_evaluation(training, data, tracker, cfg)
+                final_val_loss = final_evaluation(training, data, tracker, cfg, data_state, loss)
                 if final_val_loss is None:
                     return training.stop_exit_code
             if done < cfg.max_iters and training.stop_requested(done):
