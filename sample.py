@@ -13,7 +13,6 @@ checkpoint was trained on.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +21,7 @@ from trainkit.checkpoint import load_checkpoint, strip_compile_prefix
 from trainkit.config import ConfigError, format_help, load_config, opt, require
 from trainkit.data import load_meta
 from trainkit.model import GPT, GPTConfig
+from trainkit.run_end import exit_on_config_error
 from trainkit.runtime import setup_runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,7 +89,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as e:
-        sys.exit(f"sample.py: error: {e}")
+    exit_on_config_error("sample.py", main)
