@@ -281,7 +281,7 @@ def train(cfg: NanEchoConfig, rt: Runtime, stop: GracefulStop | None = None) -> 
     run = RunState(cfg, training, data.vocab_size)
     rt.print(model_line(cfg, run, data))
     rt.print(f"{training.runtime_line()}; preset {cfg.preset}")
-    tracker = training.tracker(cfg.step_learning_rate())
+    tracker = training.tracker(run.learning_rate)
     run.set_sections(tracker)
     values = training.first_values()
 

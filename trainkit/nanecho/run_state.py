@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
 from trainkit.nanecho.connections import connection_counts, grow_connections, param_counts
 from trainkit.nanecho.curriculum import PhaseState
@@ -69,7 +69,9 @@ class RunState:
 
     def __init__(self, cfg: Any, training: Training, vocab_size: int) -> None:
         self.cfg, self.training, self.vocab_size = cfg, training, vocab_size
-        self.curriculum, self.growth, self.lr_schedule = cfg.curriculum(), cfg.connections(), cfg.lr_schedule()
+        self.curriculum, self.growth = cfg.curriculum(), cfg.connections()
+        #: the rate of 0-based step ``it``: warm-up + cosine times the curriculum's multiplier at that step
+        self.learning_rate: Callable[[int], float] = cfg.step_learning_rate()
         model, start = training.raw_model, training.iter_num
         self.phase_name: str | None = training.extras.get("phase")  # of the latest step run
         self.dim_losses: dict[str, float] | None = training.extras.get("val_losses")
@@ -128,10 +130,6 @@ class RunState:
             events.append(("connection_growth", dict(added=added, connection_ratio=self.connection_ratio,
                                                      active_params=self.active_params, start_iteration=it)))
         return events
-
-    def learning_rate(self, it: int) -> float:
-        """The rate of step ``it``: warm-up + cosine times the curriculum's multiplier."""
-        return self.lr_schedule(it) * self.state.lr_multiplier
 
     def step_values(self, grad_norm: Any) -> dict[str, Any]:
         """The step's named values, so that log sinks (JSONL, TensorBoard, W&B) carry them."""
