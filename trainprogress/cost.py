@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from .energy import RAPL_ROOT, NvmlMeter, RaplMeter, cuda_uuids
+from .ranks import world_size
 
 NO_GPU = "no NVIDIA GPU"
 J_PER_KWH = 3.6e6
@@ -145,10 +146,8 @@ def format_energy(joules: float) -> str:
 
 def job_world_size() -> int:
     """torch.distributed's world size when a process group is up, else torchrun's WORLD_SIZE, else 1."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    size = world_size()
+    return size if size > 1 else max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
 
 
 def cuda_indices(device: Any, decide: bool) -> list[int] | None:
