@@ -82,11 +82,6 @@ class RetryingWriter:
         self._late = 0  # records written after a failure, this outage
         self.lost_records = 0  # over the whole run
 
-    @property
-    def pending(self) -> int:
-        """Lines not yet (wholly) written."""
-        return len(self._pending)
-
     def write(self, data: bytes, iteration: int, is_report: bool) -> None:
         """Queue one line (``data`` ends with a newline) and write what is due."""
         self._pending.append(Line(data, iteration, is_report))
